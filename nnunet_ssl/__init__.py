@@ -1,0 +1,5 @@
+"""nnunet-ssl: self-supervised contrastive pretraining (PCL, MLSSCL) for nnU-Net v2.
+
+Kept import-free on purpose: the start-up hook imports this package in every Python process.
+"""
+__version__ = "0.1.0"

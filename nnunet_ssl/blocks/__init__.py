@@ -1,0 +1,1 @@
+"""Shared building blocks (losses, heads, queues): plain torch, no nnU-Net import."""

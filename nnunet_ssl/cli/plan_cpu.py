@@ -1,0 +1,54 @@
+"""nnUNetv2_ssl_plan_cpu: write a CPU-sized plans variant next to existing nnU-Net plans."""
+import argparse
+import os
+from os.path import isfile, join
+
+from batchgenerators.utilities.file_and_folder_operations import load_json, save_json
+
+from nnunet_ssl.cli import run_cli
+from nnunet_ssl.errors import SSLUserError
+
+
+def plan_cpu(dataset: str, source_plans: str = "nnUNetPlans", target_plans: str | None = None,
+             features_divisor: int = 4, batch_size: int = 4, max_patch_voxels: int = 32 * 48 * 32,
+             overwrite: bool = False) -> str:
+    from nnunetv2.paths import nnUNet_preprocessed
+
+    from nnunet_ssl.integration.cpu_plans import CPU_PLANS_SUFFIX, make_cpu_plans
+    from nnunet_ssl.integration.dataset import resolve_dataset_name
+
+    name = resolve_dataset_name(dataset)
+    source = join(str(nnUNet_preprocessed), name, source_plans + ".json")
+    if not isfile(source):
+        raise SSLUserError(f"no plans {source} to derive from.", f"nnUNetv2_plan_and_preprocess -d {dataset}")
+    target_plans = target_plans or source_plans + CPU_PLANS_SUFFIX
+    target = join(str(nnUNet_preprocessed), name, target_plans + ".json")
+    plans = make_cpu_plans(load_json(source), target_plans, features_divisor, batch_size, max_patch_voxels)
+    if isfile(target) and not overwrite:
+        if load_json(target) == plans:
+            print(f"{target} is up to date")
+            return target
+        raise SSLUserError(f"{target} exists and differs from what these options give; it was not overwritten.",
+                           "pass --overwrite, or -o another plans name")
+    save_json(plans, target, sort_keys=False)
+    for c, cfg in plans["configurations"].items():
+        if "patch_size" in cfg:
+            feats = cfg.get("architecture", {}).get("arch_kwargs", {}).get("features_per_stage", "inherited")
+            print(f"{target_plans} {c}: patch {cfg['patch_size']}, batch {cfg.get('batch_size')}, features {feats}")
+    print(f"wrote {target}\nuse it with: nnUNetv2_train {dataset} 3d_fullres FOLD -p {target_plans} -device cpu")
+    return target
+
+
+def plan_cpu_entry() -> None:
+    parser = argparse.ArgumentParser(prog="nnUNetv2_ssl_plan_cpu",
+                                     description="Derive CPU-sized plans (same preprocessed data) from nnU-Net plans.")
+    parser.add_argument("-d", dest="dataset", required=True)
+    parser.add_argument("-p", dest="source_plans", default="nnUNetPlans")
+    parser.add_argument("-o", dest="target_plans", help="name of the new plans (default <source>_cpu)")
+    parser.add_argument("--features-divisor", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--max-patch-voxels", type=int, default=32 * 48 * 32)
+    parser.add_argument("--overwrite", action="store_true")
+    args = parser.parse_args()
+    run_cli(lambda: plan_cpu(args.dataset, args.source_plans, args.target_plans, args.features_divisor,
+                             args.batch_size, args.max_patch_voxels, args.overwrite))

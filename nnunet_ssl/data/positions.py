@@ -1,0 +1,132 @@
+"""Position arithmetic for positional contrastive learning (PCL). Pure numpy/torch, no I/O.
+
+All shapes and boxes are in nnU-Net's preprocessed axis order (after ``transpose_forward``), which
+is also the order of the crop properties nnU-Net stores (shape_before_cropping,
+bbox_used_for_cropping, shape_after_cropping_and_before_resampling).
+"""
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+# Above this fraction of the position axis covered by one patch, nearly every pair is positive
+# [spec 3.3 "degenerate case": refuse when h >= 0.8].
+MAX_PATCH_FRACTION = 0.8
+
+
+def patch_centre_position(
+    patch_start: float,
+    patch_extent: float,
+    preprocessed_extent: int,
+    cropped_extent: int,
+    crop_start: int,
+    original_extent: int,
+) -> float:
+    """Normalised position in [0, 1] of a patch centre along one axis of the original image.
+
+    The centre is measured in preprocessed voxels (voxel i covers [i, i + 1)), mapped back through
+    nnU-Net's resampling (cropped_extent / preprocessed_extent) and nonzero crop (crop_start), and
+    divided by the uncropped extent, as PCL normalises slice positions to the stored volume [code:
+    dataset/chd.py:38]. nnU-Net pads small images, so a patch may start below 0: the result is
+    clipped to [0, 1].
+    """
+    if min(preprocessed_extent, cropped_extent, original_extent) <= 0:
+        raise ValueError("extents must be positive")
+    centre = patch_start + patch_extent / 2.0
+    centre_original = crop_start + centre * (cropped_extent / preprocessed_extent)
+    return float(np.clip(centre_original / original_extent, 0.0, 1.0))
+
+
+def position_from_properties(properties: dict, preprocessed_shape: Sequence[int], patch_start: Sequence[int],
+                             patch_size: Sequence[int], axis: int) -> float:
+    """``patch_centre_position`` with the numbers read from an nnU-Net case properties dict."""
+    return patch_centre_position(
+        patch_start=patch_start[axis],
+        patch_extent=patch_size[axis],
+        preprocessed_extent=preprocessed_shape[axis],
+        cropped_extent=properties["shape_after_cropping_and_before_resampling"][axis],
+        crop_start=properties["bbox_used_for_cropping"][axis][0],
+        original_extent=properties["shape_before_cropping"][axis],
+    )
+
+
+def patch_fraction(patch_extent: int, image_extents: Sequence[int]) -> float:
+    """h: the fraction of the position axis one patch covers (median over cases)."""
+    return float(min(1.0, patch_extent / np.median(np.asarray(image_extents, dtype=float))))
+
+
+def rescaled_threshold(theta: float, fraction: float) -> float:
+    """theta' = theta * (1 - h): patch centres only span [h/2, 1 - h/2], so the threshold shrinks
+    with the span to keep PCL's positive rate [spec 3.3, assumption]."""
+    if not 0 <= fraction < 1:
+        raise ValueError(f"patch fraction must be in [0, 1), got {fraction}")
+    return theta * (1.0 - fraction)
+
+
+def positional_positive_mask(positions: torch.Tensor, threshold: float) -> torch.Tensor:
+    """PCL positives: |p_i - p_j| < threshold, also across patients [code: loss/contrast_loss.py:61].
+
+    positions: (N,) -> (N, N) bool. The diagonal is True; the loss ignores it.
+    """
+    if positions.ndim != 1:
+        raise ValueError(f"positions must be 1-D, got shape {tuple(positions.shape)}")
+    return (positions[:, None] - positions[None, :]).abs() < threshold
+
+
+def random_patch_start(image_shape: Sequence[int], patch_size: Sequence[int],
+                       randint: Callable[[int, int], int] = np.random.randint) -> list[int]:
+    """Uniform patch start per axis, like nnU-Net's random (non-foreground) crop.
+
+    Where the image is smaller than the patch, the patch may start below 0 (padding is split
+    over both sides, as nnUNetDataLoader.get_bbox does with need_to_pad). Uses numpy's global
+    generator by default because batchgenerators reseeds it in each augmentation worker.
+    """
+    starts = []
+    for extent, size in zip(image_shape, patch_size):
+        pad = max(size - extent, 0)
+        low = -(pad // 2)
+        high = extent + pad // 2 + pad % 2 - size
+        starts.append(int(randint(low, high + 1)))
+    return starts
+
+
+def crop_around_patch(patch_start: Sequence[int], patch_size: Sequence[int],
+                      crop_size: Sequence[int]) -> list[list[int]]:
+    """Bounding box [[lo, hi], ...] of a larger crop sharing the patch's centre (crop - patch is
+    even on every axis), so a centre-cropping spatial transform returns exactly that patch's centre."""
+    box = []
+    for start, size, crop in zip(patch_start, patch_size, crop_size):
+        margin = (crop - size) // 2
+        if margin < 0 or (crop - size) % 2:
+            raise ValueError(f"crop {list(crop_size)} must exceed patch {list(patch_size)} by an even amount")
+        box.append([start - margin, start - margin + crop])
+    return box
+
+
+def rotation_safe_crop_size(patch_size: Sequence[int], rotation_axis: int, min_scale: float) -> list[int]:
+    """Crop that still fills ``patch_size`` after any rotation about ``rotation_axis`` and zoom
+    down to ``min_scale``: the in-plane diagonal, divided by the scale, rounded up to keep
+    (crop - patch) even."""
+    in_plane = [s for a, s in enumerate(patch_size) if a != rotation_axis]
+    diagonal = float(np.sqrt(np.sum(np.square(in_plane))))
+    crop = []
+    for a, size in enumerate(patch_size):
+        needed = int(np.ceil((size if a == rotation_axis else diagonal) / min_scale))
+        crop.append(needed + (needed - size) % 2)
+    return crop
+
+
+def pretraining_patch_size(plans_patch_size: Sequence[int], divisors: Sequence[int], median_shape: Sequence[float],
+                           axis: int, max_fraction: float = 0.5) -> list[int]:
+    """The plans' patch, shortened along the position axis to at most ``max_fraction`` of the
+    median image extent (a multiple of the network's total stride on that axis, at least one).
+
+    nnU-Net often plans patches that cover most of an image; PCL positions then barely vary and
+    every pair is positive [spec 3.3]. The encoder is fully convolutional with global pooling, so
+    weights learned on shorter patches transfer to the plans' patch (assumption, spec 3.3).
+    """
+    size = [int(s) for s in plans_patch_size]
+    div = int(divisors[axis])
+    limit = max(div, int(max_fraction * median_shape[axis]) // div * div)
+    size[axis] = min(size[axis], limit)
+    return size

@@ -1,0 +1,99 @@
+"""The pretrained-encoder checkpoint format: encoder weights plus versioned metadata.
+
+One file, ``checkpoint_final.pth``: ``{"format": FORMAT_NAME, "meta": {...}, "encoder_state_dict": {...}}``.
+Weights are ``network.encoder.state_dict()`` (no ``decoder.encoder.*`` alias, no optimizer), and
+the metadata is plain JSON-able data, so the file loads with ``torch.load(weights_only=True)``.
+Every write goes to a temporary file first and is renamed into place, so a crash never leaves a
+half-written checkpoint under the final name.
+"""
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
+from importlib.metadata import PackageNotFoundError, version
+
+import torch
+
+from nnunet_ssl.errors import SSLUserError
+
+FORMAT_NAME = "nnunet-ssl-encoder"
+FORMAT_VERSION = 1
+
+
+def package_versions() -> dict[str, str]:
+    result = {}
+    for name in ("nnunet-ssl", "nnunetv2", "torch", "dynamic_network_architectures", "batchgeneratorsv2"):
+        try:
+            result[name] = version(name)
+        except PackageNotFoundError:
+            result[name] = "not installed"
+    return result
+
+
+@dataclass
+class SSLCheckpointMeta:
+    method: str
+    hparams: dict  # the method's config and the pretraining schedule, every value used
+    dataset_name: str
+    plans_identifier: str
+    configuration: str
+    architecture_hash: str
+    architecture: dict
+    num_input_channels: int
+    channel_names: dict
+    normalization_schemes: list
+    seed: int
+    case_ids: list
+    epochs_completed: int = 0
+    final_metrics: dict = field(default_factory=dict)
+    versions: dict = field(default_factory=package_versions)
+    format_version: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict:
+        """Plain JSON types only (numpy scalars become floats, tuples lists); anything that is not
+        JSON-serialisable raises TypeError, so saving fails instead of losing information."""
+        return json.loads(json.dumps(asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SSLCheckpointMeta":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def atomic_torch_save(obj, path: str) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".pth", dir=folder)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def save_encoder_checkpoint(path: str, encoder_state_dict: dict, meta: SSLCheckpointMeta) -> None:
+    state = {k: v.detach().cpu() for k, v in encoder_state_dict.items()}
+    atomic_torch_save({"format": FORMAT_NAME, "meta": meta.to_dict(), "encoder_state_dict": state}, path)
+
+
+def load_encoder_checkpoint(path: str) -> tuple[dict, SSLCheckpointMeta]:
+    """Return (encoder state dict on CPU, metadata); a clear SSLUserError for every bad file."""
+    rerun = "re-run nnUNetv2_ssl_pretrain for this dataset, plans and configuration"
+    if not os.path.isfile(path):
+        raise SSLUserError(f"no pretrained checkpoint at {path}.", rerun)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, wrong pickle, ...: all mean "not a usable file"
+        raise SSLUserError(f"{path} is not a readable checkpoint (truncated or corrupt?): "
+                           f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", rerun) from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT_NAME:
+        raise SSLUserError(f"{path} is not an nnunet-ssl encoder checkpoint (expected format {FORMAT_NAME!r}).",
+                           "point nnUNet_ssl_weights at a checkpoint_final.pth written by nnUNetv2_ssl_pretrain")
+    meta = checkpoint["meta"]
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise SSLUserError(f"{path} uses checkpoint format {meta['format_version']}, newer than this nnunet-ssl "
+                           f"understands ({FORMAT_VERSION}).", "pip install --upgrade nnunet-ssl")
+    return checkpoint["encoder_state_dict"], SSLCheckpointMeta.from_dict(meta)

@@ -1,0 +1,54 @@
+"""A CPU-sized variant of nnU-Net plans: fewer features, small batch, small patch, same data.
+
+The variant keeps every configuration's ``data_identifier``, so it trains on the data nnU-Net
+already preprocessed and needs no re-preprocessing; select it with nnU-Net's ``-p`` flag.
+Measured on the hippocampus data (2 CPU cores): features 8-16-32-64, batch 4, patch 32x48x32
+take about 0.25 s per training iteration, against about 10 s for the stock plans.
+"""
+import copy
+import math
+
+import numpy as np
+
+CPU_PLANS_SUFFIX = "_cpu"
+
+
+def shrink_patch(patch_size: list[int], divisors: list[int], max_voxels: int) -> list[int]:
+    """Scale the patch down isotropically to about ``max_voxels``, each axis a multiple of its
+    divisor (rounded to nearest), then shorten the longest axis until the budget holds."""
+    factor = min(1.0, (max_voxels / math.prod(patch_size)) ** (1 / len(patch_size)))
+    size = [max(d, int(round(p * factor / d)) * d) for p, d in zip(patch_size, divisors)]
+    while math.prod(size) > max_voxels:
+        candidates = [i for i in range(len(size)) if size[i] > divisors[i]]
+        if not candidates:
+            break
+        i = max(candidates, key=lambda j: size[j])
+        size[i] -= divisors[i]
+    return size
+
+
+def make_cpu_plans(plans: dict, plans_name: str, features_divisor: int = 4, batch_size: int = 4,
+                   max_patch_voxels: int = 32 * 48 * 32) -> dict:
+    """Return a copy of ``plans`` named ``plans_name`` with CPU-sized architectures."""
+    new = copy.deepcopy(plans)
+    new["plans_name"] = plans_name
+    for name, config in new["configurations"].items():
+        arch = config.get("architecture")
+        if arch is not None:
+            kwargs = arch["arch_kwargs"]
+            kwargs["features_per_stage"] = [max(4, f // features_divisor) for f in kwargs["features_per_stage"]]
+        if "patch_size" in config:
+            strides = (arch or _inherited_arch(new, config))["arch_kwargs"]["strides"]
+            divisors = [int(d) for d in np.prod(np.atleast_2d(strides), axis=0)]
+            config["patch_size"] = shrink_patch(list(config["patch_size"]), divisors, max_patch_voxels
+                                                if len(config["patch_size"]) == 3 else
+                                                int(round(max_patch_voxels ** (2 / 3))))
+        if "batch_size" in config:
+            config["batch_size"] = batch_size
+    return new
+
+
+def _inherited_arch(plans: dict, config: dict) -> dict:
+    while "architecture" not in config:
+        config = plans["configurations"][config["inherits_from"]]
+    return config["architecture"]

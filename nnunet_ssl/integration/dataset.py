@@ -1,0 +1,75 @@
+"""Open an nnU-Net dataset's plans and preprocessed data for pretraining, with clear errors."""
+import os
+from dataclasses import dataclass
+from os.path import isdir, isfile, join
+
+from batchgenerators.utilities.file_and_folder_operations import load_json
+from nnunetv2.paths import nnUNet_preprocessed
+from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
+
+from nnunet_ssl.errors import SSLUserError
+
+
+@dataclass
+class PreprocessedDataset:
+    dataset_name: str
+    plans_manager: PlansManager
+    configuration_name: str
+    configuration: ConfigurationManager
+    dataset_json: dict
+    data_folder: str
+    case_ids: list[str]
+    num_input_channels: int
+
+    def open_cases(self):
+        """nnU-Net's own dataset class for this folder (blosc2 or numpy)."""
+        return infer_dataset_class(self.data_folder)(self.data_folder, self.case_ids)
+
+
+def resolve_dataset_name(dataset: str | int) -> str:
+    if not nnUNet_preprocessed.is_set():
+        raise SSLUserError("nnUNet_preprocessed is not set.",
+                           "export nnUNet_raw=... nnUNet_preprocessed=... nnUNet_results=... "
+                           "(see nnU-Net's documentation/setting_up_paths.md), or run nnUNetv2_ssl_doctor")
+    try:
+        return maybe_convert_to_dataset_name(dataset)
+    except (RuntimeError, ValueError) as e:
+        raise SSLUserError(f"dataset {dataset!r} was not found: {str(e).splitlines()[0]}",
+                           "check the id with `ls $nnUNet_raw $nnUNet_preprocessed`, or create the dataset "
+                           "in nnUNet_raw (DatasetXXX_Name) first") from None
+
+
+def open_preprocessed(dataset: str | int, configuration: str, plans_identifier: str) -> PreprocessedDataset:
+    name = resolve_dataset_name(dataset)
+    dataset_id = name[7:10]
+    folder = join(str(nnUNet_preprocessed), name)
+    plans_file = join(folder, plans_identifier + ".json")
+    preprocess_cmd = f"nnUNetv2_plan_and_preprocess -d {int(dataset_id)} -c {configuration}"
+    if not isfile(plans_file):
+        available = sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".json")
+                           and f not in ("dataset.json", "dataset_fingerprint.json", "splits_final.json")) \
+            if isdir(folder) else []
+        raise SSLUserError(f"no plans {plans_identifier!r} for {name} (looked for {plans_file}; "
+                           f"available: {available or 'none'}).",
+                           preprocess_cmd if plans_identifier == "nnUNetPlans" or not available
+                           else f"pass -p with one of {available}, or run nnUNetv2_ssl_plan_cpu -d {int(dataset_id)}")
+    plans_manager = PlansManager(plans_file)
+    if configuration not in plans_manager.available_configurations:
+        raise SSLUserError(f"configuration {configuration!r} is not in {plans_identifier} "
+                           f"(available: {plans_manager.available_configurations}).",
+                           f"pass -c with one of {plans_manager.available_configurations}")
+    config = plans_manager.get_configuration(configuration)
+    data_folder = join(folder, config.data_identifier)
+    if not isdir(data_folder) or not any(f.endswith(".pkl") for f in os.listdir(data_folder)):
+        raise SSLUserError(f"{name} is not preprocessed for {configuration} (no data in {data_folder}).",
+                           f"nnUNetv2_preprocess -d {int(dataset_id)} -c {configuration} -plans_name {plans_identifier}")
+    dataset_json = load_json(join(folder, "dataset.json"))
+    dataset_class = infer_dataset_class(data_folder)
+    case_ids = sorted(dataset_class.get_identifiers(data_folder))
+    return PreprocessedDataset(
+        dataset_name=name, plans_manager=plans_manager, configuration_name=configuration, configuration=config,
+        dataset_json=dataset_json, data_folder=data_folder, case_ids=case_ids,
+        num_input_channels=determine_num_input_channels(plans_manager, config, dataset_json))

@@ -1,0 +1,31 @@
+"""Build exactly the network nnU-Net plans for a configuration, and fingerprint its encoder."""
+import hashlib
+import json
+
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
+from torch import nn
+
+
+def build_planned_network(plans_manager: PlansManager, configuration: ConfigurationManager, dataset_json: dict,
+                          num_input_channels: int) -> nn.Module:
+    """The full U-Net, through the same static method nnUNetv2_train and nnUNetv2_predict call."""
+    num_outputs = plans_manager.get_label_manager(dataset_json).num_segmentation_heads
+    return nnUNetTrainer.build_network_architecture(plans_manager, configuration, num_input_channels,
+                                                    num_outputs, enable_deep_supervision=True)
+
+
+def bottleneck_channels(configuration: ConfigurationManager) -> int:
+    return int(configuration.network_arch_init_kwargs["features_per_stage"][-1])
+
+
+def architecture_description(configuration: ConfigurationManager) -> dict:
+    return {"network_class_name": configuration.network_arch_class_name,
+            "arch_kwargs": configuration.network_arch_init_kwargs,
+            "_kw_requires_import": list(configuration.network_arch_init_kwargs_req_import)}
+
+
+def architecture_hash(configuration: ConfigurationManager) -> str:
+    """sha256 of the plans' architecture entry (class, kwargs), stable across key order."""
+    text = json.dumps(architecture_description(configuration), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()

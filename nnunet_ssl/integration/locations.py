@@ -1,0 +1,64 @@
+"""Where pretraining results live: beside nnU-Net's own model folders, named in its style.
+
+    $nnUNet_results/DatasetXXX_Name/SSLPretrain_<method>__<plans>__<configuration>/
+        checkpoint_final.pth    encoder weights + metadata (what SSLInitTrainer loads)
+        checkpoint_final.json   the same metadata, human-readable
+        checkpoint_latest.pth   full state for --c (method heads, optimizer, log)
+        progress.png, progress.json, training_log.txt
+"""
+import os
+from os.path import isdir, isfile, join
+
+from nnunetv2.paths import nnUNet_results
+
+from nnunet_ssl.errors import SSLUserError
+
+PREFIX = "SSLPretrain_"
+FINAL = "checkpoint_final.pth"
+LATEST = "checkpoint_latest.pth"
+WEIGHTS_ENV = "nnUNet_ssl_weights"  # explicit checkpoint path, overrides the lookup
+METHOD_ENV = "nnUNet_ssl_method"  # which pretraining to use when several exist
+
+
+def pretraining_folder(dataset_name: str, method: str, plans_identifier: str, configuration: str) -> str:
+    if not nnUNet_results.is_set():
+        raise SSLUserError("nnUNet_results is not set.", "export nnUNet_results=/path/to/nnUNet_results")
+    return join(str(nnUNet_results), dataset_name, f"{PREFIX}{method}__{plans_identifier}__{configuration}")
+
+
+def available_pretrainings(dataset_name: str, plans_identifier: str, configuration: str) -> dict[str, str]:
+    """{method: checkpoint_final path} for every finished pretraining of this dataset/plans/config."""
+    root = join(str(nnUNet_results), dataset_name)
+    suffix = f"__{plans_identifier}__{configuration}"
+    found = {}
+    if isdir(root):
+        for name in sorted(os.listdir(root)):
+            if name.startswith(PREFIX) and name.endswith(suffix) and isfile(join(root, name, FINAL)):
+                found[name[len(PREFIX):-len(suffix)]] = join(root, name, FINAL)
+    return found
+
+
+def find_pretrained_checkpoint(dataset_name: str, plans_identifier: str, configuration: str,
+                               method: str | None = None) -> str:
+    """The checkpoint a fine-tuning run should load; never guesses between several."""
+    explicit = os.environ.get(WEIGHTS_ENV)
+    if explicit:
+        return explicit
+    method = method or os.environ.get(METHOD_ENV) or None
+    found = available_pretrainings(dataset_name, plans_identifier, configuration)
+    pretrain_cmd = (f"nnUNetv2_ssl_pretrain -d {dataset_name} -c {configuration} -p {plans_identifier}"
+                    + (f" -m {method}" if method else ""))
+    if method is not None:
+        if method not in found:
+            raise SSLUserError(f"no finished {method!r} pretraining for {dataset_name} / {plans_identifier} / "
+                               f"{configuration} (found: {sorted(found) or 'none'}).", pretrain_cmd)
+        return found[method]
+    if not found:
+        raise SSLUserError(f"no pretrained encoder for {dataset_name} / {plans_identifier} / {configuration} "
+                           f"under {join(str(nnUNet_results), dataset_name)}.",
+                           f"{pretrain_cmd}   (or set {WEIGHTS_ENV}=/path/to/checkpoint_final.pth)")
+    if len(found) > 1:
+        raise SSLUserError(f"several pretrainings exist for {dataset_name} / {plans_identifier} / {configuration}: "
+                           f"{sorted(found)}; which one to load is ambiguous.",
+                           f"export {METHOD_ENV}=<one of {sorted(found)}>")
+    return next(iter(found.values()))

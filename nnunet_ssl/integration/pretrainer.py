@@ -1,0 +1,181 @@
+"""The pretraining loop: plans-built encoder + a method, on nnU-Net's preprocessed data.
+
+It only wires collaborators together: the dataset (integration.dataset), the method
+(nnunet_ssl.methods), the sampler the method makes, checkpoints (integration.checkpoint) and the
+progress log. Device handling follows nnU-Net: bf16 autocast on CUDA, plain fp32 on CPU/MPS.
+"""
+import contextlib
+import json
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
+from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
+from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
+from tqdm import tqdm
+
+from nnunet_ssl.errors import SSLUserError
+from nnunet_ssl.integration import locations
+from nnunet_ssl.integration.checkpoint import (SSLCheckpointMeta, atomic_torch_save, save_encoder_checkpoint)
+from nnunet_ssl.integration.dataset import PreprocessedDataset
+from nnunet_ssl.integration.encoder import (architecture_description, architecture_hash, bottleneck_channels,
+                                            build_planned_network)
+from nnunet_ssl.integration.progress import ProgressLog
+from nnunet_ssl.methods import DataGeometry, Hyperparameters, get_method
+
+
+@dataclass(frozen=True)
+class PretrainSchedule(Hyperparameters):
+    num_epochs: int = 100  # [assumption] budget by iterations, spec 3.3 suggests 200 x 250 on a GPU
+    iterations_per_epoch: int = 250  # nnU-Net's epoch length [nnU-Net]
+    batch_size: int = 16  # patches per step, 2 views each [spec 3.3: >= 16 patches]
+    initial_lr: float = 0.1  # SGD, cosine to 0 per iteration [code: train_contrast.py, lr_scheduler.py]
+    momentum: float = 0.9  # [code]
+    weight_decay: float = 1e-5  # [code]
+    patch_size: tuple | None = None  # None: the method chooses (PCL: plans patch, shorter on the position axis)
+    seed: int = 0
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _augmenter(sampler, device: torch.device):
+    n_proc = get_allowed_n_proc_DA() if device.type == "cuda" else 0  # on CPU the workers would steal the cores
+    if n_proc == 0:
+        return SingleThreadedAugmenter(sampler, None)
+    return NonDetMultiThreadedAugmenter(sampler, None, n_proc, num_cached=max(6, n_proc // 2), seeds=None,
+                                        pin_memory=True, wait_time=0.002)
+
+
+def _data_geometry(data: PreprocessedDataset, cases, requested_patch_size) -> DataGeometry:
+    strides = np.array(data.configuration.network_arch_init_kwargs["strides"], dtype=int)
+    divisors = [int(d) for d in np.prod(np.atleast_2d(strides), axis=0)]
+    shapes = [list(cases.load_case(c)[0].shape[1:]) for c in data.case_ids]
+    if len(data.configuration.patch_size) != 3:
+        raise SSLUserError(f"configuration {data.configuration_name!r} is 2D; this version pretrains 3D patches.",
+                           "use -c 3d_fullres")
+    if requested_patch_size is not None:
+        bad = [(s, d) for s, d in zip(requested_patch_size, divisors) if s % d]
+        if len(requested_patch_size) != len(divisors) or bad:
+            raise SSLUserError(f"patch size {list(requested_patch_size)} does not fit the network: each axis must "
+                               f"be a multiple of its total stride {divisors}.",
+                               "choose --patch-size with multiples of " + " ".join(map(str, divisors)))
+    return DataGeometry(list(data.configuration.patch_size), divisors, shapes,
+                        list(requested_patch_size) if requested_patch_size else None)
+
+
+class Pretrainer:
+    def __init__(self, data: PreprocessedDataset, method_name: str, method_config: dict, schedule: PretrainSchedule,
+                 device: torch.device, output_folder: str):
+        self.data, self.schedule, self.device, self.output_folder = data, schedule, device, output_folder
+        torch.manual_seed(schedule.seed)
+        np.random.seed(schedule.seed)
+        method_class = get_method(method_name)
+        try:
+            config = method_class.config_class.from_dict(method_config)
+        except (TypeError, ValueError) as e:
+            raise SSLUserError(str(e), f"fix the {method_name} options (--set or the recipe)") from None
+        self.cases = data.open_cases()
+        geometry = _data_geometry(data, self.cases, schedule.patch_size)
+        network = build_planned_network(data.plans_manager, data.configuration, data.dataset_json,
+                                        data.num_input_channels)
+        self.method = method_class(network.encoder, bottleneck_channels(data.configuration), config, geometry)
+        self.method.to(device)
+        self.optimizer = torch.optim.SGD(self.method.parameters(), schedule.initial_lr, momentum=schedule.momentum,
+                                         weight_decay=schedule.weight_decay)
+        total = schedule.num_epochs * schedule.iterations_per_epoch
+        self.lr_scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=total)
+        self.epoch = 0
+        os.makedirs(output_folder, exist_ok=True)
+        self.log = ProgressLog(output_folder)
+
+    # --- checkpoints -------------------------------------------------------------------------
+    def metadata(self) -> SSLCheckpointMeta:
+        d, cfg = self.data, self.data.configuration
+        hparams = {"method": self.method.config.to_dict(), "schedule": self.schedule.to_dict(),
+                   "derived": self.method.derived_values()}
+        return SSLCheckpointMeta(
+            method=self.method.name, hparams=hparams, dataset_name=d.dataset_name,
+            plans_identifier=d.plans_manager.plans_name, configuration=d.configuration_name,
+            architecture_hash=architecture_hash(cfg), architecture=json.loads(json.dumps(
+                architecture_description(cfg), default=str)),
+            num_input_channels=d.num_input_channels,
+            channel_names=dict(d.dataset_json.get("channel_names", d.dataset_json.get("modality", {}))),
+            normalization_schemes=list(cfg.normalization_schemes), seed=self.schedule.seed,
+            case_ids=list(d.case_ids), epochs_completed=self.epoch,
+            final_metrics=self.log.history[-1] if self.log.history else {})
+
+    def save_latest(self) -> None:
+        atomic_torch_save({"method_state": self.method.state_dict(), "optimizer_state": self.optimizer.state_dict(),
+                           "scheduler_state": self.lr_scheduler.state_dict(), "epoch": self.epoch,
+                           "history": self.log.history, "meta": self.metadata().to_dict()},
+                          os.path.join(self.output_folder, locations.LATEST))
+
+    def resume(self) -> None:
+        path = os.path.join(self.output_folder, locations.LATEST)
+        if not os.path.isfile(path):
+            raise SSLUserError(f"--c given but there is nothing to continue in {self.output_folder}.",
+                               "run the same command without --c to start")
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        if state["meta"]["hparams"] != self.metadata().hparams:
+            raise SSLUserError(f"--c with other hyperparameters than the run in {self.output_folder}.",
+                               "continue with the original options, or remove that folder to start over")
+        self.method.load_state_dict(state["method_state"])
+        self.optimizer.load_state_dict(state["optimizer_state"])
+        self.lr_scheduler.load_state_dict(state["scheduler_state"])
+        self.epoch = state["epoch"]
+        self.log.history = state["history"]
+        self.log.print(f"resumed from {path} at epoch {self.epoch}")
+
+    def save_final(self) -> str:
+        meta = self.metadata()
+        path = os.path.join(self.output_folder, locations.FINAL)
+        save_encoder_checkpoint(path, self.method.encoder.state_dict(), meta)
+        with open(os.path.join(self.output_folder, "checkpoint_final.json"), "w") as f:
+            json.dump(meta.to_dict(), f, indent=1)
+        return path
+
+    # --- the loop ----------------------------------------------------------------------------
+    def run(self) -> str:
+        s = self.schedule
+        self.log.print(f"{self.method.name} on {self.data.dataset_name} / {self.data.plans_manager.plans_name} / "
+                       f"{self.data.configuration_name}: {len(self.data.case_ids)} cases, device {self.device}, "
+                       f"{json.dumps(self.method.derived_values())}")
+        batches = _augmenter(self.method.make_sampler(self.cases, self.data.case_ids, s.batch_size), self.device)
+        self.method.train()
+        while self.epoch < s.num_epochs:
+            sums: dict[str, float] = {}
+            start = time.time()
+            bar = tqdm(range(s.iterations_per_epoch), desc=f"epoch {self.epoch + 1}/{s.num_epochs}", leave=False)
+            for _ in bar:
+                batch = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v
+                         for k, v in next(batches).items()}
+                with _autocast(self.device):
+                    loss, metrics = self.method.training_step(batch)
+                if not torch.isfinite(loss):
+                    raise SSLUserError(f"the loss became {loss.item()} at epoch {self.epoch + 1}.",
+                                       "lower the learning rate (--lr) or check the data normalisation")
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                self.lr_scheduler.step()
+                for k, v in metrics.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                bar.set_postfix(loss=f"{metrics['loss']:.3f}")
+            seconds = time.time() - start
+            self.epoch += 1
+            epoch_metrics = {k: v / s.iterations_per_epoch for k, v in sums.items()}
+            self.log.add_epoch({"epoch": self.epoch, **epoch_metrics, "lr": self.optimizer.param_groups[0]["lr"],
+                                "seconds": seconds, "samples_per_s": s.iterations_per_epoch * s.batch_size / seconds})
+            self.save_latest()
+        if hasattr(batches, "_finish"):
+            batches._finish()
+        path = self.save_final()
+        self.log.print(f"saved pretrained encoder: {path}")
+        return path

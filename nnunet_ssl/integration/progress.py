@@ -1,0 +1,44 @@
+"""Per-epoch log of pretraining metrics: a JSON history, a text log and progress.png."""
+import json
+import os
+from datetime import datetime
+
+import matplotlib
+
+matplotlib.use("agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+class ProgressLog:
+    def __init__(self, folder: str, history: list[dict] | None = None):
+        self.folder = folder
+        self.history = history or []
+        self.log_file = os.path.join(folder, "training_log.txt")
+
+    def print(self, message: str) -> None:
+        line = f"{datetime.now():%Y-%m-%d %H:%M:%S}: {message}"
+        print(line, flush=True)
+        with open(self.log_file, "a") as f:
+            f.write(line + "\n")
+
+    def add_epoch(self, metrics: dict) -> None:
+        self.history.append(metrics)
+        shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
+        self.print(shown)
+        with open(os.path.join(self.folder, "progress.json"), "w") as f:
+            json.dump(self.history, f, indent=1)
+        self.plot()
+
+    def plot(self) -> None:
+        epochs = [m["epoch"] for m in self.history]
+        keys = [k for k in self.history[0] if k not in ("epoch", "lr", "seconds", "samples_per_s")]
+        fig, axes = plt.subplots(len(keys) + 1, 1, figsize=(8, 2.6 * (len(keys) + 1)), sharex=True)
+        for ax, key in zip(axes, keys + ["lr"]):
+            ax.plot(epochs, [m[key] for m in self.history], marker=".")
+            ax.set_ylabel(key)
+            ax.grid(alpha=0.3)
+        axes[-1].set_xlabel("epoch")
+        fig.suptitle(os.path.basename(self.folder))
+        fig.tight_layout()
+        fig.savefig(os.path.join(self.folder, "progress.png"), dpi=90)
+        plt.close(fig)

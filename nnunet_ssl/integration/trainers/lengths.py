@@ -1,0 +1,26 @@
+"""Training-length variants in nnU-Net's idiom (``-tr SSLInitTrainer_cpu1200it``).
+
+CPU lengths are for demos, tests and CPU benchmarks with the ``nnUNetPlans_cpu`` plans; each pair
+(SSLInit / SSLScratch) shares one schedule so comparisons isolate the initialisation.
+"""
+from nnunet_ssl.integration.trainers.finetune import SSLInitTrainer, SSLScratchTrainer
+
+
+class _Cpu1200it:  # 48 x 25 = 1200 iterations, 2 warm-up epochs (about 4%, nnssl uses 5%)
+    NUM_EPOCHS, ITERATIONS_PER_EPOCH, VAL_ITERATIONS_PER_EPOCH, WARMUP_EPOCHS = 48, 25, 2, 2
+
+
+class _CpuDemo:  # 30 x 20 = 600 iterations: the demo's budget on 2 CPU cores
+    NUM_EPOCHS, ITERATIONS_PER_EPOCH, VAL_ITERATIONS_PER_EPOCH, WARMUP_EPOCHS = 30, 20, 2, 2
+
+
+class _Tiny:  # smoke tests only
+    NUM_EPOCHS, ITERATIONS_PER_EPOCH, VAL_ITERATIONS_PER_EPOCH, WARMUP_EPOCHS = 2, 2, 1, 1
+
+
+class SSLInitTrainer_cpu1200it(_Cpu1200it, SSLInitTrainer): pass  # noqa: E701
+class SSLScratchTrainer_cpu1200it(_Cpu1200it, SSLScratchTrainer): pass  # noqa: E701
+class SSLInitTrainer_cpuDemo(_CpuDemo, SSLInitTrainer): pass  # noqa: E701
+class SSLScratchTrainer_cpuDemo(_CpuDemo, SSLScratchTrainer): pass  # noqa: E701
+class SSLInitTrainer_tiny(_Tiny, SSLInitTrainer): pass  # noqa: E701
+class SSLScratchTrainer_tiny(_Tiny, SSLScratchTrainer): pass  # noqa: E701

@@ -1,0 +1,19 @@
+"""Registry of pretraining methods: feeds the ``-m`` choices and the contract tests."""
+from nnunet_ssl.methods.base import DataGeometry, Hyperparameters, PretrainingMethod
+from nnunet_ssl.methods.pcl import PCL, PCLConfig
+
+METHODS: dict[str, type[PretrainingMethod]] = {PCL.name: PCL}
+
+
+def list_methods() -> list[str]:
+    return sorted(METHODS)
+
+
+def get_method(name: str) -> type[PretrainingMethod]:
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ValueError(f"unknown pretraining method {name!r}; choose one of {list_methods()}") from None
+
+
+__all__ = ["METHODS", "DataGeometry", "Hyperparameters", "PretrainingMethod", "PCL", "PCLConfig", "get_method", "list_methods"]

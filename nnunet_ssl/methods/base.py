@@ -1,0 +1,64 @@
+"""What every pretraining method is: an encoder plus heads, its sampler, and one training step."""
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    """Frozen hyperparameters; subclasses document each default's source next to it."""
+
+    @classmethod
+    def from_dict(cls, values: dict):
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} option(s) {unknown}; allowed: {sorted(known)}")
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+@dataclass
+class DataGeometry:
+    """What a method needs to know about the data to size its patches (preprocessed axis order)."""
+    plans_patch_size: list[int]
+    divisors: list[int]  # total stride of the encoder per axis: patch sizes must be multiples
+    image_shapes: list[list[int]]  # spatial shape of every preprocessed case
+    requested_patch_size: list[int] | None = None
+
+
+class PretrainingMethod(nn.Module):
+    """An encoder (the exact ``network.encoder`` nnU-Net builds from the plans) with method heads.
+
+    Subclasses set ``name`` and ``config_class`` and implement ``make_sampler`` and
+    ``training_step``. The loop, the data set-up and checkpoints live in nnunet_ssl.integration.
+    """
+
+    name: str = ""
+    config_class: type[Hyperparameters] = Hyperparameters
+
+    def __init__(self, encoder: nn.Module, bottleneck_channels: int, config: Hyperparameters):
+        super().__init__()
+        self.encoder = encoder
+        self.bottleneck_channels = bottleneck_channels
+        self.config = config
+
+    def bottleneck(self, images: torch.Tensor) -> torch.Tensor:
+        """The deepest encoder feature map; nnU-Net encoders return all skips."""
+        features = self.encoder(images)
+        return features[-1] if isinstance(features, (list, tuple)) else features
+
+    def derived_values(self) -> dict:
+        """Values computed from config and data (patch size, effective thresholds) to record."""
+        return {}
+
+    def make_sampler(self, cases, case_ids: list[str], batch_size: int):
+        """A batchgenerators DataLoader yielding this method's batches from nnU-Net's dataset."""
+        raise NotImplementedError
+
+    def training_step(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        """Return the loss to backpropagate and scalar metrics to log."""
+        raise NotImplementedError

@@ -1,0 +1,83 @@
+"""PCL: positional contrastive learning (Zeng et al., MICCAI 2021), on nnU-Net patches.
+
+Positives are patches whose normalised position along one axis differs by less than a threshold,
+also across patients; the loss is SupCon over globally pooled, projected bottleneck features.
+3D patches are an adaptation [spec 3.3]: position = patch centre, threshold rescaled by the patch
+extent, mirroring only across the other axes.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from nnunet_ssl.blocks.heads import ProjectionHead, global_average_pool
+from nnunet_ssl.blocks.supcon import SupConLoss
+from nnunet_ssl.data.positions import (MAX_PATCH_FRACTION, patch_fraction, positional_positive_mask,
+                                       pretraining_patch_size, rescaled_threshold, rotation_safe_crop_size)
+from nnunet_ssl.data.sampler import TwoViewPatchSampler
+from nnunet_ssl.data.views import pcl_view_transform
+from nnunet_ssl.errors import SSLUserError
+from nnunet_ssl.methods.base import DataGeometry, Hyperparameters, PretrainingMethod
+
+
+@dataclass(frozen=True)
+class PCLConfig(Hyperparameters):
+    theta: float = 0.1  # positive if |dp| < theta [code: README CHD command --slice_threshold 0.1]
+    temperature: float = 0.1  # tau [code: train_contrast.py --temp 0.1]
+    base_temperature: float = 0.07  # hidden loss factor tau/0.07 [code: loss/contrast_loss.py default]
+    projection_dim: int = 512  # head output [code: network/unet2d.py classes=512]
+    position_axis: int = 0  # preprocessed array axis [spec 3.3: transposed axis 0, the lowest resolution]
+    rescale_theta: bool = True  # theta' = theta * (1 - h) [spec 3.3, assumption]
+    max_patch_fraction: float = 0.5  # auto patch covers <= this of the position axis [assumption]
+    rotation_degrees: float = 180.0  # about the position axis: U(0, 2 pi) in-plane [code: dataset/chd.py]
+    p_spatial: float = 0.67  # probability of rotation and of scaling [code: dataset/chd.py RndTransform 0.67]
+    scaling: tuple = (0.7, 1.3)  # [code: dataset/chd.py SpatialTransform scale]
+
+
+class PCL(PretrainingMethod):
+    name = "pcl"
+    config_class = PCLConfig
+
+    def __init__(self, encoder, bottleneck_channels: int, config: PCLConfig, geometry: DataGeometry):
+        super().__init__(encoder, bottleneck_channels, config)
+        axis = config.position_axis
+        ndim = len(geometry.plans_patch_size)
+        if not 0 <= axis < ndim:
+            raise SSLUserError(f"position axis {axis} does not exist for {ndim}D patches.",
+                               f"pass a position_axis in [0, {ndim - 1}]")
+        extents = [shape[axis] for shape in geometry.image_shapes]
+        self.patch_size = list(geometry.requested_patch_size or pretraining_patch_size(
+            geometry.plans_patch_size, geometry.divisors, np.median(geometry.image_shapes, axis=0), axis,
+            config.max_patch_fraction))
+        self.fraction = patch_fraction(self.patch_size[axis], extents)
+        if self.fraction >= MAX_PATCH_FRACTION:
+            raise SSLUserError(
+                f"the pretraining patch {self.patch_size} covers {self.fraction:.0%} of position axis {axis} "
+                f"(median extent {np.median(extents):.0f} voxels): nearly every pair would be positive.",
+                f"pass a shorter --patch-size along axis {axis} (a multiple of {geometry.divisors[axis]}), "
+                f"or another axis with --set position_axis=N")
+        self.threshold = rescaled_threshold(config.theta, self.fraction) if config.rescale_theta else config.theta
+        # GAP -> Linear(C, C) -> ReLU -> Linear(C, 512) [code: network/unet2d.py:164-185]
+        self.projector = ProjectionHead(bottleneck_channels, bottleneck_channels, config.projection_dim)
+        self.loss = SupConLoss(config.temperature, config.base_temperature)
+
+    def derived_values(self) -> dict:
+        return {"patch_size": self.patch_size, "patch_fraction": self.fraction, "effective_theta": self.threshold}
+
+    def make_sampler(self, cases, case_ids: list[str], batch_size: int) -> TwoViewPatchSampler:
+        # a larger crop around the patch, so rotation/scaling never sample outside it (as nnU-Net does)
+        crop = rotation_safe_crop_size(self.patch_size, self.config.position_axis, min(self.config.scaling))
+        transform = pcl_view_transform(self.patch_size, self.config.position_axis, self.config.rotation_degrees,
+                                       self.config.p_spatial, tuple(self.config.scaling))
+        return TwoViewPatchSampler(cases, case_ids, batch_size, self.patch_size, crop, transform,
+                                   self.config.position_axis)
+
+    def training_step(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        images = torch.cat([batch["view1"], batch["view2"]])
+        positions = torch.cat([batch["positions"], batch["positions"]]).to(images.device)
+        embeddings = self.projector(global_average_pool(self.bottleneck(images)))
+        mask = positional_positive_mask(positions, self.threshold)
+        loss = self.loss(embeddings, mask)
+        n = mask.shape[0]
+        positive_fraction = (mask.sum().item() - n) / (n * (n - 1))
+        return loss, {"loss": loss.item(), "positive_fraction": positive_fraction}

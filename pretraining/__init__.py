@@ -1,0 +1,1 @@
+"""Named pretraining recipes and benchmark protocols (data only), installed as nnunet_ssl.recipes."""

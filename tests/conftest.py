@@ -1,0 +1,60 @@
+"""Shared fixtures: a tiny synthetic nnU-Net dataset and isolated nnU-Net folders."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+
+def write_synthetic_dataset(raw_root: str, dataset_id: int = 987, n_cases: int = 8, seed: int = 0) -> str:
+    """nnU-Net raw dataset of small 3D images whose label is a bright ellipsoid at a case-specific place."""
+    rng = np.random.default_rng(seed)
+    name = f"Dataset{dataset_id:03d}_Synthetic"
+    folder = os.path.join(raw_root, name)
+    os.makedirs(os.path.join(folder, "imagesTr"), exist_ok=True)
+    os.makedirs(os.path.join(folder, "labelsTr"), exist_ok=True)
+    for i in range(n_cases):
+        shape = (28 + 2 * (i % 3), 32, 28)
+        z, y, x = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
+        centre = [rng.uniform(0.35, 0.65) * s for s in shape]
+        blob = ((z - centre[0]) / 5) ** 2 + ((y - centre[1]) / 6) ** 2 + ((x - centre[2]) / 4) ** 2 < 1
+        image = (z / shape[0] * 50 + rng.normal(0, 10, shape) + 100 * blob).astype(np.float32)
+        for array, sub, suffix in ((image, "imagesTr", "_0000"), (blob.astype(np.uint8), "labelsTr", "")):
+            img = sitk.GetImageFromArray(array)
+            img.SetSpacing((1.0, 1.0, 1.0))
+            sitk.WriteImage(img, os.path.join(folder, sub, f"case_{i:03d}{suffix}.nii.gz"))
+    import json
+    with open(os.path.join(folder, "dataset.json"), "w") as f:
+        json.dump({"channel_names": {"0": "MRI"}, "labels": {"background": 0, "blob": 1},
+                   "numTraining": n_cases, "file_ending": ".nii.gz"}, f)
+    return name
+
+
+@pytest.fixture
+def nnunet_env(tmp_path, monkeypatch):
+    """nnUNet_raw/preprocessed/results in a temp folder, set for this process and its children."""
+    env = {}
+    for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        path = tmp_path / var
+        path.mkdir()
+        monkeypatch.setenv(var, str(path))
+        env[var] = str(path)
+    monkeypatch.setenv("nnUNet_n_proc_DA", "0")
+    monkeypatch.setenv("nnUNet_compile", "false")
+    return env
+
+
+def run_command(args: list[str], check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
+    """Run an installed console script (or python -m) and return its output."""
+    result = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n"
+                             f"{result.stderr[-3000:]}")
+    return result
+
+
+def script(name: str) -> str:
+    """Path of a console script installed next to this interpreter."""
+    return os.path.join(os.path.dirname(sys.executable), name)
