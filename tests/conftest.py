@@ -58,3 +58,32 @@ def run_command(args: list[str], check: bool = True, timeout: int = 900) -> subp
 def script(name: str) -> str:
     """Path of a console script installed next to this interpreter."""
     return os.path.join(os.path.dirname(sys.executable), name)
+
+
+DATASET_ID = 987
+PLANS = "nnUNetPlans_cpu"
+
+
+@pytest.fixture(scope="session")
+def pretrained(tmp_path_factory):
+    """A planned, preprocessed and PCL-pretrained synthetic dataset; yields the nnU-Net env vars."""
+    root = tmp_path_factory.mktemp("nnunet")
+    env = {var: str(root / var) for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
+    for path in env.values():
+        os.makedirs(path)
+    saved = {k: os.environ.get(k) for k in (*env, "nnUNet_n_proc_DA", "nnUNet_def_n_proc", "nnUNet_compile")}
+    os.environ.update(env)
+    os.environ["nnUNet_compile"] = "false"
+    name = write_synthetic_dataset(env["nnUNet_raw"], DATASET_ID)
+    run_command([script("nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID), "-c", "3d_fullres", "-np", "2"])
+    os.environ.update(nnUNet_n_proc_DA="0", nnUNet_def_n_proc="1")
+    run_command([script("nnUNetv2_ssl_plan_cpu"), "-d", str(DATASET_ID)])
+    out = run_command([script("nnUNetv2_ssl_pretrain"), "-d", str(DATASET_ID), "-p", PLANS, "-device", "cpu",
+                       "--epochs", "2", "--iterations-per-epoch", "3", "--batch-size", "4"])
+    folder = os.path.join(env["nnUNet_results"], name, f"SSLPretrain_pcl__{PLANS}__3d_fullres")
+    yield {"env": env, "name": name, "folder": folder, "pretrain_output": out.stdout}
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value

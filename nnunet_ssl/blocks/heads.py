@@ -9,7 +9,9 @@ def global_average_pool(feature_map: torch.Tensor) -> torch.Tensor:
 
 
 class ProjectionHead(nn.Sequential):
-    """Linear -> ReLU -> Linear, PCL's head [code: network/unet2d.py UNet2D_classification]."""
+    """Linear -> [BatchNorm] -> ReLU -> Linear: PCL's head [code: network/unet2d.py
+    UNet2D_classification] without the norm, SimCLR's with it."""
 
-    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int):
-        super().__init__(nn.Linear(in_dim, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim))
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, batch_norm: bool = False):
+        norm = [nn.BatchNorm1d(hidden_dim)] if batch_norm else []
+        super().__init__(nn.Linear(in_dim, hidden_dim), *norm, nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim))

@@ -84,7 +84,7 @@ def random_patch_start(image_shape: Sequence[int], patch_size: Sequence[int],
     starts = []
     for extent, size in zip(image_shape, patch_size):
         pad = max(size - extent, 0)
-        low = -(pad // 2)
+        low = -((pad + 1) // 2)  # nnU-Net: lbs = -need_to_pad // 2 (floor division of a negative)
         high = extent + pad // 2 + pad % 2 - size
         starts.append(int(randint(low, high + 1)))
     return starts

@@ -12,6 +12,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from importlib.metadata import PackageNotFoundError, version
 
+import numpy as np
 import torch
 
 from nnunet_ssl.errors import SSLUserError
@@ -52,12 +53,18 @@ class SSLCheckpointMeta:
     def to_dict(self) -> dict:
         """Plain JSON types only (numpy scalars become floats, tuples lists); anything that is not
         JSON-serialisable raises TypeError, so saving fails instead of losing information."""
-        return json.loads(json.dumps(asdict(self)))
+        return json.loads(json.dumps(asdict(self), default=_numpy_scalar))
 
     @classmethod
     def from_dict(cls, data: dict) -> "SSLCheckpointMeta":
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _numpy_scalar(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable: {value!r}")
 
 
 def atomic_torch_save(obj, path: str) -> None:

@@ -62,4 +62,5 @@ def load_pretrained_encoder(network: nn.Module, path: str) -> LoadReport:
             f"{meta.plans_identifier!r}, configuration {meta.configuration!r}):\n    {shown}",
             "fine-tune with the plans and configuration used for pretraining (-p/-c), or pretrain for these")
     encoder.load_state_dict(state, strict=True)
-    return LoadReport(path=path, meta=meta, loaded=len(state))
+    # count distinct tensors: nnU-Net's conv blocks expose each one twice (conv / all_modules.N)
+    return LoadReport(path=path, meta=meta, loaded=len({v.data_ptr() for v in encoder.state_dict().values()}))

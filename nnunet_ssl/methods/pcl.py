@@ -26,6 +26,11 @@ class PCLConfig(Hyperparameters):
     temperature: float = 0.1  # tau [code: train_contrast.py --temp 0.1]
     base_temperature: float = 0.07  # hidden loss factor tau/0.07 [code: loss/contrast_loss.py default]
     projection_dim: int = 512  # head output [code: network/unet2d.py classes=512]
+    # [assumption] PCL's encoder uses BatchNorm and a norm-free bottleneck; nnU-Net's InstanceNorm
+    # makes every pooled channel nearly the same for all samples, the embeddings start collapsed
+    # (loss stuck at log(2B - 1), measured) and do not recover. BatchNorm in the head restores the
+    # batch-level signal, as in SimCLR's head. Set False for the reference head.
+    head_batch_norm: bool = True
     position_axis: int = 0  # preprocessed array axis [spec 3.3: transposed axis 0, the lowest resolution]
     rescale_theta: bool = True  # theta' = theta * (1 - h) [spec 3.3, assumption]
     max_patch_fraction: float = 0.5  # auto patch covers <= this of the position axis [assumption]
@@ -58,7 +63,8 @@ class PCL(PretrainingMethod):
                 f"or another axis with --set position_axis=N")
         self.threshold = rescaled_threshold(config.theta, self.fraction) if config.rescale_theta else config.theta
         # GAP -> Linear(C, C) -> ReLU -> Linear(C, 512) [code: network/unet2d.py:164-185]
-        self.projector = ProjectionHead(bottleneck_channels, bottleneck_channels, config.projection_dim)
+        self.projector = ProjectionHead(bottleneck_channels, bottleneck_channels, config.projection_dim,
+                                        config.head_batch_norm)
         self.loss = SupConLoss(config.temperature, config.base_temperature)
 
     def derived_values(self) -> dict:

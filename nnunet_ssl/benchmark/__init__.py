@@ -1,0 +1,1 @@
+"""Evaluation and reporting of fine-tuning results (tables, plots, raw per-case numbers)."""

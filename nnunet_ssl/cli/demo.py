@@ -1,0 +1,140 @@
+"""nnUNetv2_ssl_demo: the whole product path on bundled real data, on a CPU, in minutes.
+
+Raw dataset from the bundled MSD hippocampus subset -> nnU-Net planning and preprocessing ->
+CPU plans -> PCL pretraining -> fine-tuning from scratch and from PCL with one schedule, through
+stock nnUNetv2_train -> per-case 3D Dice table and plot on the cases neither run trained on.
+Every step is a real nnU-Net or nnunet-ssl command; finished steps are skipped on a re-run.
+"""
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from importlib import resources
+
+from nnunet_ssl.cli import run_cli
+from nnunet_ssl.cli.steps import StepRunner
+from nnunet_ssl.errors import SSLUserError
+from nnunet_ssl.benchmark.report import paired_dice_report
+
+DEFAULT_WORKDIR = os.path.join(os.path.expanduser("~"), "nnunet_ssl_demo")
+NNUNET_VARS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
+
+
+def load_protocol(name: str = "demo_hippocampus") -> dict:
+    return json.loads((resources.files("nnunet_ssl.recipes") / "protocols" / f"{name}.json").read_text())
+
+
+def demo_folders(workdir: str | None) -> dict[str, str]:
+    """The nnU-Net folders when all three are set (and no --workdir), else <workdir>/nnUNet_*."""
+    if workdir is None and all(os.environ.get(v) for v in NNUNET_VARS):
+        return {v: os.environ[v] for v in NNUNET_VARS}
+    root = os.path.abspath(workdir or DEFAULT_WORKDIR)
+    return {v: os.path.join(root, v) for v in NNUNET_VARS}
+
+
+def write_raw_dataset(raw_root: str, protocol: dict) -> list[str]:
+    """Copy the bundled cases into nnUNet_raw in nnU-Net's format; refuse to touch a different dataset."""
+    assets = resources.files("nnunet_ssl") / "assets" / "hippocampus"
+    cases = sorted(p.name[: -len(".nii.gz")] for p in (assets / "imagesTr").iterdir() if p.name.endswith(".nii.gz"))
+    folder = os.path.join(raw_root, protocol["dataset_name"])
+    dataset_json = {"channel_names": {"0": "MRI"}, "labels": {"background": 0, "Anterior": 1, "Posterior": 2},
+                    "numTraining": len(cases), "file_ending": ".nii.gz",
+                    "reference": "MSD Task04 Hippocampus (CC BY-SA 4.0), via nnunet-ssl's bundled subset",
+                    "licence": "CC BY-SA 4.0"}
+    json_path = os.path.join(folder, "dataset.json")
+    if os.path.isdir(folder):
+        if not os.path.isfile(json_path) or json.load(open(json_path)) != dataset_json:
+            raise SSLUserError(f"{folder} exists and is not the demo's dataset; nothing was changed.",
+                               "run the demo with --workdir pointing to a fresh folder")
+        return cases
+    other = [d for d in os.listdir(raw_root) if d.startswith(f"Dataset{protocol['dataset_id']:03d}_")] \
+        if os.path.isdir(raw_root) else []
+    if other:
+        raise SSLUserError(f"dataset id {protocol['dataset_id']} is taken by {other[0]} in {raw_root}.",
+                           "run the demo with --workdir pointing to a fresh folder")
+    tmp = folder + ".partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    for sub, suffix in (("imagesTr", "_0000"), ("labelsTr", "")):
+        os.makedirs(os.path.join(tmp, sub))
+        for case in cases:
+            with (assets / sub / f"{case}.nii.gz").open("rb") as src, \
+                    open(os.path.join(tmp, sub, f"{case}{suffix}.nii.gz"), "wb") as dst:
+                shutil.copyfileobj(src, dst)
+    with open(os.path.join(tmp, "dataset.json"), "w") as f:
+        json.dump(dataset_json, f, indent=1)
+    os.replace(tmp, folder)
+    return cases
+
+
+def write_demo_split(preprocessed_root: str, protocol: dict, cases: list[str]) -> dict:
+    """Fold 0 = a seeded set of labeled cases for training, all other cases for evaluation."""
+    import numpy as np
+    rng = np.random.default_rng(protocol["split_seed"])
+    labeled = sorted(rng.choice(cases, protocol["labeled_cases"], replace=False).tolist())
+    split = {"train": labeled, "val": [c for c in cases if c not in labeled]}
+    path = os.path.join(preprocessed_root, protocol["dataset_name"], "splits_final.json")
+    if os.path.isfile(path):
+        existing = json.load(open(path))
+        if existing[:1] != [split]:
+            raise SSLUserError(f"{path} exists with another fold 0; the demo does not overwrite it.",
+                               "run the demo with --workdir pointing to a fresh folder")
+        return split
+    with open(path, "w") as f:
+        json.dump([split], f, indent=1)
+    return split
+
+
+def demo(workdir: str | None = None, device: str = "cpu") -> dict:
+    protocol = load_protocol()
+    folders = demo_folders(workdir)
+    for path in folders.values():
+        os.makedirs(path, exist_ok=True)
+    env = {**os.environ, **folders}
+    # On a CPU, augmentation and export worker processes only compete with training for the cores.
+    # (Planning must not see nnUNet_n_proc_DA=0: nnunetv2 2.8.1 passes it to torch.set_num_threads.)
+    cpu_env = {"nnUNet_n_proc_DA": os.environ.get("nnUNet_n_proc_DA", "0"),
+               "nnUNet_def_n_proc": os.environ.get("nnUNet_def_n_proc", "1")} if device == "cpu" else {}
+    work = os.path.dirname(folders["nnUNet_results"])
+    ds_id, ds_name, plans, cfg = (str(protocol["dataset_id"]), protocol["dataset_name"], protocol["plans"],
+                                  protocol["configuration"])
+    results = os.path.join(folders["nnUNet_results"], ds_name)
+    print(f"nnunet-ssl demo: working in {work} (nnU-Net folders {', '.join(folders.values())})")
+    start = time.time()
+    steps = StepRunner(env, os.path.join(results, "demo_logs"), total_steps=6)
+
+    cases = write_raw_dataset(folders["nnUNet_raw"], protocol)
+    steps.done(f"raw dataset {ds_name}: {len(cases)} bundled cases (MSD Hippocampus, CC BY-SA 4.0)")
+    steps.run("plan_and_preprocess", ["nnUNetv2_plan_and_preprocess", "-d", ds_id, "-c", cfg, "-np", "2"],
+              skip_if=os.path.join(folders["nnUNet_preprocessed"], ds_name, "nnUNetPlans.json"))
+    steps.run("plan_cpu", ["nnUNetv2_ssl_plan_cpu", "-d", ds_id])
+    split = write_demo_split(folders["nnUNet_preprocessed"], protocol, cases)
+    print(f"       fold 0: {len(split['train'])} labeled training cases {split['train']}, "
+          f"{len(split['val'])} evaluation cases")
+    steps.run("pretrain", ["nnUNetv2_ssl_pretrain", "-d", ds_id, "-c", cfg, "-p", plans, "-m", "pcl",
+                           "-device", device, "--recipe", protocol["pretraining_recipe"]],
+              skip_if=os.path.join(results, f"SSLPretrain_pcl__{plans}__{cfg}", "checkpoint_final.pth"),
+              progress=r"epoch \d+, loss", env=cpu_env)
+    summaries = {}
+    for label, trainer in protocol["trainers"].items():
+        summary = os.path.join(results, f"{trainer}__{plans}__{cfg}", "fold_0", "validation", "summary.json")
+        steps.run(f"finetune_{label}", ["nnUNetv2_train", ds_id, cfg, "0", "-p", plans, "-tr", trainer,
+                                        "-device", device], skip_if=summary, progress=r"Epoch \d+$", env=cpu_env)
+        summaries[label] = summary
+    report = paired_dice_report(summaries, baseline="scratch", out_prefix=os.path.join(results, "demo_result"))
+    print("\n" + report["markdown"])
+    print(f"\nplot: {report['plot']}\ntable: {report['markdown_file']}\nper-case numbers: {report['json']}")
+    print(f"total time {(time.time() - start) / 60:.1f} min")
+    return report
+
+
+def demo_entry() -> None:
+    parser = argparse.ArgumentParser(prog="nnUNetv2_ssl_demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", help=f"working folder (default: the nnUNet_* folders if all three are set, "
+                                          f"else {DEFAULT_WORKDIR})")
+    parser.add_argument("-device", default="cpu", choices=["cpu", "cuda", "mps"])
+    args = parser.parse_args()
+    run_cli(lambda: demo(args.workdir, args.device))
+    sys.exit(0)

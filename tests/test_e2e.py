@@ -1,0 +1,95 @@
+"""End to end through the real commands on a tiny synthetic dataset (CPU, a few minutes):
+nnUNetv2_plan_and_preprocess -> nnUNetv2_ssl_plan_cpu -> nnUNetv2_ssl_pretrain ->
+nnUNetv2_train -tr SSLInitTrainer_tiny -> nnUNetv2_predict, plus SSLInitTrainer's loading in-process."""
+import json
+import os
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from conftest import DATASET_ID, PLANS, run_command, script
+
+pytestmark = pytest.mark.slow
+
+def test_pretraining_writes_checkpoint_with_metadata_and_progress(pretrained):
+    from nnunet_ssl.integration.checkpoint import load_encoder_checkpoint
+    state, meta = load_encoder_checkpoint(os.path.join(pretrained["folder"], "checkpoint_final.pth"))
+    assert meta.method == "pcl" and meta.plans_identifier == PLANS and meta.configuration == "3d_fullres"
+    assert meta.dataset_name == pretrained["name"] and len(meta.case_ids) == 8
+    assert meta.epochs_completed == 2 and meta.channel_names == {"0": "MRI"}
+    assert meta.normalization_schemes == ["ZScoreNormalization"] and len(meta.architecture_hash) == 64
+    assert meta.hparams["method"]["temperature"] == 0.1 and meta.hparams["schedule"]["batch_size"] == 4
+    assert 0 < meta.hparams["derived"]["effective_theta"] < 0.1
+    assert set(meta.versions) >= {"nnunetv2", "torch", "nnunet-ssl"}
+    assert all(k.startswith("stages.") for k in state)  # encoder only, no decoder.encoder alias
+    assert os.path.isfile(os.path.join(pretrained["folder"], "progress.png"))
+    history = json.load(open(os.path.join(pretrained["folder"], "progress.json")))
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert all(0 < h["positive_fraction"] < 1 and np.isfinite(h["loss"]) for h in history)
+    assert "epoch 2, loss" in pretrained["pretrain_output"]
+
+
+def test_resume_of_a_finished_run_changes_nothing(pretrained):
+    final = os.path.join(pretrained["folder"], "checkpoint_final.pth")
+    before = os.path.getmtime(final)
+    out = run_command([script("nnUNetv2_ssl_pretrain"), "-d", str(DATASET_ID), "-p", PLANS, "-device", "cpu",
+                       "--epochs", "2", "--iterations-per-epoch", "3", "--batch-size", "4", "--c"])
+    assert "already finished" in out.stdout and os.path.getmtime(final) == before
+
+
+def _trainer(trainer_class):
+    from batchgenerators.utilities.file_and_folder_operations import load_json
+    from nnunetv2.paths import nnUNet_preprocessed
+    folder = os.path.join(str(nnUNet_preprocessed), f"Dataset{DATASET_ID}_Synthetic")
+    plans = load_json(os.path.join(folder, f"{PLANS}.json"))
+    return trainer_class(plans, "3d_fullres", 0, load_json(os.path.join(folder, "dataset.json")), torch.device("cpu"))
+
+
+def test_ssl_init_trainer_loads_encoder_and_leaves_decoder_random(pretrained):
+    from nnunet_ssl.integration.checkpoint import load_encoder_checkpoint
+    from nnunet_ssl.integration.trainers import SSLInitTrainer_tiny, SSLScratchTrainer_tiny
+    saved, _ = load_encoder_checkpoint(os.path.join(pretrained["folder"], "checkpoint_final.pth"))
+    networks = {}
+    for cls in (SSLInitTrainer_tiny, SSLScratchTrainer_tiny):
+        torch.manual_seed(0)  # same random init for both: only the pretrained encoder may differ
+        trainer = _trainer(cls)
+        trainer.initialize()
+        networks[cls.__name__] = trainer.network.state_dict()
+    init, scratch = networks["SSLInitTrainer_tiny"], networks["SSLScratchTrainer_tiny"]
+    for key, value in saved.items():
+        assert torch.equal(init[f"encoder.{key}"], value)
+        assert torch.equal(init[f"decoder.encoder.{key}"], value)  # the alias sees the same tensors
+    assert any(not torch.equal(init[f"encoder.{k}"], scratch[f"encoder.{k}"]) for k in saved)
+    decoder_keys = [k for k in init if k.startswith("decoder.") and not k.startswith("decoder.encoder.")]
+    assert decoder_keys and all(torch.equal(init[k], scratch[k]) for k in decoder_keys)
+
+
+def test_stock_train_and_predict_with_ssl_init_trainer(pretrained, tmp_path):
+    env_clean = {k: v for k, v in os.environ.items() if k != "nnUNet_extTrainer"}  # discovery must do it
+    import subprocess
+    train = subprocess.run([script("nnUNetv2_train"), str(DATASET_ID), "3d_fullres", "0", "-p", PLANS,
+                            "-tr", "SSLInitTrainer_tiny", "-device", "cpu"], env=env_clean,
+                           capture_output=True, text=True, timeout=900)
+    assert train.returncode == 0, train.stdout[-3000:] + train.stderr[-3000:]
+    model = os.path.join(pretrained["env"]["nnUNet_results"], pretrained["name"],
+                         f"SSLInitTrainer_tiny__{PLANS}__3d_fullres")
+    log = "".join(open(os.path.join(model, "fold_0", f)).read()
+                  for f in os.listdir(os.path.join(model, "fold_0")) if f.startswith("training_log"))
+    assert "loaded pretrained encoder (" in log and "checkpoint_final.pth" in log
+    assert os.path.isfile(os.path.join(model, "fold_0", "checkpoint_final.pth"))
+
+    images = tmp_path / "in"
+    images.mkdir()
+    raw = os.path.join(pretrained["env"]["nnUNet_raw"], pretrained["name"], "imagesTr")
+    for case in ("case_000_0000.nii.gz", "case_001_0000.nii.gz"):
+        os.symlink(os.path.join(raw, case), images / case)
+    predict = subprocess.run([script("nnUNetv2_predict"), "-i", str(images), "-o", str(tmp_path / "out"),
+                              "-d", str(DATASET_ID), "-c", "3d_fullres", "-f", "0", "-p", PLANS,
+                              "-tr", "SSLInitTrainer_tiny", "-device", "cpu", "--disable_tta"],
+                             env=env_clean, capture_output=True, text=True, timeout=900)
+    assert predict.returncode == 0, predict.stdout[-3000:] + predict.stderr[-3000:]
+    for case in ("case_000", "case_001"):
+        seg = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / f"{case}.nii.gz")))
+        image = sitk.GetArrayFromImage(sitk.ReadImage(os.path.join(raw, f"{case}_0000.nii.gz")))
+        assert seg.shape == image.shape and set(np.unique(seg)) <= {0, 1}

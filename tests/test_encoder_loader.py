@@ -1,0 +1,209 @@
+"""Loading a pretrained encoder into nnU-Net's U-Nets (PlainConvUNet, ResidualEncoderUNet)."""
+import pytest
+import torch
+from dynamic_network_architectures.architectures.unet import PlainConvUNet, ResidualEncoderUNet
+from torch import nn
+
+from nnunet_ssl.errors import SSLUserError
+from nnunet_ssl.integration.checkpoint import SSLCheckpointMeta, save_encoder_checkpoint
+from nnunet_ssl.integration.encoder_loader import (LoadReport, encoder_mismatches, load_pretrained_encoder,
+                                                   strip_wrapper_prefixes, unwrap)
+
+STRIDES = [[1, 1, 1], [2, 2, 2], [2, 2, 2]]
+COMMON = dict(input_channels=1, n_stages=3, conv_op=nn.Conv3d, kernel_sizes=3, strides=STRIDES, num_classes=2,
+              n_conv_per_stage_decoder=1, conv_bias=True, norm_op=nn.InstanceNorm3d,
+              norm_op_kwargs={"eps": 1e-5, "affine": True}, nonlin=nn.LeakyReLU, nonlin_kwargs={"inplace": True},
+              deep_supervision=True)
+
+
+def plain_unet(seed, features=(4, 8, 16)):
+    torch.manual_seed(seed)
+    return PlainConvUNet(features_per_stage=list(features), n_conv_per_stage=2, **COMMON)
+
+
+def residual_unet(seed, features=(4, 8, 16)):
+    torch.manual_seed(seed)
+    return ResidualEncoderUNet(features_per_stage=list(features), n_blocks_per_stage=[1, 1, 1], **COMMON)
+
+
+BUILDERS = {"PlainConvUNet": plain_unet, "ResidualEncoderUNet": residual_unet}
+
+
+def make_meta() -> SSLCheckpointMeta:
+    return SSLCheckpointMeta(method="pcl", hparams={"theta": 0.1}, dataset_name="Dataset001_X",
+                             plans_identifier="nnUNetPlans", configuration="3d_fullres", architecture_hash="0" * 64,
+                             architecture={"network_class_name": "x"}, num_input_channels=1,
+                             channel_names={"0": "CT"}, normalization_schemes=["CTNormalization"], seed=0,
+                             case_ids=["a", "b", "c"], epochs_completed=3)
+
+
+def perturbed_encoder_state(network) -> dict:
+    """The encoder's state dict after random changes to every parameter and float buffer."""
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(123)
+        for p in network.encoder.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.5 + 1.0)
+        for b in network.encoder.buffers():
+            if b.is_floating_point():
+                b.add_(torch.rand(b.shape, generator=g) + 0.5)
+    return {k: v.clone() for k, v in network.encoder.state_dict().items()}
+
+
+def save(tmp_path, state, name="checkpoint_final.pth") -> str:
+    path = str(tmp_path / name)
+    save_encoder_checkpoint(path, state, make_meta())
+    return path
+
+
+@pytest.mark.parametrize("arch", sorted(BUILDERS))
+def test_load_replaces_encoder_and_keeps_decoder(tmp_path, arch):
+    build = BUILDERS[arch]
+    saved = perturbed_encoder_state(build(seed=0))
+    path = save(tmp_path, saved)
+
+    fresh = build(seed=1)
+    before = {k: v.clone() for k, v in fresh.state_dict().items()}
+    assert any(not torch.equal(before[f"encoder.{k}"], v) for k, v in saved.items())  # the test is meaningful
+
+    report = load_pretrained_encoder(fresh, path)
+
+    after = fresh.state_dict()
+    assert set(after) == set(before)
+    for key, value in saved.items():
+        assert torch.equal(after[f"encoder.{key}"], value), key
+    aliases = [k for k in after if k.startswith("decoder.encoder.")]
+    assert aliases, "nnU-Net's decoders keep a reference to the encoder"
+    for key in aliases:
+        assert torch.equal(after[key], saved[key[len("decoder.encoder."):]]), key
+    decoder_only = [k for k in after if k.startswith("decoder.") and not k.startswith("decoder.encoder.")]
+    assert decoder_only
+    for key in decoder_only:
+        assert torch.equal(after[key], before[key]), key
+    # nothing outside encoder/decoder either
+    for key in after:
+        if not key.startswith(("encoder.", "decoder.")):
+            assert torch.equal(after[key], before[key]), key
+
+    assert isinstance(report, LoadReport)
+    assert report.path == path
+    assert report.loaded == _distinct(fresh.encoder.state_dict()) < len(saved)  # aliases counted once
+    assert report.meta.method == "pcl" and report.meta.case_ids == ["a", "b", "c"]
+    summary = report.summary()
+    assert path in summary and f"({report.loaded} tensors)" in summary and "3 cases" in summary
+
+
+@pytest.mark.parametrize("arch", sorted(BUILDERS))
+def test_loaded_network_computes_like_the_source_encoder(tmp_path, arch):
+    build = BUILDERS[arch]
+    source = build(seed=0)
+    path = save(tmp_path, perturbed_encoder_state(source))
+    fresh = build(seed=1)
+    load_pretrained_encoder(fresh, path)
+    x = torch.randn(1, 1, 8, 8, 8, generator=torch.Generator().manual_seed(0))
+    source.eval(), fresh.eval()
+    with torch.no_grad():
+        for a, b in zip(source.encoder(x), fresh.encoder(x)):
+            assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("prefix", ["module.", "_orig_mod.", "module._orig_mod.", "_orig_mod.module."])
+def test_wrapper_prefixes_are_stripped(tmp_path, prefix):
+    saved = perturbed_encoder_state(plain_unet(seed=0))
+    path = save(tmp_path, {prefix + k: v for k, v in saved.items()})
+    fresh = plain_unet(seed=1)
+    report = load_pretrained_encoder(fresh, path)
+    assert report.loaded == _distinct(fresh.encoder.state_dict())
+    for key, value in fresh.encoder.state_dict().items():
+        assert torch.equal(value, saved[key]), key
+
+
+def test_strip_wrapper_prefixes_only_touches_leading_prefixes():
+    state = {"module.a.module.b": 1, "_orig_mod.module.c": 2, "d.module.e": 3, "modules.x": 4}
+    assert strip_wrapper_prefixes(state) == {"a.module.b": 1, "c": 2, "d.module.e": 3, "modules.x": 4}
+
+
+def test_architecture_mismatch_lists_offending_keys(tmp_path):
+    saved = perturbed_encoder_state(plain_unet(seed=0, features=(8, 16, 32)))
+    path = save(tmp_path, saved)
+    fresh = plain_unet(seed=1)
+    before = {k: v.clone() for k, v in fresh.state_dict().items()}
+    with pytest.raises(SSLUserError) as excinfo:
+        load_pretrained_encoder(fresh, path)
+    error = excinfo.value
+    assert path in error.problem
+    assert "stages.0.0.convs.0.conv.weight" in error.problem
+    assert "(8, 1, 3, 3, 3) in checkpoint vs (4, 1, 3, 3, 3) here" in error.problem
+    assert "... and" in error.problem  # more than 10 offending keys: the rest are counted
+    assert error.fix
+    for key, value in fresh.state_dict().items():  # nothing was loaded
+        assert torch.equal(value, before[key]), key
+
+
+def test_other_architecture_class_lists_missing_and_unexpected_keys(tmp_path):
+    saved = perturbed_encoder_state(residual_unet(seed=0))
+    path = save(tmp_path, saved)
+    target = plain_unet(seed=1)
+    n_problems = len(encoder_mismatches(target.encoder.state_dict(), saved))
+    assert n_problems > 10
+    with pytest.raises(SSLUserError) as excinfo:
+        load_pretrained_encoder(target, path)
+    problem = excinfo.value.problem
+    assert "missing in checkpoint: stages.0.0.convs.0.conv.weight" in problem  # the first 10 are shown
+    assert f"... and {n_problems - 10} more" in problem  # the rest (e.g. 'not in this network: stem...') counted
+    assert excinfo.value.fix
+
+
+def test_encoder_mismatches_reports_every_kind():
+    target = {"a": torch.zeros(2), "b": torch.zeros(3), "c": torch.zeros(1)}
+    source = {"a": torch.zeros(2), "b": torch.zeros(4), "d": torch.zeros(1)}
+    problems = encoder_mismatches(target, source)
+    assert problems == ["missing in checkpoint: c", "not in this network: d",
+                        "shape (4,) in checkpoint vs (3,) here: b"]
+    assert encoder_mismatches(target, dict(target)) == []
+
+
+def test_missing_checkpoint_is_a_user_error(tmp_path):
+    with pytest.raises(SSLUserError):
+        load_pretrained_encoder(plain_unet(seed=0), str(tmp_path / "missing.pth"))
+
+
+class _Wrapper(nn.Module):
+    """Like DistributedDataParallel: the real network is ``.module``."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.module = module
+
+
+class _Compiled(nn.Module):
+    """Like torch.compile's OptimizedModule: the real network is ``._orig_mod``."""
+
+    def __init__(self, module):
+        super().__init__()
+        self._orig_mod = module
+
+
+def test_unwrap():
+    net = plain_unet(seed=0)
+    assert unwrap(net) is net
+    assert unwrap(torch.nn.DataParallel(net)) is net
+    assert unwrap(_Wrapper(net)) is net
+    assert unwrap(_Compiled(net)) is net
+    assert unwrap(_Wrapper(_Compiled(net))) is net
+    assert unwrap(_Compiled(_Wrapper(_Wrapper(net)))) is net
+
+
+@pytest.mark.parametrize("wrap", [torch.nn.DataParallel, _Wrapper, _Compiled], ids=["DataParallel", "ddp", "compile"])
+def test_load_into_wrapped_network(tmp_path, wrap):
+    saved = perturbed_encoder_state(plain_unet(seed=0))
+    path = save(tmp_path, saved)
+    inner = plain_unet(seed=1)
+    report = load_pretrained_encoder(wrap(inner), path)
+    assert report.loaded == _distinct(inner.encoder.state_dict())
+    for key, value in inner.encoder.state_dict().items():
+        assert torch.equal(value, saved[key]), key
+
+
+def _distinct(state_dict: dict) -> int:
+    """Number of distinct tensors (nnU-Net conv blocks expose each twice: conv / all_modules.N)."""
+    return len({v.data_ptr() for v in state_dict.values()})
