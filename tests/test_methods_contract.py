@@ -95,9 +95,9 @@ def test_a_few_sgd_steps_lower_the_loss_on_a_fixed_batch(name):
     method = build(name, seed=1)
     method.train()
     batch = synthetic_batch(seed=1)
-    optimizer = torch.optim.SGD(method.parameters(), lr=0.2, momentum=0.9)
+    optimizer = torch.optim.SGD(method.parameters(), lr=0.05, momentum=0.9)
     losses = []
-    for _ in range(6):
+    for _ in range(10):
         loss, _ = method.training_step(batch)
         optimizer.zero_grad()
         loss.backward()

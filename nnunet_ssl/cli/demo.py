@@ -69,11 +69,12 @@ def write_raw_dataset(raw_root: str, protocol: dict) -> list[str]:
 
 
 def write_demo_split(preprocessed_root: str, protocol: dict, cases: list[str]) -> dict:
-    """Fold 0 = a seeded set of labeled cases for training, all other cases for evaluation."""
+    """Fold 0 = seeded, disjoint sets of labeled (training) and evaluation cases; the remaining
+    cases serve only as unlabeled pretraining data."""
     import numpy as np
-    rng = np.random.default_rng(protocol["split_seed"])
-    labeled = sorted(rng.choice(cases, protocol["labeled_cases"], replace=False).tolist())
-    split = {"train": labeled, "val": [c for c in cases if c not in labeled]}
+    n_labeled, n_eval = protocol["labeled_cases"], protocol["evaluation_cases"]
+    order = np.random.default_rng(protocol["split_seed"]).permutation(cases).tolist()
+    split = {"train": sorted(order[:n_labeled]), "val": sorted(order[n_labeled:n_labeled + n_eval])}
     path = os.path.join(preprocessed_root, protocol["dataset_name"], "splits_final.json")
     if os.path.isfile(path):
         existing = json.load(open(path))

@@ -73,6 +73,25 @@ def positional_positive_mask(positions: torch.Tensor, threshold: float) -> torch
     return (positions[:, None] - positions[None, :]).abs() < threshold
 
 
+def same_sample_mask(num_samples: int, num_views: int = 2) -> torch.Tensor:
+    """SimCLR positives: only the other views of the same sample. Embeddings are ordered view by
+    view ([all view-1, all view-2]), as PCL's training step concatenates them."""
+    ids = torch.arange(num_samples).repeat(num_views)
+    return ids[:, None] == ids[None, :]
+
+
+def partition_labels(positions: torch.Tensor, num_partitions: int = 4) -> torch.Tensor:
+    """GCL's partition of the position axis into equal parts [code: dataset/chd.py:39-44 uses
+    min(i // round(N/4), 3) on slice indices; on continuous positions: min(floor(p * 4), 3)]."""
+    return torch.clamp((positions * num_partitions).floor().long(), max=num_partitions - 1)
+
+
+def partition_positive_mask(positions: torch.Tensor, num_partitions: int = 4) -> torch.Tensor:
+    """GCL positives (Chaitanya et al. 2020, global strategy as in PCL's baselines): same partition."""
+    labels = partition_labels(positions, num_partitions)
+    return labels[:, None] == labels[None, :]
+
+
 def random_patch_start(image_shape: Sequence[int], patch_size: Sequence[int],
                        randint: Callable[[int, int], int] = np.random.randint) -> list[int]:
     """Uniform patch start per axis, like nnU-Net's random (non-foreground) crop.

@@ -1,8 +1,10 @@
 """Registry of pretraining methods: feeds the ``-m`` choices and the contract tests."""
 from nnunet_ssl.methods.base import DataGeometry, Hyperparameters, PretrainingMethod
+from nnunet_ssl.methods.gcl import GCL
 from nnunet_ssl.methods.pcl import PCL, PCLConfig
+from nnunet_ssl.methods.simclr import SimCLR
 
-METHODS: dict[str, type[PretrainingMethod]] = {PCL.name: PCL}
+METHODS: dict[str, type[PretrainingMethod]] = {m.name: m for m in (PCL, SimCLR, GCL)}
 
 
 def list_methods() -> list[str]:
@@ -16,4 +18,4 @@ def get_method(name: str) -> type[PretrainingMethod]:
         raise ValueError(f"unknown pretraining method {name!r}; choose one of {list_methods()}") from None
 
 
-__all__ = ["METHODS", "DataGeometry", "Hyperparameters", "PretrainingMethod", "PCL", "PCLConfig", "get_method", "list_methods"]
+__all__ = ["METHODS", "DataGeometry", "Hyperparameters", "PretrainingMethod", "PCL", "PCLConfig", "SimCLR", "GCL", "get_method", "list_methods"]

@@ -42,6 +42,7 @@ class PCLConfig(Hyperparameters):
 class PCL(PretrainingMethod):
     name = "pcl"
     config_class = PCLConfig
+    uses_positions = True  # the patch-extent guard and threshold rescaling apply
 
     def __init__(self, encoder, bottleneck_channels: int, config: PCLConfig, geometry: DataGeometry):
         super().__init__(encoder, bottleneck_channels, config)
@@ -55,7 +56,7 @@ class PCL(PretrainingMethod):
             geometry.plans_patch_size, geometry.divisors, np.median(geometry.image_shapes, axis=0), axis,
             config.max_patch_fraction))
         self.fraction = patch_fraction(self.patch_size[axis], extents)
-        if self.fraction >= MAX_PATCH_FRACTION:
+        if self.uses_positions and self.fraction >= MAX_PATCH_FRACTION:
             raise SSLUserError(
                 f"the pretraining patch {self.patch_size} covers {self.fraction:.0%} of position axis {axis} "
                 f"(median extent {np.median(extents):.0f} voxels): nearly every pair would be positive.",
@@ -78,11 +79,15 @@ class PCL(PretrainingMethod):
         return TwoViewPatchSampler(cases, case_ids, batch_size, self.patch_size, crop, transform,
                                    self.config.position_axis)
 
+    def positive_mask(self, positions: torch.Tensor) -> torch.Tensor:
+        """(2B,) positions of [view-1 batch, view-2 batch] -> (2B, 2B) positives."""
+        return positional_positive_mask(positions, self.threshold)
+
     def training_step(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         images = torch.cat([batch["view1"], batch["view2"]])
         positions = torch.cat([batch["positions"], batch["positions"]]).to(images.device)
         embeddings = self.projector(global_average_pool(self.bottleneck(images)))
-        mask = positional_positive_mask(positions, self.threshold)
+        mask = self.positive_mask(positions)
         loss = self.loss(embeddings, mask)
         n = mask.shape[0]
         positive_fraction = (mask.sum().item() - n) / (n * (n - 1))

@@ -1,0 +1,17 @@
+"""SimCLR baseline, as in PCL's comparison: the same pipeline, only the other view is positive.
+
+NT-Xent with cosine similarity = SupCon with the same-sample mask [code: loss/contrast_loss.py
+mode "simclr"]. Positions are sampled but unused, so the patch-extent guard does not apply.
+"""
+import torch
+
+from nnunet_ssl.data.positions import same_sample_mask
+from nnunet_ssl.methods.pcl import PCL
+
+
+class SimCLR(PCL):
+    name = "simclr"
+    uses_positions = False
+
+    def positive_mask(self, positions: torch.Tensor) -> torch.Tensor:
+        return same_sample_mask(positions.shape[0] // 2).to(positions.device)
