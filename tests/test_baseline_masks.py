@@ -7,7 +7,7 @@ from nnunet_ssl.methods import GCL, PCL, SimCLR, list_methods
 
 def test_same_sample_mask_pairs_the_two_views():
     expected = torch.tensor([[1, 0, 1, 0], [0, 1, 0, 1], [1, 0, 1, 0], [0, 1, 0, 1]], dtype=torch.bool)
-    assert torch.equal(same_sample_mask(2), expected)
+    assert torch.equal(same_sample_mask(torch.tensor([0, 1, 0, 1])), expected)
 
 
 def test_partition_labels_split_the_axis_in_quarters():

@@ -42,7 +42,7 @@ def _trainer(trainer_class):
     from batchgenerators.utilities.file_and_folder_operations import load_json
     from nnunetv2.paths import nnUNet_preprocessed
     folder = os.path.join(str(nnUNet_preprocessed), f"Dataset{DATASET_ID}_Synthetic")
-    plans = load_json(os.path.join(folder, f"{PLANS}.json"))
+    plans = {**load_json(os.path.join(folder, f"{PLANS}.json")), "continue_training": False}  # nnunetv2 2.8 pops it
     return trainer_class(plans, "3d_fullres", 0, load_json(os.path.join(folder, "dataset.json")), torch.device("cpu"))
 
 

@@ -13,6 +13,7 @@ import sys
 import time
 from importlib import resources
 
+from nnunet_ssl.atomic_io import atomic_save_json
 from nnunet_ssl.cli import run_cli
 from nnunet_ssl.cli.steps import StepRunner
 from nnunet_ssl.errors import SSLUserError
@@ -82,8 +83,7 @@ def write_demo_split(preprocessed_root: str, protocol: dict, cases: list[str]) -
             raise SSLUserError(f"{path} exists with another fold 0; the demo does not overwrite it.",
                                "run the demo with --workdir pointing to a fresh folder")
         return split
-    with open(path, "w") as f:
-        json.dump([split], f, indent=1)
+    atomic_save_json([split], path)
     return split
 
 
@@ -123,7 +123,9 @@ def demo(workdir: str | None = None, device: str = "cpu") -> dict:
         steps.run(f"finetune_{label}", ["nnUNetv2_train", ds_id, cfg, "0", "-p", plans, "-tr", trainer,
                                         "-device", device], skip_if=summary, progress=r"Epoch \d+$", env=cpu_env)
         summaries[label] = summary
-    report = paired_dice_report(summaries, baseline="scratch", out_prefix=os.path.join(results, "demo_result"))
+    labels = json.load(open(os.path.join(folders["nnUNet_raw"], ds_name, "dataset.json")))["labels"]
+    report = paired_dice_report(summaries, baseline="scratch", out_prefix=os.path.join(results, "demo_result"),
+                                class_names={str(v): k for k, v in labels.items()})
     print("\n" + report["markdown"])
     print(f"\nplot: {report['plot']}\ntable: {report['markdown_file']}\nper-case numbers: {report['json']}")
     print(f"total time {(time.time() - start) / 60:.1f} min")

@@ -1,10 +1,10 @@
 """nnUNetv2_ssl_plan_cpu: write a CPU-sized plans variant next to existing nnU-Net plans."""
 import argparse
-import os
 from os.path import isfile, join
 
-from batchgenerators.utilities.file_and_folder_operations import load_json, save_json
+from batchgenerators.utilities.file_and_folder_operations import load_json
 
+from nnunet_ssl.atomic_io import atomic_save_json
 from nnunet_ssl.cli import run_cli
 from nnunet_ssl.errors import SSLUserError
 
@@ -30,7 +30,7 @@ def plan_cpu(dataset: str, source_plans: str = "nnUNetPlans", target_plans: str 
             return target
         raise SSLUserError(f"{target} exists and differs from what these options give; it was not overwritten.",
                            "pass --overwrite, or -o another plans name")
-    save_json(plans, target, sort_keys=False)
+    atomic_save_json(plans, target)
     for c, cfg in plans["configurations"].items():
         if "patch_size" in cfg:
             feats = cfg.get("architecture", {}).get("arch_kwargs", {}).get("features_per_stage", "inherited")

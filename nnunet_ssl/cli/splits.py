@@ -7,35 +7,14 @@ kept in label_budget_folds.json beside splits_final.json.
 import argparse
 import json
 import os
-import tempfile
 from os.path import basename, dirname, isdir, isfile, join
 
+from nnunet_ssl.atomic_io import atomic_save_json
 from nnunet_ssl.cli import run_cli
 from nnunet_ssl.errors import SSLUserError
 
 MAPPING_FILE = "label_budget_folds.json"
 DEFAULT_BASE_FOLDS = (0, 1, 2, 3, 4)
-
-
-def _write_json_atomic(obj, path: str) -> None:
-    """Write to a temporary file in the same folder, then os.replace: readers see old or new, never half."""
-    fd, tmp = tempfile.mkstemp(dir=dirname(path), prefix=basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=4, sort_keys=True)  # nnU-Net's save_json format
-            f.flush()
-            os.fsync(f.fileno())
-        if isfile(path):
-            os.chmod(tmp, os.stat(path).st_mode & 0o777)
-        else:
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if isfile(tmp):
-            os.remove(tmp)
-        raise
 
 
 def _load_json(path: str, what: str):
@@ -148,16 +127,16 @@ def splits(dataset: str, budgets: list[int], base_folds=DEFAULT_BASE_FOLDS, seed
     if created:
         print(created)
     if created or len(new) > len(old):
-        _write_json_atomic(new, splits_file)
+        atomic_save_json(new, splits_file, sort_keys=True)  # nnU-Net's save_json format
         print(f"wrote {splits_file}: {len(old)} existing folds unchanged, {len(new) - len(old)} added")
     else:
         print(f"{splits_file} already holds these folds; nothing added")
     merged = merge_rows(previous, rows)
     if merged != previous:
-        _write_json_atomic({"about": "label-budget folds of splits_final.json: fold N trains on `labeled` cases "
+        atomic_save_json({"about": "label-budget folds of splits_final.json: fold N trains on `labeled` cases "
                                      "drawn with `seed` from base_fold's training cases and validates on "
                                      "base_fold's validation cases",
-                            "folds": merged}, mapping_file)
+                            "folds": merged}, mapping_file, sort_keys=True)
         print(f"wrote {mapping_file}")
 
     added = set(range(len(old), len(new)))

@@ -73,11 +73,9 @@ def positional_positive_mask(positions: torch.Tensor, threshold: float) -> torch
     return (positions[:, None] - positions[None, :]).abs() < threshold
 
 
-def same_sample_mask(num_samples: int, num_views: int = 2) -> torch.Tensor:
-    """SimCLR positives: only the other views of the same sample. Embeddings are ordered view by
-    view ([all view-1, all view-2]), as PCL's training step concatenates them."""
-    ids = torch.arange(num_samples).repeat(num_views)
-    return ids[:, None] == ids[None, :]
+def same_sample_mask(sample_ids: torch.Tensor) -> torch.Tensor:
+    """SimCLR positives: only the other views of the same sample. sample_ids: (N,) per embedding."""
+    return sample_ids[:, None] == sample_ids[None, :]
 
 
 def partition_labels(positions: torch.Tensor, num_partitions: int = 4) -> torch.Tensor:

@@ -8,13 +8,13 @@ half-written checkpoint under the final name.
 """
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from importlib.metadata import PackageNotFoundError, version
 
 import numpy as np
 import torch
 
+from nnunet_ssl.atomic_io import atomic_torch_save
 from nnunet_ssl.errors import SSLUserError
 
 FORMAT_NAME = "nnunet-ssl-encoder"
@@ -65,20 +65,6 @@ def _numpy_scalar(value):
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(f"{type(value).__name__} is not JSON-serialisable: {value!r}")
-
-
-def atomic_torch_save(obj, path: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".pth", dir=folder)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def save_encoder_checkpoint(path: str, encoder_state_dict: dict, meta: SSLCheckpointMeta) -> None:

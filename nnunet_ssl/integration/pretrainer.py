@@ -17,9 +17,11 @@ from batchgenerators.dataloading.single_threaded_augmenter import SingleThreaded
 from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 from tqdm import tqdm
 
+from nnunet_ssl.blocks.distributed import rank, world_size
 from nnunet_ssl.errors import SSLUserError
 from nnunet_ssl.integration import locations
-from nnunet_ssl.integration.checkpoint import (SSLCheckpointMeta, atomic_torch_save, save_encoder_checkpoint)
+from nnunet_ssl.atomic_io import atomic_save_json, atomic_torch_save
+from nnunet_ssl.integration.checkpoint import SSLCheckpointMeta, save_encoder_checkpoint
 from nnunet_ssl.integration.dataset import PreprocessedDataset
 from nnunet_ssl.integration.encoder import (architecture_description, architecture_hash, bottleneck_channels,
                                             build_planned_network)
@@ -74,8 +76,12 @@ class Pretrainer:
     def __init__(self, data: PreprocessedDataset, method_name: str, method_config: dict, schedule: PretrainSchedule,
                  device: torch.device, output_folder: str):
         self.data, self.schedule, self.device, self.output_folder = data, schedule, device, output_folder
-        torch.manual_seed(schedule.seed)
-        np.random.seed(schedule.seed)
+        if schedule.batch_size % world_size():
+            raise SSLUserError(f"batch size {schedule.batch_size} does not split over {world_size()} processes.",
+                               f"use a --batch-size divisible by {world_size()}")
+        self.is_main = rank() == 0
+        torch.manual_seed(schedule.seed)  # the same initial weights on every rank
+        np.random.seed(schedule.seed + rank())  # different patches on every rank
         method_class = get_method(method_name)
         try:
             config = method_class.config_class.from_dict(method_config)
@@ -87,13 +93,19 @@ class Pretrainer:
                                         data.num_input_channels)
         self.method = method_class(network.encoder, bottleneck_channels(data.configuration), config, geometry)
         self.method.to(device)
+        self.model = self.method  # what the loop calls; DDP-wrapped under torchrun
+        if world_size() > 1:
+            if device.type == "cuda":
+                self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            self.model = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None)
         self.optimizer = torch.optim.SGD(self.method.parameters(), schedule.initial_lr, momentum=schedule.momentum,
                                          weight_decay=schedule.weight_decay)
         total = schedule.num_epochs * schedule.iterations_per_epoch
         self.lr_scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=total)
         self.epoch = 0
         os.makedirs(output_folder, exist_ok=True)
-        self.log = ProgressLog(output_folder)
+        self.log = ProgressLog(output_folder, enabled=self.is_main)
 
     # --- checkpoints -------------------------------------------------------------------------
     def metadata(self) -> SSLCheckpointMeta:
@@ -112,6 +124,8 @@ class Pretrainer:
             final_metrics=self.log.history[-1] if self.log.history else {})
 
     def save_latest(self) -> None:
+        if not self.is_main:
+            return
         atomic_torch_save({"method_state": self.method.state_dict(), "optimizer_state": self.optimizer.state_dict(),
                            "scheduler_state": self.lr_scheduler.state_dict(), "epoch": self.epoch,
                            "history": self.log.history, "meta": self.metadata().to_dict()},
@@ -136,9 +150,10 @@ class Pretrainer:
     def save_final(self) -> str:
         meta = self.metadata()
         path = os.path.join(self.output_folder, locations.FINAL)
+        if not self.is_main:
+            return path
         save_encoder_checkpoint(path, self.method.encoder.state_dict(), meta)
-        with open(os.path.join(self.output_folder, "checkpoint_final.json"), "w") as f:
-            json.dump(meta.to_dict(), f, indent=1)
+        atomic_save_json(meta.to_dict(), os.path.join(self.output_folder, "checkpoint_final.json"), indent=1)
         return path
 
     # --- the loop ----------------------------------------------------------------------------
@@ -147,22 +162,24 @@ class Pretrainer:
         self.log.print(f"{self.method.name} on {self.data.dataset_name} / {self.data.plans_manager.plans_name} / "
                        f"{self.data.configuration_name}: {len(self.data.case_ids)} cases, device {self.device}, "
                        f"{json.dumps(self.method.derived_values())}")
-        batches = _augmenter(self.method.make_sampler(self.cases, self.data.case_ids, s.batch_size), self.device)
+        per_rank_batch = s.batch_size // world_size()
+        batches = _augmenter(self.method.make_sampler(self.cases, self.data.case_ids, per_rank_batch), self.device)
         self.method.train()
         while self.epoch < s.num_epochs:
             sums: dict[str, float] = {}
             start = time.time()
-            bar = tqdm(range(s.iterations_per_epoch), desc=f"epoch {self.epoch + 1}/{s.num_epochs}", leave=False)
+            bar = tqdm(range(s.iterations_per_epoch), desc=f"epoch {self.epoch + 1}/{s.num_epochs}", leave=False,
+                       disable=not self.is_main)
             for _ in bar:
                 batch = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v
                          for k, v in next(batches).items()}
                 with _autocast(self.device):
-                    loss, metrics = self.method.training_step(batch)
+                    loss, metrics = self.model(batch)
                 if not torch.isfinite(loss):
                     raise SSLUserError(f"the loss became {loss.item()} at epoch {self.epoch + 1}.",
                                        "lower the learning rate (--lr) or check the data normalisation")
                 self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                (loss * world_size()).backward()  # DDP averages over ranks; see gather_with_local_grad
                 self.optimizer.step()
                 self.lr_scheduler.step()
                 for k, v in metrics.items():

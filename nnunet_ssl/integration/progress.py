@@ -1,21 +1,25 @@
 """Per-epoch log of pretraining metrics: a JSON history, a text log and progress.png."""
-import json
 import os
 from datetime import datetime
 
 import matplotlib
+
+from nnunet_ssl.atomic_io import atomic_save_json
 
 matplotlib.use("agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
 class ProgressLog:
-    def __init__(self, folder: str, history: list[dict] | None = None):
+    def __init__(self, folder: str, history: list[dict] | None = None, enabled: bool = True):
         self.folder = folder
+        self.enabled = enabled  # only the main process writes under torchrun
         self.history = history or []
         self.log_file = os.path.join(folder, "training_log.txt")
 
     def print(self, message: str) -> None:
+        if not self.enabled:
+            return
         line = f"{datetime.now():%Y-%m-%d %H:%M:%S}: {message}"
         print(line, flush=True)
         with open(self.log_file, "a") as f:
@@ -23,10 +27,11 @@ class ProgressLog:
 
     def add_epoch(self, metrics: dict) -> None:
         self.history.append(metrics)
+        if not self.enabled:
+            return
         shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
         self.print(shown)
-        with open(os.path.join(self.folder, "progress.json"), "w") as f:
-            json.dump(self.history, f, indent=1)
+        atomic_save_json(self.history, os.path.join(self.folder, "progress.json"), indent=1)
         self.plot()
 
     def plot(self) -> None:

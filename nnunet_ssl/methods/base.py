@@ -62,3 +62,7 @@ class PretrainingMethod(nn.Module):
     def training_step(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         """Return the loss to backpropagate and scalar metrics to log."""
         raise NotImplementedError
+
+    def forward(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        # DDP synchronises gradients only for calls that go through forward()
+        return self.training_step(batch)

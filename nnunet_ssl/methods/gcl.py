@@ -10,5 +10,5 @@ from nnunet_ssl.methods.pcl import PCL
 class GCL(PCL):
     name = "gcl"
 
-    def positive_mask(self, positions: torch.Tensor) -> torch.Tensor:
+    def positive_mask(self, positions: torch.Tensor, sample_ids: torch.Tensor) -> torch.Tensor:
         return partition_positive_mask(positions, num_partitions=4)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from nnunet_ssl.blocks.distributed import gather_with_local_grad, rank
 from nnunet_ssl.blocks.heads import ProjectionHead, global_average_pool
 from nnunet_ssl.blocks.supcon import SupConLoss
 from nnunet_ssl.data.positions import (MAX_PATCH_FRACTION, patch_fraction, positional_positive_mask,
@@ -79,15 +80,19 @@ class PCL(PretrainingMethod):
         return TwoViewPatchSampler(cases, case_ids, batch_size, self.patch_size, crop, transform,
                                    self.config.position_axis)
 
-    def positive_mask(self, positions: torch.Tensor) -> torch.Tensor:
-        """(2B,) positions of [view-1 batch, view-2 batch] -> (2B, 2B) positives."""
+    def positive_mask(self, positions: torch.Tensor, sample_ids: torch.Tensor) -> torch.Tensor:
+        """Per-embedding positions and sample ids (N,) -> (N, N) positives."""
         return positional_positive_mask(positions, self.threshold)
 
     def training_step(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         images = torch.cat([batch["view1"], batch["view2"]])
+        batch_size = batch["view1"].shape[0]
         positions = torch.cat([batch["positions"], batch["positions"]]).to(images.device)
+        sample_ids = torch.arange(batch_size, device=images.device).repeat(2) + rank() * batch_size
         embeddings = self.projector(global_average_pool(self.bottleneck(images)))
-        mask = self.positive_mask(positions)
+        # under DDP the negatives span the global batch [code: DataParallel gathers outputs]
+        embeddings, positions, sample_ids = (gather_with_local_grad(t) for t in (embeddings, positions, sample_ids))
+        mask = self.positive_mask(positions, sample_ids)
         loss = self.loss(embeddings, mask)
         n = mask.shape[0]
         positive_fraction = (mask.sum().item() - n) / (n * (n - 1))

@@ -13,5 +13,5 @@ class SimCLR(PCL):
     name = "simclr"
     uses_positions = False
 
-    def positive_mask(self, positions: torch.Tensor) -> torch.Tensor:
-        return same_sample_mask(positions.shape[0] // 2).to(positions.device)
+    def positive_mask(self, positions: torch.Tensor, sample_ids: torch.Tensor) -> torch.Tensor:
+        return same_sample_mask(sample_ids)
