@@ -65,6 +65,23 @@ def test_ssl_init_trainer_loads_encoder_and_leaves_decoder_random(pretrained):
     assert decoder_keys and all(torch.equal(init[k], scratch[k]) for k in decoder_keys)
 
 
+@pytest.mark.parametrize("name,scales", [("SSLScratchTrainer_tiny", (1.0, 1.0)),
+                                         ("SSLInitTrainer_decoderFirst_tiny", (0.0, 1.0)),
+                                         ("SSLInitTrainer_lowEncoderLR_tiny", (0.1, 0.1))])
+def test_encoder_learning_rate_of_the_variants(pretrained, name, scales):
+    import nnunet_ssl.integration.trainers as trainers
+    trainer = _trainer(getattr(trainers, name))
+    trainer.initialize()
+    encoder_params = {id(p) for p in trainer.network.encoder.parameters()}
+    assert {id(p) for p in trainer.optimizer.param_groups[1]["params"]} == encoder_params
+    assert not encoder_params & {id(p) for p in trainer.optimizer.param_groups[0]["params"]}
+    for epoch, scale in enumerate(scales):  # warm-up lasts 1 epoch in the _tiny variants
+        trainer.current_epoch = epoch
+        trainer.on_train_epoch_start()
+        base = trainer.optimizer.param_groups[0]["lr"]
+        assert base > 0 and trainer.optimizer.param_groups[1]["lr"] == pytest.approx(scale * base)
+
+
 def test_stock_train_and_predict_with_ssl_init_trainer(pretrained, tmp_path):
     env_clean = {k: v for k, v in os.environ.items() if k != "nnUNet_extTrainer"}  # discovery must do it
     import subprocess
@@ -93,3 +110,20 @@ def test_stock_train_and_predict_with_ssl_init_trainer(pretrained, tmp_path):
         seg = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / f"{case}.nii.gz")))
         image = sitk.GetArrayFromImage(sitk.ReadImage(os.path.join(raw, f"{case}_0000.nii.gz")))
         assert seg.shape == image.shape and set(np.unique(seg)) <= {0, 1}
+
+    # export for stock nnU-Net: same predictions from nnUNetTrainer, which needs no plugin
+    exported = tmp_path / "exported_results"
+    run_command([script("nnUNetv2_ssl_export"), "-d", str(DATASET_ID), "-tr", "SSLInitTrainer_tiny", "-p", PLANS,
+                 "-o", str(exported)])
+    model = exported / pretrained["name"] / f"nnUNetTrainer__{PLANS}__3d_fullres"
+    assert torch.load(model / "fold_0" / "checkpoint_final.pth", weights_only=False)["trainer_name"] == "nnUNetTrainer"
+    stock = subprocess.run([script("nnUNetv2_predict"), "-i", str(images), "-o", str(tmp_path / "out_stock"),
+                            "-d", str(DATASET_ID), "-c", "3d_fullres", "-f", "0", "-p", PLANS,
+                            "-tr", "nnUNetTrainer", "-device", "cpu", "--disable_tta"],
+                           env={**env_clean, "nnUNet_results": str(exported)}, capture_output=True, text=True,
+                           timeout=900)
+    assert stock.returncode == 0, stock.stdout[-3000:] + stock.stderr[-3000:]
+    for case in ("case_000", "case_001"):
+        ours = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / f"{case}.nii.gz")))
+        theirs = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out_stock" / f"{case}.nii.gz")))
+        assert np.array_equal(ours, theirs)

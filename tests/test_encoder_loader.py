@@ -1,29 +1,32 @@
 """Loading a pretrained encoder into nnU-Net's U-Nets (PlainConvUNet, ResidualEncoderUNet)."""
 import pytest
 import torch
+import torch.nn.functional as F
 from dynamic_network_architectures.architectures.unet import PlainConvUNet, ResidualEncoderUNet
 from torch import nn
 
 from nnunet_ssl.errors import SSLUserError
 from nnunet_ssl.integration.checkpoint import SSLCheckpointMeta, save_encoder_checkpoint
-from nnunet_ssl.integration.encoder_loader import (LoadReport, encoder_mismatches, load_pretrained_encoder,
+from nnunet_ssl.integration.encoder_loader import (LoadReport, adapt_input_channels, encoder_mismatches,
+                                                   input_projection_keys, load_pretrained_encoder,
                                                    strip_wrapper_prefixes, unwrap)
 
 STRIDES = [[1, 1, 1], [2, 2, 2], [2, 2, 2]]
-COMMON = dict(input_channels=1, n_stages=3, conv_op=nn.Conv3d, kernel_sizes=3, strides=STRIDES, num_classes=2,
+COMMON = dict(n_stages=3, conv_op=nn.Conv3d, kernel_sizes=3, strides=STRIDES, num_classes=2,
               n_conv_per_stage_decoder=1, conv_bias=True, norm_op=nn.InstanceNorm3d,
               norm_op_kwargs={"eps": 1e-5, "affine": True}, nonlin=nn.LeakyReLU, nonlin_kwargs={"inplace": True},
               deep_supervision=True)
 
 
-def plain_unet(seed, features=(4, 8, 16)):
+def plain_unet(seed, features=(4, 8, 16), channels=1):
     torch.manual_seed(seed)
-    return PlainConvUNet(features_per_stage=list(features), n_conv_per_stage=2, **COMMON)
+    return PlainConvUNet(input_channels=channels, features_per_stage=list(features), n_conv_per_stage=2, **COMMON)
 
 
-def residual_unet(seed, features=(4, 8, 16)):
+def residual_unet(seed, features=(4, 8, 16), channels=1):
     torch.manual_seed(seed)
-    return ResidualEncoderUNet(features_per_stage=list(features), n_blocks_per_stage=[1, 1, 1], **COMMON)
+    return ResidualEncoderUNet(input_channels=channels, features_per_stage=list(features),
+                               n_blocks_per_stage=[1, 1, 1], **COMMON)
 
 
 BUILDERS = {"PlainConvUNet": plain_unet, "ResidualEncoderUNet": residual_unet}
@@ -207,3 +210,142 @@ def test_load_into_wrapped_network(tmp_path, wrap):
 def _distinct(state_dict: dict) -> int:
     """Number of distinct tensors (nnU-Net conv blocks expose each twice: conv / all_modules.N)."""
     return len({v.data_ptr() for v in state_dict.values()})
+
+
+# --- input-channel adaptation ---------------------------------------------------------------------------------------
+
+# the input projection of each architecture: (weight key, its all_modules alias), relative to network.encoder
+STEM_KEYS = {"PlainConvUNet": ("stages.0.0.convs.0.conv.weight", "stages.0.0.convs.0.all_modules.0.weight"),
+             "ResidualEncoderUNet": ("stem.convs.0.conv.weight", "stem.convs.0.all_modules.0.weight")}
+
+
+def _constant_response(weight: torch.Tensor, value: float = 1.7) -> torch.Tensor:
+    """Pre-activation response of a conv (zero padding, so borders count too) to a constant image."""
+    conv = {3: F.conv1d, 4: F.conv2d, 5: F.conv3d}[weight.dim()]
+    x = torch.full((1, weight.shape[1]) + (5,) * (weight.dim() - 2), value, dtype=weight.dtype)
+    return conv(x, weight, padding=weight.shape[-1] // 2)
+
+
+@pytest.mark.parametrize("n, m", [(1, 1), (1, 2), (1, 4), (2, 1), (3, 1), (2, 3), (3, 2), (4, 4)])
+@pytest.mark.parametrize("kernel", [(3, 3, 3), (3, 3), (1, 3, 3)])
+def test_adapt_input_channels_keeps_the_response_to_a_constant_image(n, m, kernel):
+    weight = torch.randn((6, n) + kernel, generator=torch.Generator().manual_seed(n * 10 + m), dtype=torch.float64)
+    original = weight.clone()
+    adapted = adapt_input_channels(weight, m)
+    assert adapted.shape == (6, m) + kernel and adapted.dtype == weight.dtype
+    assert torch.equal(weight, original)  # pure: the input is not modified
+    torch.testing.assert_close(_constant_response(adapted), _constant_response(weight))
+
+
+def test_adapt_input_channels_rules():
+    w = torch.randn(4, 1, 3, 3, 3)
+    up = adapt_input_channels(w, 3)  # 1 -> N: repeated, divided by N
+    for c in range(3):
+        torch.testing.assert_close(up[:, c:c + 1], w / 3)
+    w3 = torch.randn(4, 3, 3, 3, 3)
+    torch.testing.assert_close(adapt_input_channels(w3, 1), w3.sum(1, keepdim=True))  # N -> 1: summed
+    general = adapt_input_channels(w3, 2)  # N -> M fallback: channel mean times N/M on every new channel
+    for c in range(2):
+        torch.testing.assert_close(general[:, c:c + 1], w3.mean(1, keepdim=True) * 3 / 2)
+    same = adapt_input_channels(w3, 3)  # N -> N: unchanged copy
+    assert torch.equal(same, w3) and same.data_ptr() != w3.data_ptr()
+
+
+@pytest.mark.parametrize("weight, channels", [(torch.zeros(4, 2), 1), (torch.zeros(4, 1, 3), 0)])
+def test_adapt_input_channels_rejects_bad_input(weight, channels):
+    with pytest.raises(ValueError):
+        adapt_input_channels(weight, channels)
+
+
+@pytest.mark.parametrize("arch", sorted(BUILDERS))
+def test_input_projection_keys_group_the_aliases_and_fall_back_to_the_first_conv(arch):
+    net = BUILDERS[arch](seed=0)
+    state = net.encoder.state_dict()
+    assert input_projection_keys(net, state) == [list(STEM_KEYS[arch])]
+    del net.keys_to_in_proj  # an architecture that does not declare its input projection
+    assert input_projection_keys(net, state) == [list(STEM_KEYS[arch])]
+
+
+@pytest.mark.parametrize("n, m", [(1, 1), (1, 2), (2, 1), (2, 3)])
+@pytest.mark.parametrize("arch", sorted(BUILDERS))
+def test_load_adapts_input_channels(tmp_path, arch, n, m):
+    build = BUILDERS[arch]
+    source = build(seed=0, channels=n)
+    saved = perturbed_encoder_state(source)
+    path = save(tmp_path, saved)
+    fresh = build(seed=1, channels=m)
+    before = {k: v.clone() for k, v in fresh.state_dict().items()}
+
+    report = load_pretrained_encoder(fresh, path)
+
+    stem, alias = STEM_KEYS[arch]
+    expected_stem = adapt_input_channels(saved[stem], m)
+    after = fresh.state_dict()
+    for key, value in saved.items():
+        if key in (stem, alias):
+            assert torch.equal(after[f"encoder.{key}"], expected_stem), key
+        else:
+            assert torch.equal(after[f"encoder.{key}"], value), key
+    aliases = [k for k in after if k.startswith("decoder.encoder.")]
+    assert aliases
+    for key in aliases:
+        assert torch.equal(after[key], after[key[len("decoder."):]]), key
+    for key in after:
+        if not key.startswith(("encoder.", "decoder.encoder.")):
+            assert torch.equal(after[key], before[key]), key  # decoder and heads untouched
+
+    if n == m:
+        assert report.adapted == [] and "adapted" not in report.summary()
+    else:
+        assert report.adapted == [f"{stem}: from {n} to {m} channels"]
+        assert report.adapted[0] in report.summary()
+    assert report.loaded == _distinct(fresh.encoder.state_dict())
+
+    # the stem's pre-activation response to a constant image is the pretrained one
+    with torch.no_grad():
+        torch.testing.assert_close(_constant_response(fresh.encoder.get_parameter(stem)),
+                                   _constant_response(source.encoder.get_parameter(stem)))
+        fresh.eval()
+        assert fresh(torch.randn(1, m, 8, 8, 8))[0].shape == (1, 2, 8, 8, 8)  # deep supervision: a list
+
+
+@pytest.mark.parametrize("arch", sorted(BUILDERS))
+def test_other_mismatch_is_refused_even_when_channels_differ_too(tmp_path, arch):
+    build = BUILDERS[arch]
+    path = save(tmp_path, perturbed_encoder_state(build(seed=0, features=(8, 16, 32), channels=1)))
+    fresh = build(seed=1, channels=2)
+    before = {k: v.clone() for k, v in fresh.state_dict().items()}
+    with pytest.raises(SSLUserError) as excinfo:
+        load_pretrained_encoder(fresh, path)
+    problem = excinfo.value.problem
+    stem = STEM_KEYS[arch][0]
+    assert f"(8, 1, 3, 3, 3) in checkpoint vs (4, 2, 3, 3, 3) here: {stem}" in problem
+    assert "... and" in problem
+    for key, value in fresh.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+def test_summary_reads_well_in_the_training_log(tmp_path):
+    path = save(tmp_path, perturbed_encoder_state(plain_unet(seed=0)))
+    report = load_pretrained_encoder(plain_unet(seed=1, channels=2), path)
+    summary = report.summary()
+    assert summary.splitlines()[0] == f"loaded pretrained encoder ({report.loaded} tensors) from {path}"
+    assert "method pcl" in summary and "Dataset001_X / nnUNetPlans / 3d_fullres" in summary
+    assert "stages.0.0.convs.0.conv.weight: from 1 to 2 channels" in summary
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("arch", sorted(BUILDERS))
+def test_load_into_a_network_on_cuda(tmp_path, arch):
+    build = BUILDERS[arch]
+    saved = perturbed_encoder_state(build(seed=0))
+    path = save(tmp_path, saved)
+    fresh = build(seed=1, channels=2).cuda()
+    report = load_pretrained_encoder(fresh, path)
+    assert report.adapted
+    stem = STEM_KEYS[arch][0]
+    for key, value in fresh.encoder.state_dict().items():
+        assert value.device.type == "cuda", key
+        expected = adapt_input_channels(saved[key], 2) if key in STEM_KEYS[arch] else saved[key]
+        assert torch.equal(value.cpu(), expected), key
+    assert fresh.encoder.get_parameter(stem).is_cuda

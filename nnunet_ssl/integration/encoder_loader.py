@@ -2,28 +2,67 @@
 
 Loading into the submodule (not by key matching over the full state dict) keeps the aliases the
 default UNets carry consistent: ``decoder.encoder.*`` and ``all_modules.N`` are the same tensors.
-"""
-from dataclasses import dataclass
 
-from torch import nn
+When the fine-tuning dataset has a different number of input channels than the pretraining one,
+the input projection (the first conv) is adapted with :func:`adapt_input_channels`. Which conv that
+is comes from the architecture's ``keys_to_in_proj`` (dynamic_network_architectures): for
+PlainConvUNet it is ``stages.0.0.convs.0.conv`` *inside* the first stage, for ResidualEncoderUNet
+``stem.convs.0.conv``. Every other shape difference is refused with the list of offending keys.
+"""
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
 
 from nnunet_ssl.errors import SSLUserError
 from nnunet_ssl.integration.checkpoint import SSLCheckpointMeta, load_encoder_checkpoint
 
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DDP and torch.compile
+ENCODER_PREFIX = "encoder."  # keys_to_in_proj are relative to the full network
 
 
 @dataclass
 class LoadReport:
     path: str
     meta: SSLCheckpointMeta
-    loaded: int
+    loaded: int  # distinct tensors (aliases counted once)
+    adapted: list[str] = field(default_factory=list)  # "key: from N to M channels"
 
     def summary(self) -> str:
         m = self.meta
-        return (f"loaded pretrained encoder ({self.loaded} tensors) from {self.path}: method {m.method}, "
-                f"{m.dataset_name} / {m.plans_identifier} / {m.configuration}, {len(m.case_ids)} cases, "
-                f"{m.epochs_completed} epochs")
+        lines = [f"loaded pretrained encoder ({self.loaded} tensors) from {self.path}",
+                 f"    method {m.method}, pretrained on {m.dataset_name} / {m.plans_identifier} / {m.configuration}, "
+                 f"{len(m.case_ids)} cases, {m.epochs_completed} epochs",
+                 "    every encoder tensor loaded, none skipped; the decoder stays randomly initialised"]
+        if self.adapted:
+            lines.append("    input channels adapted (kernel summed over the pretraining channels, spread evenly "
+                         "over the new ones): " + "; ".join(self.adapted))
+        return "\n".join(lines)
+
+
+def adapt_input_channels(weight: Tensor, target_channels: int) -> Tensor:
+    """Adapt a conv weight of shape (out, in, *kernel) to ``target_channels`` input channels.
+
+    The rule keeps the response to a constant image (the same value in every channel) unchanged:
+    for every output channel and kernel offset, the sum over input channels is preserved.
+
+    * 1 -> M: the kernel is repeated over the M channels and divided by M;
+    * N -> 1: the kernel is summed over the N channels;
+    * N -> M (both > 1, the fallback, since no channel correspondence is known): summed over the N
+      channels (= the mean times N), then repeated over the M channels and divided by M. This is
+      the composition of the two rules above; per-channel specialisation of the pretrained kernel
+      is lost, only its channel-averaged shape survives.
+    * N -> N: returned unchanged (a copy).
+    """
+    if weight.dim() < 3:
+        raise ValueError(f"expected a conv weight (out, in, *kernel), got shape {tuple(weight.shape)}")
+    if target_channels < 1:
+        raise ValueError(f"target_channels must be >= 1, got {target_channels}")
+    if weight.shape[1] == target_channels:
+        return weight.clone()
+    summed = weight.sum(dim=1, keepdim=True)
+    repeats = (1, target_channels) + (1,) * (weight.dim() - 2)
+    return summed.repeat(*repeats) / target_channels
 
 
 def unwrap(network: nn.Module) -> nn.Module:
@@ -50,11 +89,66 @@ def encoder_mismatches(target: dict, source: dict) -> list[str]:
     return problems
 
 
+def input_projection_keys(network: nn.Module, encoder_state: dict) -> list[list[str]]:
+    """The encoder state-dict keys of the input projection weight(s), grouped by tensor: each group
+    holds every alias of one tensor (e.g. ``...convs.0.conv.weight`` and ``...convs.0.all_modules.0.weight``),
+    in state-dict order.
+
+    Uses the architecture's ``keys_to_in_proj`` (module paths relative to the network, prefixed with
+    ``encoder.``); falls back to the encoder's first conv when the architecture does not declare them.
+    """
+    declared = [k[len(ENCODER_PREFIX):] + ".weight" for k in getattr(network, "keys_to_in_proj", None) or ()
+                if k.startswith(ENCODER_PREFIX)]
+    declared = [k for k in declared if k in encoder_state]
+    if not declared:
+        first_conv = next((name for name, m in network.encoder.named_modules()
+                           if isinstance(m, nn.modules.conv._ConvNd)), None)
+        if first_conv is None or f"{first_conv}.weight" not in encoder_state:
+            return []
+        declared = [f"{first_conv}.weight"]
+    groups, seen = [], set()
+    for key in declared:
+        if key in seen:
+            continue
+        tensor = encoder_state[key]
+        group = [k for k, v in encoder_state.items()
+                 if v.data_ptr() == tensor.data_ptr() and v.shape == tensor.shape and v.numel() > 0] or [key]
+        seen.update(group)
+        groups.append(group)
+    return groups
+
+
+def adapt_input_projection(network: nn.Module, encoder_state: dict, state: dict) -> list[str]:
+    """Adapt, in ``state``, the input projection weights whose shape differs from the network's only in
+    dim 1 (input channels); every alias present in ``state`` is replaced. Returns report lines."""
+    adapted = []
+    for group in input_projection_keys(network, encoder_state):
+        present = [k for k in group if k in state]
+        if not present:
+            continue  # reported as missing by encoder_mismatches
+        target_shape = tuple(encoder_state[group[0]].shape)
+        shapes = {tuple(state[k].shape) for k in present}
+        if len(shapes) != 1:
+            continue  # inconsistent aliases in the checkpoint: reported as shape mismatches
+        source_shape = shapes.pop()
+        if (source_shape == target_shape or len(source_shape) != len(target_shape)
+                or source_shape[:1] + source_shape[2:] != target_shape[:1] + target_shape[2:]):
+            continue  # nothing to adapt, or a mismatch beyond input channels (refused later)
+        for key in present:
+            state[key] = adapt_input_channels(state[key], target_shape[1])
+        adapted.append(f"{group[0]}: from {source_shape[1]} to {target_shape[1]} channels")
+    return adapted
+
+
 def load_pretrained_encoder(network: nn.Module, path: str) -> LoadReport:
-    state, meta = load_encoder_checkpoint(path)
-    encoder = unwrap(network).encoder
+    state, meta = load_encoder_checkpoint(path)  # on CPU; load_state_dict copies to the module's device
+    network = unwrap(network)
+    encoder = network.encoder
     state = strip_wrapper_prefixes(state)
-    problems = encoder_mismatches(encoder.state_dict(), state)
+    encoder_state = encoder.state_dict()
+    with torch.no_grad():
+        adapted = adapt_input_projection(network, encoder_state, state)
+    problems = encoder_mismatches(encoder_state, state)
     if problems:
         shown = "\n    ".join(problems[:10]) + (f"\n    ... and {len(problems) - 10} more" if len(problems) > 10 else "")
         raise SSLUserError(
@@ -63,4 +157,5 @@ def load_pretrained_encoder(network: nn.Module, path: str) -> LoadReport:
             "fine-tune with the plans and configuration used for pretraining (-p/-c), or pretrain for these")
     encoder.load_state_dict(state, strict=True)
     # count distinct tensors: nnU-Net's conv blocks expose each one twice (conv / all_modules.N)
-    return LoadReport(path=path, meta=meta, loaded=len({v.data_ptr() for v in encoder.state_dict().values()}))
+    return LoadReport(path=path, meta=meta, loaded=len({v.data_ptr() for v in encoder.state_dict().values()}),
+                      adapted=adapted)

@@ -58,10 +58,10 @@ def _augmenter(sampler, device: torch.device):
 def _data_geometry(data: PreprocessedDataset, cases, requested_patch_size) -> DataGeometry:
     strides = np.array(data.configuration.network_arch_init_kwargs["strides"], dtype=int)
     divisors = [int(d) for d in np.prod(np.atleast_2d(strides), axis=0)]
-    shapes = [list(cases.load_case(c)[0].shape[1:]) for c in data.case_ids]
     if len(data.configuration.patch_size) != 3:
         raise SSLUserError(f"configuration {data.configuration_name!r} is 2D; this version pretrains 3D patches.",
                            "use -c 3d_fullres")
+    shapes = [list(cases.load_case(c)[0].shape[1:]) for c in data.case_ids]
     if requested_patch_size is not None:
         bad = [(s, d) for s, d in zip(requested_patch_size, divisors) if s % d]
         if len(requested_patch_size) != len(divisors) or bad:

@@ -1,9 +1,9 @@
 """Fine-tuning trainers for stock ``nnUNetv2_train -tr NAME`` (found through nnUNet_extTrainer)."""
-from nnunet_ssl.integration.trainers.finetune import SSLInitTrainer, SSLScratchTrainer, WarmupPolyTrainer
-from nnunet_ssl.integration.trainers.lengths import (SSLInitTrainer_cpu1200it, SSLInitTrainer_cpuDemo,
-                                                     SSLInitTrainer_tiny, SSLScratchTrainer_cpu1200it,
-                                                     SSLScratchTrainer_cpuDemo, SSLScratchTrainer_tiny)
+from nnunet_ssl.integration.trainers import finetune, lengths
+from nnunet_ssl.integration.trainers.finetune import WarmupPolyTrainer
 
-__all__ = ["WarmupPolyTrainer", "SSLInitTrainer", "SSLScratchTrainer",
-           "SSLInitTrainer_cpu1200it", "SSLScratchTrainer_cpu1200it", "SSLInitTrainer_cpuDemo",
-           "SSLScratchTrainer_cpuDemo", "SSLInitTrainer_tiny", "SSLScratchTrainer_tiny"]
+# every trainer class, by name: what nnUNet_extTrainer's shim re-exports
+TRAINERS = {name: cls for module in (finetune, lengths) for name, cls in vars(module).items()
+            if isinstance(cls, type) and issubclass(cls, WarmupPolyTrainer)}
+globals().update(TRAINERS)
+__all__ = sorted(TRAINERS)

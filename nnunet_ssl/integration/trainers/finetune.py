@@ -1,9 +1,10 @@
 """SSLInitTrainer and its matched from-scratch control: same schedule, only the init differs."""
 import torch
+from nnunetv2.training.lr_scheduler.warmup import Lin_incr_LRScheduler, PolyLRScheduler_offset
 from nnunetv2.training.nnUNetTrainer.variants.lr_schedule.nnUNetTrainer_warmup import nnUNetTrainer_warmup
 
 from nnunet_ssl.errors import SSLUserError
-from nnunet_ssl.integration.encoder_loader import load_pretrained_encoder
+from nnunet_ssl.integration.encoder_loader import load_pretrained_encoder, unwrap
 from nnunet_ssl.integration.locations import find_pretrained_checkpoint
 
 
@@ -30,6 +31,41 @@ class WarmupPolyTrainer(nnUNetTrainer_warmup):
             self.num_iterations_per_epoch = self.ITERATIONS_PER_EPOCH
         if self.VAL_ITERATIONS_PER_EPOCH is not None:
             self.num_val_iterations_per_epoch = self.VAL_ITERATIONS_PER_EPOCH
+
+    def encoder_lr_scale(self, epoch: int) -> float:
+        """Encoder learning rate as a fraction of the schedule's; variants override (1 = one rate)."""
+        return 1.0
+
+    def configure_optimizers(self, stage: str = "warmup_all"):
+        """nnUNetTrainer_warmup's optimizer and schedulers, with the encoder in its own parameter
+        group (group 1; group 0, whose lr nnU-Net logs, holds everything else) so that variants can
+        give it another learning rate. A stage switch keeps the optimizer and its momentum."""
+        if self.training_stage == stage:
+            return self.optimizer, self.lr_scheduler
+        if stage == "train" and self.training_stage == "warmup_all":
+            optimizer = self.optimizer
+        else:
+            network = unwrap(self.network)
+            encoder_ids = {id(p) for p in network.encoder.parameters()}
+            groups = [{"params": [p for p in network.parameters() if id(p) not in encoder_ids]},
+                      {"params": list(network.encoder.parameters())}]
+            optimizer = torch.optim.SGD(groups, self.initial_lr, weight_decay=self.weight_decay, momentum=0.99,
+                                        nesterov=True)
+        if stage == "warmup_all":
+            scheduler = Lin_incr_LRScheduler(optimizer, self.initial_lr, self.warmup_duration_whole_net)
+        else:
+            scheduler = PolyLRScheduler_offset(optimizer, self.initial_lr, self.num_epochs,
+                                               self.warmup_duration_whole_net)
+        self.print_to_log_file(f"{stage}: optimizer and lr schedule set at epoch {self.current_epoch}")
+        self.training_stage = stage
+        return optimizer, scheduler
+
+    def on_train_epoch_start(self):
+        super().on_train_epoch_start()  # the schedulers set every group to the scheduled lr
+        scale = self.encoder_lr_scale(self.current_epoch)
+        self.optimizer.param_groups[1]["lr"] = self.optimizer.param_groups[0]["lr"] * scale
+        if scale != 1.0:
+            self.print_to_log_file(f"encoder learning rate: {scale} x {self.optimizer.param_groups[0]['lr']:.5f}")
 
     def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
         result = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
@@ -74,3 +110,23 @@ class SSLInitTrainer(WarmupPolyTrainer):
             raise SystemExit(f"\nnnunet-ssl error: {e.problem}" + (f"\n  Fix: {e.fix}" if e.fix else "")) from None
         self.print_to_log_file(report.summary())
         return network
+
+
+class SSLInitTrainer_decoderFirst(SSLInitTrainer):
+    """Decoder first: the encoder's learning rate is 0 during the warm-up epochs (the random
+    decoder adapts to the pretrained features), then everything trains [nnssl fork's "sawtooth"
+    idea; simplified]. The encoder's gradients are still computed, which keeps DDP and
+    torch.compile unchanged at the cost of some compute."""
+
+    def encoder_lr_scale(self, epoch: int) -> float:
+        return 0.0 if epoch < self.warmup_duration_whole_net else 1.0
+
+
+class SSLInitTrainer_lowEncoderLR(SSLInitTrainer):
+    """The encoder trains at a tenth of the schedule's learning rate throughout [assumption: a
+    common fine-tuning choice; 0.1 is not from the PCL or MLSSCL papers]."""
+
+    ENCODER_LR_SCALE = 0.1
+
+    def encoder_lr_scale(self, epoch: int) -> float:
+        return self.ENCODER_LR_SCALE

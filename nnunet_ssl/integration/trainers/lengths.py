@@ -3,7 +3,8 @@
 CPU lengths are for demos, tests and CPU benchmarks with the ``nnUNetPlans_cpu`` plans; each pair
 (SSLInit / SSLScratch) shares one schedule so comparisons isolate the initialisation.
 """
-from nnunet_ssl.integration.trainers.finetune import SSLInitTrainer, SSLScratchTrainer
+from nnunet_ssl.integration.trainers.finetune import (SSLInitTrainer, SSLInitTrainer_decoderFirst,
+                                                     SSLInitTrainer_lowEncoderLR, SSLScratchTrainer)
 
 
 class _Cpu1200it:  # 48 x 25 = 1200 iterations, 2 warm-up epochs (about 4%, nnssl uses 5%)
@@ -26,3 +27,7 @@ class SSLInitTrainer_cpuDemo(_CpuDemo, SSLInitTrainer): pass  # noqa: E701
 class SSLScratchTrainer_cpuDemo(_CpuDemo, SSLScratchTrainer): pass  # noqa: E701
 class SSLInitTrainer_tiny(_Tiny, SSLInitTrainer): pass  # noqa: E701
 class SSLScratchTrainer_tiny(_Tiny, SSLScratchTrainer): pass  # noqa: E701
+class SSLInitTrainer_decoderFirst_cpu1200it(_Cpu1200it, SSLInitTrainer_decoderFirst): pass  # noqa: E701
+class SSLInitTrainer_lowEncoderLR_cpu1200it(_Cpu1200it, SSLInitTrainer_lowEncoderLR): pass  # noqa: E701
+class SSLInitTrainer_decoderFirst_tiny(_Tiny, SSLInitTrainer_decoderFirst): pass  # noqa: E701
+class SSLInitTrainer_lowEncoderLR_tiny(_Tiny, SSLInitTrainer_lowEncoderLR): pass  # noqa: E701
