@@ -70,3 +70,80 @@ def _plot(per_method: dict, cases: list[str], baseline: str, path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+# --- benchmark matrices -------------------------------------------------------------------------
+
+def fold_means(rows: list[dict], metric: str) -> dict[tuple[str, int], list[float]]:
+    """{(method, labeled): [per-fold mean over that fold's validation cases]} for one metric."""
+    per_fold: dict[tuple[str, int, int], list[float]] = {}
+    for r in rows:
+        per_fold.setdefault((r["method"], r["labeled"], r["fold"]), []).append(r.get(metric, np.nan))
+    result: dict[tuple[str, int], list[float]] = {}
+    for (method, labeled, _fold), values in sorted(per_fold.items()):
+        result.setdefault((method, labeled), []).append(float(np.nanmean(values)))
+    return result
+
+
+def _over_folds(values: list[float]) -> str:
+    return f"{np.mean(values):.3f} ± {np.std(values):.3f}" if values else "—"
+
+
+def benchmark_report(rows: list[dict], out_prefix: str, class_names: dict[str, str]) -> dict:
+    """CSV and JSON of every per-case number, a markdown table (mean ± std over folds of each fold's
+    mean per-case 3D Dice, per class and foreground; PPV/LTPR/LFPR for binary tasks) and a plot of
+    foreground Dice against the number of labeled cases per method."""
+    import csv
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    budgets = sorted({r["labeled"] for r in rows})
+    metrics = ["dice_foreground"] + sorted(k for k in rows[0] if k.startswith("dice_") and k != "dice_foreground")
+    metrics += [k for k in ("ppv", "ltpr", "lfpr") if k in rows[0]]
+    names = {"dice_foreground": "Dice (foreground)", "ppv": "PPV", "ltpr": "LTPR", "lfpr": "LFPR",
+             **{f"dice_{k}": f"Dice {v}" for k, v in class_names.items()}}
+    header = "| method | labeled | folds | " + " | ".join(names.get(m, m) for m in metrics) + " |"
+    lines = [header, "|" + "---|" * (len(metrics) + 3)]
+    aggregated = {m: fold_means(rows, m) for m in metrics}
+    for method in methods:
+        for labeled in budgets:
+            folds = aggregated["dice_foreground"].get((method, labeled), [])
+            cells = [_over_folds(aggregated[m].get((method, labeled), [])) for m in metrics]
+            lines.append(f"| {method} | {labeled} | {len(folds)} | " + " | ".join(cells) + " |")
+    n_cases = len({(r["fold"], r["case"]) for r in rows}) // max(1, len(methods))
+    markdown = "\n".join(lines) + (
+        f"\n\nEach fold's validation cases are untouched by its training; a fold's value is the mean of "
+        f"per-case 3D metrics over its validation cases, and the table shows mean ± std over folds "
+        f"({n_cases} case evaluations per method in all). Models are the final checkpoints, never selected "
+        f"on the reported fold.")
+    with open(out_prefix + ".md", "w") as f:
+        f.write(markdown + "\n")
+    with open(out_prefix + ".csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    with open(out_prefix + ".json", "w") as f:
+        json.dump(rows, f, indent=1)
+    plot = out_prefix + ".png"
+    _plot_budget_curve(aggregated["dice_foreground"], methods, budgets, plot)
+    return {"markdown": markdown, "files": [out_prefix + ext for ext in (".md", ".csv", ".json", ".png")],
+            "aggregated": {m: {f"{k[0]}|{k[1]}": v for k, v in agg.items()} for m, agg in aggregated.items()}}
+
+
+def _plot_budget_curve(fold_values: dict, methods: list[str], budgets: list[int], path: str) -> None:
+    import matplotlib
+    matplotlib.use("agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for method in methods:
+        xs = [b for b in budgets if (method, b) in fold_values]
+        means = [np.mean(fold_values[(method, b)]) for b in xs]
+        stds = [np.std(fold_values[(method, b)]) for b in xs]
+        ax.errorbar(xs, means, yerr=stds, marker="o", capsize=4, label=method)
+    ax.set_xlabel("labeled training cases")
+    ax.set_xticks(budgets)
+    ax.set_ylabel("foreground Dice (mean ± std over folds)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -15,7 +15,7 @@ from importlib import resources
 
 from nnunet_ssl.atomic_io import atomic_save_json
 from nnunet_ssl.cli import run_cli
-from nnunet_ssl.cli.steps import StepRunner
+from nnunet_ssl.benchmark.steps import StepRunner
 from nnunet_ssl.errors import SSLUserError
 from nnunet_ssl.benchmark.report import paired_dice_report
 

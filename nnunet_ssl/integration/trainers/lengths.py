@@ -31,3 +31,22 @@ class SSLInitTrainer_decoderFirst_cpu1200it(_Cpu1200it, SSLInitTrainer_decoderFi
 class SSLInitTrainer_lowEncoderLR_cpu1200it(_Cpu1200it, SSLInitTrainer_lowEncoderLR): pass  # noqa: E701
 class SSLInitTrainer_decoderFirst_tiny(_Tiny, SSLInitTrainer_decoderFirst): pass  # noqa: E701
 class SSLInitTrainer_lowEncoderLR_tiny(_Tiny, SSLInitTrainer_lowEncoderLR): pass  # noqa: E701
+
+
+def _method_pinned_variants() -> dict[str, type]:
+    """``SSLInitTrainer_<method>[_<length>]``: the same trainers pinned to one pretraining method,
+    so that runs from different pretrainings land in different nnU-Net model folders (the
+    benchmark relies on it) and nothing has to be chosen through nnUNet_ssl_method."""
+    from nnunet_ssl.methods import list_methods
+    lengths = {"": (), "_cpu1200it": (_Cpu1200it,), "_cpuDemo": (_CpuDemo,), "_tiny": (_Tiny,)}
+    variants = {}
+    for method in list_methods():
+        for suffix, mixins in lengths.items():
+            name = f"SSLInitTrainer_{method}{suffix}"
+            variants[name] = type(name, (*mixins, SSLInitTrainer),
+                                  {"PRETRAINING_METHOD": method, "__module__": __name__,
+                                   "__doc__": f"SSLInitTrainer{suffix} loading the {method} pretraining."})
+    return variants
+
+
+globals().update(_method_pinned_variants())

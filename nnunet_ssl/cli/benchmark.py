@@ -1,0 +1,91 @@
+"""nnUNetv2_ssl_benchmark: pretraining methods x label budgets x folds, with docs-ready results.
+
+1. adds the label-budget folds (nnUNetv2_ssl_splits), 2. pretrains every method that has no
+finished pretraining yet (nnUNetv2_ssl_pretrain), 3. fine-tunes every cell with the stock
+nnUNetv2_train (scratch: SSLScratchTrainer; a method: SSLInitTrainer_<method>, the same schedule),
+skipping finished cells, 4. evaluates nnU-Net's validation predictions and writes a CSV, a JSON of
+every per-case number, a markdown table and a Dice-vs-labels plot.
+
+Pretraining uses every case's image (no labels), including the validation cases of the folds,
+as PCL does [code: train_contrast.py reads all volumes]; say so when you report.
+"""
+import argparse
+import os
+from os.path import join
+
+from nnunet_ssl.cli import run_cli
+from nnunet_ssl.errors import SSLUserError
+
+
+def benchmark(dataset: str, methods: list[str], budgets: list[int], base_folds: list[int], length: str,
+              configuration: str = "3d_fullres", plans: str = "nnUNetPlans", seed: int = 0, device: str = "cuda",
+              pretrain_recipe: str | None = None, output: str | None = None, report_only: bool = False) -> dict:
+    import json
+
+    from nnunetv2.paths import nnUNet_preprocessed, nnUNet_results
+
+    from nnunet_ssl.benchmark.report import benchmark_report
+    from nnunet_ssl.benchmark.run import SCRATCH, evaluate_cells, missing_summaries, plan_cells, run_matrix
+    from nnunet_ssl.benchmark.steps import StepRunner
+    from nnunet_ssl.cli.splits import splits
+    from nnunet_ssl.integration import locations
+    from nnunet_ssl.integration.dataset import open_preprocessed
+    from nnunet_ssl.methods import list_methods
+
+    unknown = [m for m in methods if m != SCRATCH and m not in list_methods()]
+    if unknown:
+        raise SSLUserError(f"unknown method(s) {unknown}.", f"use {SCRATCH} and/or {list_methods()}")
+    data = open_preprocessed(dataset, configuration, plans)
+    dataset_id = int(data.dataset_name[7:10])
+    rows = splits(data.dataset_name, budgets, base_folds, seed)
+    cells = plan_cells(methods, rows, length)
+    results_root = str(nnUNet_results)
+    out_dir = output or join(results_root, data.dataset_name, "ssl_benchmark")
+    os.makedirs(out_dir, exist_ok=True)
+    cpu_env = {"nnUNet_n_proc_DA": os.environ.get("nnUNet_n_proc_DA", "0"),
+               "nnUNet_def_n_proc": os.environ.get("nnUNet_def_n_proc", "1")} if device == "cpu" else {}
+    if not report_only:
+        pretrain = [m for m in methods if m != SCRATCH and not os.path.isfile(
+            join(locations.pretraining_folder(data.dataset_name, m, plans, configuration), locations.FINAL))]
+        runner = StepRunner(dict(os.environ), join(out_dir, "logs"), total_steps=len(pretrain) + len(cells))
+        for method in pretrain:
+            runner.run(f"pretrain_{method}", ["nnUNetv2_ssl_pretrain", "-d", str(dataset_id), "-c", configuration,
+                                              "-p", plans, "-m", method, "-device", device]
+                       + (["--recipe", pretrain_recipe] if pretrain_recipe else []),
+                       progress=r"epoch \d+, loss", env=cpu_env)
+        run_matrix(dataset_id, data.dataset_name, configuration, plans, cells, device, runner, results_root, cpu_env)
+    missing = missing_summaries(cells, data.dataset_name, configuration, plans, results_root)
+    if missing:
+        raise SSLUserError(f"{len(missing)} of {len(cells)} cells have no finished training yet "
+                           f"(e.g. {missing[0].trainer} fold {missing[0].fold}).", "run without --report-only")
+    case_rows = evaluate_cells(cells, data.dataset_name, configuration, plans, results_root,
+                               str(nnUNet_preprocessed), data.dataset_json)
+    class_names = {str(v): k for k, v in data.dataset_json["labels"].items() if isinstance(v, int)}
+    report = benchmark_report(case_rows, join(out_dir, "benchmark"), class_names)
+    with open(join(out_dir, "benchmark_setup.json"), "w") as f:
+        json.dump({"dataset": data.dataset_name, "configuration": configuration, "plans": plans,
+                   "methods": methods, "budgets": budgets, "base_folds": base_folds, "seed": seed,
+                   "length": length, "cells": [c.__dict__ for c in cells]}, f, indent=1)
+    print("\n" + report["markdown"] + "\n\nwritten: " + ", ".join(report["files"]))
+    return report
+
+
+def benchmark_entry() -> None:
+    parser = argparse.ArgumentParser(prog="nnUNetv2_ssl_benchmark", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-d", dest="dataset", required=True)
+    parser.add_argument("-c", dest="configuration", default="3d_fullres")
+    parser.add_argument("-p", dest="plans", default="nnUNetPlans")
+    parser.add_argument("--methods", nargs="+", default=["scratch", "pcl"], help="scratch and/or pretraining methods")
+    parser.add_argument("--labeled", type=int, nargs="+", required=True, metavar="N", help="label budgets, e.g. 2 5 10")
+    parser.add_argument("--base-folds", type=int, nargs="+", default=[0, 1, 2], metavar="F")
+    parser.add_argument("--length", default="", help="trainer length variant, e.g. cpu1200it (default: nnU-Net's)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the label-budget draw")
+    parser.add_argument("-device", default="cuda", choices=["cpu", "cuda", "mps"])
+    parser.add_argument("--pretrain-recipe", help="recipe for methods that still need pretraining")
+    parser.add_argument("-o", dest="output", help="folder for the results (default: <results>/DatasetX/ssl_benchmark)")
+    parser.add_argument("--report-only", action="store_true", help="only evaluate finished cells and write results")
+    args = parser.parse_args()
+    run_cli(lambda: benchmark(args.dataset, args.methods, args.labeled, args.base_folds, args.length,
+                              args.configuration, args.plans, args.seed, args.device, args.pretrain_recipe,
+                              args.output, args.report_only))

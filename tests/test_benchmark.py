@@ -1,0 +1,53 @@
+"""A tiny benchmark matrix end to end on CPU: label-budget fold, scratch vs PCL, results files."""
+import csv
+import json
+import os
+
+import pytest
+from conftest import DATASET_ID, PLANS, run_command, script
+
+from nnunet_ssl.benchmark.report import fold_means
+from nnunet_ssl.benchmark.run import plan_cells, trainer_name
+from nnunet_ssl.errors import SSLUserError
+
+pytestmark = pytest.mark.slow
+
+
+def test_trainer_names_pair_scratch_with_method_pinned_init():
+    assert trainer_name("scratch", "cpu1200it") == "SSLScratchTrainer_cpu1200it"
+    assert trainer_name("pcl", "") == "SSLInitTrainer_pcl"
+    rows = [{"labeled": 2, "base_fold": 0, "fold": 5}]
+    assert [c.trainer for c in plan_cells(["scratch", "simclr"], rows, "tiny")] == \
+        ["SSLScratchTrainer_tiny", "SSLInitTrainer_simclr_tiny"]
+    with pytest.raises(SSLUserError, match="no trainer"):
+        plan_cells(["pcl"], rows, "forever")
+
+
+def test_fold_means_then_mean_over_folds():
+    rows = [{"method": "pcl", "labeled": 2, "fold": f, "dice_foreground": v}
+            for f, v in ((5, 0.2), (5, 0.4), (8, 0.9))]
+    assert fold_means(rows, "dice_foreground") == {("pcl", 2): [pytest.approx(0.3), pytest.approx(0.9)]}
+
+
+def test_tiny_matrix_runs_resumes_and_writes_results(pretrained, tmp_path):
+    out = tmp_path / "bench"
+    args = [script("nnUNetv2_ssl_benchmark"), "-d", str(DATASET_ID), "-p", PLANS, "--methods", "scratch", "pcl",
+            "--labeled", "2", "--base-folds", "0", "--length", "tiny", "-device", "cpu", "-o", str(out)]
+    first = run_command(args)
+    assert "| scratch | 2 | 1 |" in first.stdout and "| pcl | 2 | 1 |" in first.stdout
+    mapping = json.load(open(os.path.join(pretrained["env"]["nnUNet_preprocessed"], pretrained["name"],
+                                          "label_budget_folds.json")))["folds"]
+    fold = next(r["fold"] for r in mapping if r["labeled"] == 2 and r["base_fold"] == 0)
+    splits = json.load(open(os.path.join(pretrained["env"]["nnUNet_preprocessed"], pretrained["name"],
+                                         "splits_final.json")))
+    with open(out / "benchmark.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["method"] for r in rows} == {"scratch", "pcl"} and {r["fold"] for r in rows} == {str(fold)}
+    assert sorted(r["case"] for r in rows if r["method"] == "pcl") == sorted(splits[fold]["val"])
+    assert all(0 <= float(r["dice_foreground"]) <= 1 for r in rows)
+    assert {"ppv", "ltpr", "lfpr", "dice_1"} <= set(rows[0])  # binary task: lesion-wise metrics too
+    for ext in ("md", "json", "png"):
+        assert (out / f"benchmark.{ext}").is_file()
+
+    second = run_command(args)  # resumable: finished cells are skipped
+    assert second.stdout.count("already done") == 2
