@@ -128,7 +128,7 @@ def test_pcl_effective_threshold_is_theta_times_one_minus_h():
     assert method.threshold == pytest.approx(0.1 * (1 - 0.4))
     derived = method.derived_values()
     assert derived == {"patch_size": [16, 32, 32], "patch_fraction": pytest.approx(0.4),
-                       "effective_theta": pytest.approx(0.06)}
+                       "effective_theta": pytest.approx(0.06), "position_axis": 0}
 
     shapes = [[50, 40, 40], [60, 40, 40], [70, 40, 40]]
     method = PCL(tiny_encoder(), FEATURES[-1], PCLConfig(theta=0.2),

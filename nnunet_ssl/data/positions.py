@@ -14,6 +14,24 @@ import torch
 MAX_PATCH_FRACTION = 0.8
 
 
+# Physical axes of ITK's LPS patient space (x: right->left, y: anterior->posterior, z: inferior->superior)
+ANATOMICAL_AXES = {"LR": 0, "AP": 1, "SI": 2}
+
+
+def preprocessed_axis(anatomical: str, direction: Sequence[float], transpose_forward: Sequence[int]) -> int:
+    """The axis of nnU-Net's preprocessed array that runs closest to an anatomical axis.
+
+    ``direction`` is ITK's 3x3 direction matrix (row-major, as SimpleITK returns it): column i is
+    the physical direction of image index axis i. numpy arrays from SimpleITK hold the index axes in
+    reverse order (z, y, x), and nnU-Net then applies ``transpose_forward``.
+    """
+    if anatomical not in ANATOMICAL_AXES:
+        raise ValueError(f"unknown anatomical axis {anatomical!r}; use one of {sorted(ANATOMICAL_AXES)}")
+    matrix = np.asarray(direction, dtype=float).reshape(3, 3)
+    index_axis = int(np.argmax(np.abs(matrix[ANATOMICAL_AXES[anatomical], :])))
+    return list(transpose_forward).index(2 - index_axis)
+
+
 def patch_centre_position(
     patch_start: float,
     patch_extent: float,

@@ -61,7 +61,11 @@ def _data_geometry(data: PreprocessedDataset, cases, requested_patch_size) -> Da
     if len(data.configuration.patch_size) != 3:
         raise SSLUserError(f"configuration {data.configuration_name!r} is 2D; this version pretrains 3D patches.",
                            "use -c 3d_fullres")
-    shapes = [list(cases.load_case(c)[0].shape[1:]) for c in data.case_ids]
+    shapes, directions = [], []
+    for case in data.case_ids:
+        image, _seg, _prev, properties = cases.load_case(case)
+        shapes.append(list(image.shape[1:]))
+        directions.append(properties.get("sitk_stuff", {}).get("direction"))
     if requested_patch_size is not None:
         bad = [(s, d) for s, d in zip(requested_patch_size, divisors) if s % d]
         if len(requested_patch_size) != len(divisors) or bad:
@@ -69,7 +73,9 @@ def _data_geometry(data: PreprocessedDataset, cases, requested_patch_size) -> Da
                                f"be a multiple of its total stride {divisors}.",
                                "choose --patch-size with multiples of " + " ".join(map(str, divisors)))
     return DataGeometry(list(data.configuration.patch_size), divisors, shapes,
-                        list(requested_patch_size) if requested_patch_size else None)
+                        list(requested_patch_size) if requested_patch_size else None,
+                        directions if all(d is not None for d in directions) else None,
+                        list(data.plans_manager.transpose_forward))
 
 
 class Pretrainer:

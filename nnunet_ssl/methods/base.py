@@ -28,6 +28,8 @@ class DataGeometry:
     divisors: list[int]  # total stride of the encoder per axis: patch sizes must be multiples
     image_shapes: list[list[int]]  # spatial shape of every preprocessed case
     requested_patch_size: list[int] | None = None
+    directions: list[list[float]] | None = None  # ITK direction of every case (None: reader gives none)
+    transpose_forward: list[int] | None = None  # nnU-Net's axis permutation (plans)
 
 
 class PretrainingMethod(nn.Module):

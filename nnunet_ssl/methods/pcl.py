@@ -12,9 +12,10 @@ import torch
 
 from nnunet_ssl.blocks.distributed import gather_with_local_grad, rank
 from nnunet_ssl.blocks.heads import ProjectionHead, global_average_pool
-from nnunet_ssl.blocks.supcon import SupConLoss
+from nnunet_ssl.blocks.supcon import SupConLoss, top1_positive_retrieval
 from nnunet_ssl.data.positions import (MAX_PATCH_FRACTION, patch_fraction, positional_positive_mask,
-                                       pretraining_patch_size, rescaled_threshold, rotation_safe_crop_size)
+                                       preprocessed_axis, pretraining_patch_size, rescaled_threshold,
+                                       rotation_safe_crop_size)
 from nnunet_ssl.data.sampler import TwoViewPatchSampler
 from nnunet_ssl.data.views import pcl_view_transform
 from nnunet_ssl.errors import SSLUserError
@@ -32,12 +33,31 @@ class PCLConfig(Hyperparameters):
     # (loss stuck at log(2B - 1), measured) and do not recover. BatchNorm in the head restores the
     # batch-level signal, as in SimCLR's head. Set False for the reference head.
     head_batch_norm: bool = True
-    position_axis: int = 0  # preprocessed array axis [spec 3.3: transposed axis 0, the lowest resolution]
+    # preprocessed array axis, or "SI" / "AP" / "LR" resolved from each image's direction and
+    # nnU-Net's transpose [spec 3.3: default transposed axis 0, the lowest resolution]
+    position_axis: int | str = 0
     rescale_theta: bool = True  # theta' = theta * (1 - h) [spec 3.3, assumption]
     max_patch_fraction: float = 0.5  # auto patch covers <= this of the position axis [assumption]
     rotation_degrees: float = 180.0  # about the position axis: U(0, 2 pi) in-plane [code: dataset/chd.py]
     p_spatial: float = 0.67  # probability of rotation and of scaling [code: dataset/chd.py RndTransform 0.67]
     scaling: tuple = (0.7, 1.3)  # [code: dataset/chd.py SpatialTransform scale]
+
+
+def resolve_position_axis(axis: int | str, geometry: DataGeometry) -> int:
+    """An integer axis as given; an anatomical name resolved per case, which must agree."""
+    if isinstance(axis, int):
+        return axis
+    if not geometry.directions or geometry.transpose_forward is None:
+        raise SSLUserError(f"position axis {axis!r} needs each image's direction, which this dataset's reader does "
+                           "not record.", "pass an integer axis of the preprocessed data, e.g. --set position_axis=0")
+    try:
+        axes = {preprocessed_axis(axis, d, geometry.transpose_forward) for d in geometry.directions}
+    except ValueError as e:
+        raise SSLUserError(str(e), "e.g. --set position_axis=SI") from None
+    if len(axes) > 1:
+        raise SSLUserError(f"the {axis} axis lies along different array axes {sorted(axes)} in different cases.",
+                           "pass an integer axis, or reorient the images consistently")
+    return axes.pop()
 
 
 class PCL(PretrainingMethod):
@@ -47,7 +67,7 @@ class PCL(PretrainingMethod):
 
     def __init__(self, encoder, bottleneck_channels: int, config: PCLConfig, geometry: DataGeometry):
         super().__init__(encoder, bottleneck_channels, config)
-        axis = config.position_axis
+        axis = self.axis = resolve_position_axis(config.position_axis, geometry)
         ndim = len(geometry.plans_patch_size)
         if not 0 <= axis < ndim:
             raise SSLUserError(f"position axis {axis} does not exist for {ndim}D patches.",
@@ -70,15 +90,16 @@ class PCL(PretrainingMethod):
         self.loss = SupConLoss(config.temperature, config.base_temperature)
 
     def derived_values(self) -> dict:
-        return {"patch_size": self.patch_size, "patch_fraction": self.fraction, "effective_theta": self.threshold}
+        return {"patch_size": self.patch_size, "patch_fraction": self.fraction, "effective_theta": self.threshold,
+                "position_axis": self.axis}
 
     def make_sampler(self, cases, case_ids: list[str], batch_size: int) -> TwoViewPatchSampler:
         # a larger crop around the patch, so rotation/scaling never sample outside it (as nnU-Net does)
-        crop = rotation_safe_crop_size(self.patch_size, self.config.position_axis, min(self.config.scaling))
-        transform = pcl_view_transform(self.patch_size, self.config.position_axis, self.config.rotation_degrees,
+        crop = rotation_safe_crop_size(self.patch_size, self.axis, min(self.config.scaling))
+        transform = pcl_view_transform(self.patch_size, self.axis, self.config.rotation_degrees,
                                        self.config.p_spatial, tuple(self.config.scaling))
         return TwoViewPatchSampler(cases, case_ids, batch_size, self.patch_size, crop, transform,
-                                   self.config.position_axis)
+                                   self.axis)
 
     def positive_mask(self, positions: torch.Tensor, sample_ids: torch.Tensor) -> torch.Tensor:
         """Per-embedding positions and sample ids (N,) -> (N, N) positives."""
@@ -96,4 +117,5 @@ class PCL(PretrainingMethod):
         loss = self.loss(embeddings, mask)
         n = mask.shape[0]
         positive_fraction = (mask.sum().item() - n) / (n * (n - 1))
-        return loss, {"loss": loss.item(), "positive_fraction": positive_fraction}
+        return loss, {"loss": loss.item(), "positive_fraction": positive_fraction,
+                      "top1_retrieval": top1_positive_retrieval(embeddings.detach(), mask)}
