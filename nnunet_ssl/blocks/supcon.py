@@ -31,14 +31,19 @@ class SupConLoss(nn.Module):
         self.temperature = temperature
         self.scale = temperature / base_temperature if base_temperature else 1.0
 
-    def forward(self, embeddings: torch.Tensor, positive_mask: torch.Tensor) -> torch.Tensor:
-        """embeddings: (N, D); positive_mask: (N, N) bool, the diagonal is ignored."""
+    def forward(self, embeddings: torch.Tensor, positive_mask: torch.Tensor,
+                keys: torch.Tensor | None = None) -> torch.Tensor:
+        """embeddings: (N, D) anchors; keys: optional (K, D) extra contrast entries (e.g. a memory
+        queue), never anchors; positive_mask: (N, N + K) bool over [embeddings, keys]; the
+        anchor-to-itself entries are ignored."""
         n = embeddings.shape[0]
-        if positive_mask.shape != (n, n):
-            raise ValueError(f"positive_mask must be ({n}, {n}), got {tuple(positive_mask.shape)}")
         z = F.normalize(embeddings.float(), dim=1)
-        logits = z @ z.T / self.temperature
-        not_self = ~torch.eye(n, dtype=torch.bool, device=z.device)
+        contrast = z if keys is None else torch.cat([z, F.normalize(keys.float(), dim=1)])
+        if positive_mask.shape != (n, contrast.shape[0]):
+            raise ValueError(f"positive_mask must be ({n}, {contrast.shape[0]}), got {tuple(positive_mask.shape)}")
+        logits = z @ contrast.T / self.temperature
+        not_self = torch.ones_like(logits, dtype=torch.bool)
+        not_self[:, :n] = ~torch.eye(n, dtype=torch.bool, device=z.device)
         logits = logits.masked_fill(~not_self, float("-inf"))
         log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
         positives = positive_mask.to(z.device) & not_self

@@ -81,14 +81,17 @@ def rescaled_threshold(theta: float, fraction: float) -> float:
     return theta * (1.0 - fraction)
 
 
-def positional_positive_mask(positions: torch.Tensor, threshold: float) -> torch.Tensor:
+def positional_positive_mask(positions: torch.Tensor, threshold: float,
+                             others: torch.Tensor | None = None) -> torch.Tensor:
     """PCL positives: |p_i - p_j| < threshold, also across patients [code: loss/contrast_loss.py:61].
 
-    positions: (N,) -> (N, N) bool. The diagonal is True; the loss ignores it.
+    positions: (N,) -> (N, N) bool (the diagonal is True; the loss ignores it), or (N, M) against
+    ``others`` (M,), e.g. the positions stored in a memory queue.
     """
-    if positions.ndim != 1:
-        raise ValueError(f"positions must be 1-D, got shape {tuple(positions.shape)}")
-    return (positions[:, None] - positions[None, :]).abs() < threshold
+    others = positions if others is None else others
+    if positions.ndim != 1 or others.ndim != 1:
+        raise ValueError(f"positions must be 1-D, got shapes {tuple(positions.shape)}, {tuple(others.shape)}")
+    return (positions[:, None] - others[None, :]).abs() < threshold
 
 
 def same_sample_mask(sample_ids: torch.Tensor) -> torch.Tensor:
@@ -102,10 +105,12 @@ def partition_labels(positions: torch.Tensor, num_partitions: int = 4) -> torch.
     return torch.clamp((positions * num_partitions).floor().long(), max=num_partitions - 1)
 
 
-def partition_positive_mask(positions: torch.Tensor, num_partitions: int = 4) -> torch.Tensor:
+def partition_positive_mask(positions: torch.Tensor, num_partitions: int = 4,
+                            others: torch.Tensor | None = None) -> torch.Tensor:
     """GCL positives (Chaitanya et al. 2020, global strategy as in PCL's baselines): same partition."""
     labels = partition_labels(positions, num_partitions)
-    return labels[:, None] == labels[None, :]
+    other_labels = labels if others is None else partition_labels(others, num_partitions)
+    return labels[:, None] == other_labels[None, :]
 
 
 def random_patch_start(image_shape: Sequence[int], patch_size: Sequence[int],

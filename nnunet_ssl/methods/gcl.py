@@ -12,3 +12,6 @@ class GCL(PCL):
 
     def positive_mask(self, positions: torch.Tensor, sample_ids: torch.Tensor) -> torch.Tensor:
         return partition_positive_mask(positions, num_partitions=4)
+
+    def queue_positive_mask(self, positions: torch.Tensor, queued_positions: torch.Tensor) -> torch.Tensor:
+        return partition_positive_mask(positions, num_partitions=4, others=queued_positions)

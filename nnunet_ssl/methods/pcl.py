@@ -12,6 +12,7 @@ import torch
 
 from nnunet_ssl.blocks.distributed import gather_with_local_grad, rank
 from nnunet_ssl.blocks.heads import ProjectionHead, global_average_pool
+from nnunet_ssl.blocks.queue import MemoryQueue
 from nnunet_ssl.blocks.supcon import SupConLoss, top1_positive_retrieval
 from nnunet_ssl.data.positions import (MAX_PATCH_FRACTION, patch_fraction, positional_positive_mask,
                                        preprocessed_axis, pretraining_patch_size, rescaled_threshold,
@@ -41,6 +42,9 @@ class PCLConfig(Hyperparameters):
     rotation_degrees: float = 180.0  # about the position axis: U(0, 2 pi) in-plane [code: dataset/chd.py]
     p_spatial: float = 0.67  # probability of rotation and of scaling [code: dataset/chd.py RndTransform 0.67]
     scaling: tuple = (0.7, 1.3)  # [code: dataset/chd.py SpatialTransform scale]
+    # [spec 3.3, assumption] 0 = off; else a memory of past (embedding, position) pairs that join
+    # the contrast set (never as anchors), for batches too small for in-batch negatives
+    queue_size: int = 0
 
 
 def resolve_position_axis(axis: int | str, geometry: DataGeometry) -> int:
@@ -88,6 +92,8 @@ class PCL(PretrainingMethod):
         self.projector = ProjectionHead(bottleneck_channels, bottleneck_channels, config.projection_dim,
                                         config.head_batch_norm)
         self.loss = SupConLoss(config.temperature, config.base_temperature)
+        self.queue = MemoryQueue(config.queue_size, config.projection_dim, position=torch.float32) \
+            if config.queue_size > 0 else None
 
     def derived_values(self) -> dict:
         return {"patch_size": self.patch_size, "patch_fraction": self.fraction, "effective_theta": self.threshold,
@@ -105,6 +111,10 @@ class PCL(PretrainingMethod):
         """Per-embedding positions and sample ids (N,) -> (N, N) positives."""
         return positional_positive_mask(positions, self.threshold)
 
+    def queue_positive_mask(self, positions: torch.Tensor, queued_positions: torch.Tensor) -> torch.Tensor:
+        """(N,) batch positions x (K,) queued positions -> (N, K) positives."""
+        return positional_positive_mask(positions, self.threshold, queued_positions)
+
     def training_step(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         images = torch.cat([batch["view1"], batch["view2"]])
         batch_size = batch["view1"].shape[0]
@@ -114,7 +124,15 @@ class PCL(PretrainingMethod):
         # under DDP the negatives span the global batch [code: DataParallel gathers outputs]
         embeddings, positions, sample_ids = (gather_with_local_grad(t) for t in (embeddings, positions, sample_ids))
         mask = self.positive_mask(positions, sample_ids)
-        loss = self.loss(embeddings, mask)
+        keys = None
+        if self.queue is not None and self.queue.num_filled > 0:
+            keys, fields = self.queue.contents()
+            loss_mask = torch.cat([mask, self.queue_positive_mask(positions, fields["position"])], dim=1)
+        else:
+            loss_mask = mask
+        loss = self.loss(embeddings, loss_mask, keys)
+        if self.queue is not None:
+            self.queue.enqueue(embeddings.detach(), position=positions)
         n = mask.shape[0]
         positive_fraction = (mask.sum().item() - n) / (n * (n - 1))
         return loss, {"loss": loss.item(), "positive_fraction": positive_fraction,

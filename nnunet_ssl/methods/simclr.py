@@ -15,3 +15,7 @@ class SimCLR(PCL):
 
     def positive_mask(self, positions: torch.Tensor, sample_ids: torch.Tensor) -> torch.Tensor:
         return same_sample_mask(sample_ids)
+
+    def queue_positive_mask(self, positions: torch.Tensor, queued_positions: torch.Tensor) -> torch.Tensor:
+        # queued keys come from earlier batches: never the same sample
+        return torch.zeros(len(positions), len(queued_positions), dtype=torch.bool, device=positions.device)
