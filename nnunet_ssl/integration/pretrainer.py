@@ -188,6 +188,7 @@ class Pretrainer:
                 (loss * world_size()).backward()  # DDP averages over ranks; see gather_with_local_grad
                 self.optimizer.step()
                 self.lr_scheduler.step()
+                self.method.after_optimizer_step(self.lr_scheduler.last_epoch, self.lr_scheduler.T_max)
                 for k, v in metrics.items():
                     sums[k] = sums.get(k, 0.0) + v
                 bar.set_postfix(loss=f"{metrics['loss']:.3f}")
@@ -196,6 +197,8 @@ class Pretrainer:
             epoch_metrics = {k: v / s.iterations_per_epoch for k, v in sums.items()}
             self.log.add_epoch({"epoch": self.epoch, **epoch_metrics, "lr": self.optimizer.param_groups[0]["lr"],
                                 "seconds": seconds, "samples_per_s": s.iterations_per_epoch * s.batch_size / seconds})
+            for warning in self.method.health_warnings(epoch_metrics):
+                self.log.print(f"WARNING: {warning}")
             self.save_latest()
         if hasattr(batches, "_finish"):
             batches._finish()

@@ -65,6 +65,13 @@ class PretrainingMethod(nn.Module):
         """Return the loss to backpropagate and scalar metrics to log."""
         raise NotImplementedError
 
+    def after_optimizer_step(self, step: int, total_steps: int) -> None:
+        """Called after every optimizer step (e.g. a momentum encoder's update); default: nothing."""
+
+    def health_warnings(self, epoch_metrics: dict[str, float]) -> list[str]:
+        """Warnings from an epoch's mean metrics (e.g. collapse); the loop logs them."""
+        return []
+
     def forward(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         # DDP synchronises gradients only for calls that go through forward()
         return self.training_step(batch)
