@@ -39,10 +39,15 @@ def _parse_assignments(items: list[str]) -> dict:
 
 def pretrain(dataset: str, configuration: str = "3d_fullres", plans: str = "nnUNetPlans", method: str = "pcl",
              device: str = "cuda", resume: bool = False, recipe: str | None = None,
-             method_overrides: dict | None = None, schedule_overrides: dict | None = None) -> str:
-    """Pretrain and return the path of checkpoint_final.pth. All errors a user can fix are SSLUserError."""
+             method_overrides: dict | None = None, schedule_overrides: dict | None = None,
+             unlabeled_folders: list[str] = (), include_images_ts: bool = False) -> str:
+    """Pretrain and return the path of checkpoint_final.pth. All errors a user can fix are SSLUserError.
+
+    ``unlabeled_folders`` (raw images named like nnU-Net's) and, with ``include_images_ts``, the
+    dataset's imagesTs are preprocessed with the same plans and pretrained on with the labeled cases;
+    the checkpoint's ``case_ids`` lists them as ``unlabeled__<folder name>__<case>``."""
     from nnunet_ssl.integration import locations
-    from nnunet_ssl.integration.dataset import open_preprocessed
+    from nnunet_ssl.integration.dataset import open_preprocessed, resolve_dataset_name
     from nnunet_ssl.integration.pretrainer import Pretrainer, PretrainSchedule
 
     if method not in list_methods():
@@ -58,15 +63,19 @@ def pretrain(dataset: str, configuration: str = "3d_fullres", plans: str = "nnUN
     except (TypeError, ValueError) as e:
         raise SSLUserError(str(e), "fix the schedule options") from None
     torch_device = _device(device)
-    data = open_preprocessed(dataset, configuration, plans)
-    folder = locations.pretraining_folder(data.dataset_name, method, plans, configuration)
+    name = resolve_dataset_name(dataset)
+    folder = locations.pretraining_folder(name, method, plans, configuration)
     final = os.path.join(folder, locations.FINAL)
+    # checked before opening the data, so a refused run does not preprocess unlabeled cases first
     if os.path.isfile(final) and not resume:
         raise SSLUserError(f"a finished pretraining already exists: {final}. Nothing was overwritten.",
                            "use it (nnUNetv2_train ... -tr SSLInitTrainer), or move that folder away to pretrain again")
     if os.path.isfile(os.path.join(folder, locations.LATEST)) and not resume:
         raise SSLUserError(f"an unfinished pretraining exists in {folder}.",
                            "add --c to continue it, or move that folder away to start over")
+    data = open_preprocessed(name, configuration, plans, list(unlabeled_folders or ()), include_images_ts)
+    if resume and not os.path.isfile(final):
+        _check_same_cases(os.path.join(folder, locations.LATEST), data.case_ids)
     trainer = Pretrainer(data, method, method_config, schedule, torch_device, folder)
     if resume:
         if os.path.isfile(final):
@@ -74,6 +83,19 @@ def pretrain(dataset: str, configuration: str = "3d_fullres", plans: str = "nnUN
             return final
         trainer.resume()
     return trainer.run()
+
+
+def _check_same_cases(latest: str, case_ids: list[str]) -> None:
+    """--c must see the cases the run started with (e.g. the same --unlabeled folders)."""
+    if not os.path.isfile(latest):
+        return  # Pretrainer.resume says there is nothing to continue
+    before = torch.load(latest, map_location="cpu", weights_only=False).get("meta", {}).get("case_ids")
+    if before is not None and sorted(before) != sorted(case_ids):
+        added, removed = sorted(set(case_ids) - set(before)), sorted(set(before) - set(case_ids))
+        raise SSLUserError(f"--c with other cases than the run in {os.path.dirname(latest)} "
+                           f"({len(added)} added, e.g. {added[:3]}; {len(removed)} missing, e.g. {removed[:3]}).",
+                           "continue with the original --unlabeled / --imagesTs options, or move that folder "
+                           "away to start over")
 
 
 def _device(name: str) -> torch.device:
@@ -113,10 +135,17 @@ def pretrain_entry() -> None:
     parser.add_argument("--lr", type=float, dest="initial_lr")
     parser.add_argument("--patch-size", type=int, nargs="+", dest="patch_size")
     parser.add_argument("--seed", type=int)
+    parser.add_argument("--unlabeled", action="append", default=[], metavar="DIR",
+                        help="also pretrain on the raw images in DIR, named like nnU-Net raw images "
+                             "(CASE_0000.nii.gz, one file per channel); preprocessed with the same plans into "
+                             "$nnUNet_preprocessed/DatasetXXX/nnunet_ssl_unlabeled/ (repeatable)")
+    parser.add_argument("--imagesTs", dest="images_ts", action="store_true",
+                        help="also pretrain on the dataset's $nnUNet_raw/DatasetXXX/imagesTs (unlabeled)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a method hyperparameter, e.g. --set theta=0.05 (repeatable)")
     args = parser.parse_args()
     schedule = {k: getattr(args, k) for k in ("num_epochs", "iterations_per_epoch", "batch_size", "initial_lr",
                                               "patch_size", "seed") if getattr(args, k) is not None}
     run_cli(lambda: pretrain(args.dataset, args.configuration, args.plans, args.method, args.device, args.resume,
-                             args.recipe, _parse_assignments(args.set), schedule))
+                             args.recipe, _parse_assignments(args.set), schedule,
+                             unlabeled_folders=args.unlabeled, include_images_ts=args.images_ts))

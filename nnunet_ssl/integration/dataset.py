@@ -1,6 +1,6 @@
 """Open an nnU-Net dataset's plans and preprocessed data for pretraining, with clear errors."""
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from os.path import isdir, isfile, join
 
 from batchgenerators.utilities.file_and_folder_operations import load_json
@@ -21,12 +21,26 @@ class PreprocessedDataset:
     configuration: ConfigurationManager
     dataset_json: dict
     data_folder: str
-    case_ids: list[str]
+    case_ids: list[str]  # the labeled cases, then the unlabeled ones (ids starting with "unlabeled__")
     num_input_channels: int
+    unlabeled_folder: str | None = None  # plugin-owned folder of preprocessed unlabeled cases
+    unlabeled_case_ids: list[str] = field(default_factory=list)
+
+    @property
+    def labeled_case_ids(self) -> list[str]:
+        unlabeled = set(self.unlabeled_case_ids)
+        return [c for c in self.case_ids if c not in unlabeled]
 
     def open_cases(self):
-        """nnU-Net's own dataset class for this folder (blosc2 or numpy)."""
-        return infer_dataset_class(self.data_folder)(self.data_folder, self.case_ids)
+        """nnU-Net's own dataset class for this folder (blosc2 or numpy); with unlabeled cases, an
+        object whose ``load_case`` dispatches to it or to the unlabeled folder."""
+        labeled = infer_dataset_class(self.data_folder)(self.data_folder, self.labeled_case_ids)
+        if not self.unlabeled_case_ids:
+            return labeled
+        from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
+
+        from nnunet_ssl.integration.unlabeled import CombinedCases
+        return CombinedCases(labeled, nnUNetDatasetBlosc2(self.unlabeled_folder, list(self.unlabeled_case_ids)))
 
 
 def resolve_dataset_name(dataset: str | int) -> str:
@@ -42,7 +56,11 @@ def resolve_dataset_name(dataset: str | int) -> str:
                            "in nnUNet_raw (DatasetXXX_Name) first") from None
 
 
-def open_preprocessed(dataset: str | int, configuration: str, plans_identifier: str) -> PreprocessedDataset:
+def open_preprocessed(dataset: str | int, configuration: str, plans_identifier: str,
+                      unlabeled_folders: list[str] = (), include_images_ts: bool = False) -> PreprocessedDataset:
+    """The dataset's plans and preprocessed cases. ``unlabeled_folders`` (raw images named like
+    nnU-Net's) and, with ``include_images_ts``, ``$nnUNet_raw/DatasetXXX/imagesTs`` are added as
+    unlabeled cases, preprocessed with the same plans (see integration.unlabeled)."""
     name = resolve_dataset_name(dataset)
     dataset_id = name[7:10]
     folder = join(str(nnUNet_preprocessed), name)
@@ -69,7 +87,17 @@ def open_preprocessed(dataset: str | int, configuration: str, plans_identifier: 
     dataset_json = load_json(join(folder, "dataset.json"))
     dataset_class = infer_dataset_class(data_folder)
     case_ids = sorted(dataset_class.get_identifiers(data_folder))
-    return PreprocessedDataset(
+    data = PreprocessedDataset(
         dataset_name=name, plans_manager=plans_manager, configuration_name=configuration, configuration=config,
         dataset_json=dataset_json, data_folder=data_folder, case_ids=case_ids,
         num_input_channels=determine_num_input_channels(plans_manager, config, dataset_json))
+    folders = list(unlabeled_folders or ())
+    if include_images_ts or folders:
+        from nnunet_ssl.integration.unlabeled import images_ts_folder, prepare_unlabeled
+        if include_images_ts:
+            folders.insert(0, images_ts_folder(name))
+        unlabeled = prepare_unlabeled(name, plans_manager, config, dataset_json, folders, case_ids)
+        data.unlabeled_folder = unlabeled.folder
+        data.unlabeled_case_ids = list(unlabeled.case_ids)
+        data.case_ids = case_ids + list(unlabeled.case_ids)
+    return data
