@@ -1,10 +1,11 @@
 """Registry of pretraining methods: feeds the ``-m`` choices and the contract tests."""
 from nnunet_ssl.methods.base import DataGeometry, Hyperparameters, PretrainingMethod
 from nnunet_ssl.methods.gcl import GCL
+from nnunet_ssl.methods.mlsscl import MLSSCL, MLSSCLConfig
 from nnunet_ssl.methods.pcl import PCL, PCLConfig
 from nnunet_ssl.methods.simclr import SimCLR
 
-METHODS: dict[str, type[PretrainingMethod]] = {m.name: m for m in (PCL, SimCLR, GCL)}
+METHODS: dict[str, type[PretrainingMethod]] = {m.name: m for m in (PCL, SimCLR, GCL, MLSSCL)}
 
 
 def list_methods() -> list[str]:
@@ -18,4 +19,4 @@ def get_method(name: str) -> type[PretrainingMethod]:
         raise ValueError(f"unknown pretraining method {name!r}; choose one of {list_methods()}") from None
 
 
-__all__ = ["METHODS", "DataGeometry", "Hyperparameters", "PretrainingMethod", "PCL", "PCLConfig", "SimCLR", "GCL", "get_method", "list_methods"]
+__all__ = ["METHODS", "DataGeometry", "Hyperparameters", "PretrainingMethod", "PCL", "PCLConfig", "SimCLR", "GCL", "MLSSCL", "MLSSCLConfig", "get_method", "list_methods"]
