@@ -1,0 +1,337 @@
+"""MLSSCL: multiview long-short spatial contrastive learning (Cao et al., ICASSP 2022), on nnU-Net volumes.
+
+Per volume, an axial, a coronal and a sagittal *long* clip (C slices at stride δL) and a *short*
+axial clip (C slices at stride δS < δL, inside the long axial clip) [poster]. An online network
+(encoder -> projector -> predictor, trained by backprop) is contrasted with a momentum target
+(encoder -> projector, one set of weights for all views) whose past keys fill one queue per view
+[poster + spec 2.2]. Loss [poster]: ``L = α (L(a, c) + L(a, s) + L(c, s)) + β L(short, long axial)``,
+each term InfoNCE against a queue; the pairing is documented in ``MLSSCL.training_step``.
+
+No code of the paper is public and the full text was not available: every number that is not on the
+poster is an assumption, tagged where it is set (docs/methods/mlsscl.md lists them).
+"""
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nnunet_ssl.blocks.distributed import gather_with_local_grad, world_size
+from nnunet_ssl.blocks.heads import ProjectionHead, global_average_pool
+from nnunet_ssl.blocks.infonce import InfoNCELoss, retrieval_top1
+from nnunet_ssl.blocks.momentum import cosine_schedule, make_momentum_copy, update_momentum
+from nnunet_ssl.blocks.queue import MemoryQueue
+from nnunet_ssl.data.clip_sampler import ClipSampler, clip_view_transform
+from nnunet_ssl.data.clips import (VIEWS, anatomical_array_axes, auto_in_plane, auto_num_slices, clip_span,
+                                   misfits, view_extents, view_permutation)
+from nnunet_ssl.errors import SSLUserError
+from nnunet_ssl.methods.base import DataGeometry, Hyperparameters, PretrainingMethod
+
+MAX_QUEUE_FRACTION = 0.7  # K <= ~0.7 x #training scans [spec 2.5, assumption]
+MAX_QUEUE_SIZE = 4096  # per view [spec 2.5, assumption: MoCo's 65536 exceeds an epoch of ADNI]
+PAIRS = (("axial", "coronal"), ("axial", "sagittal"), ("coronal", "sagittal"))
+
+
+@dataclass(frozen=True)
+class MLSSCLConfig(Hyperparameters):
+    # --- clips [spec 2.3]; None = sized from the data and the plans at start-up (derived_values) ---
+    # C, slices per clip: 16 [spec 2.3, assumption], lowered in steps of the network's stride along the
+    # slice axis until the long clips fit the smallest case (or raised to one stride). An explicit value
+    # must be a multiple of that stride. --patch-size C H W sets it too.
+    num_slices: int | None = None
+    # δL: 2 [assumption]. The spec's 4 is for 1 mm brain MRI (a 64 mm clip); nnU-Net datasets are often
+    # cropped much tighter (hippocampus: 24-47 voxels along SI), where 4 leaves no room.
+    long_stride: int = 2
+    short_stride: int = 1  # δS < δL [poster]; 1 [spec 2.3, assumption: "1 or 2"]
+    # (H, W) in-plane window: the plans' patch on network axes 1 and 2, shrunk to the smallest in-plane
+    # extent of any view of any case, multiples of the network's strides [assumption]
+    in_plane_size: tuple | None = None
+    # --- networks [poster: 2-layer MLP projector and predictor; sizes spec 2.2, assumption: MoCo v2/BYOL] ---
+    projection_dim: int = 128
+    hidden_dim: int = 2048
+    # BatchNorm in projector and predictor [spec 2.2, MoCo v2/BYOL]; nnU-Net's InstanceNorm encoders need it
+    # (docs/methods/pcl.md). False only for ablations and exact multi-process tests (CPU BatchNorm is per rank).
+    head_batch_norm: bool = True
+    # --- loss ---
+    temperature: float = 0.2  # tau [spec 2.5, assumption: MoCo v2; 0.07 as an ablation]
+    alpha: float = 1.0  # weight of the multiview loss [poster: L = α L_mv + β L_ls; values: assumption]
+    beta: float = 1.0  # weight of the long-short loss [same]
+    # False: L_ls = l(q_short, k_axial, Q_axial) as LSTCL [spec 2.4, assumption]; True: averaged with
+    # l(q_axial, k_short, Q_short), which needs a fourth queue of short-clip keys
+    symmetric_long_short: bool = False
+    # --- target and queues ---
+    momentum: float = 0.999  # m [spec 2.5, assumption: MoCo v1/v2]
+    # None: constant m; a value: cosine ramp from momentum to it over the run (BYOL: 0.996 -> 1)
+    final_momentum: float | None = None
+    # K per view; None: min(4096, 0.7 x #cases) [spec 2.5, assumption]. Larger than 0.7 x #cases warns:
+    # a query's own case then often sits in the queue as a false negative.
+    queue_size: int | None = None
+    # --- data ---
+    augment: bool = True  # intensity jitter, noise, in-plane mirroring per clip [spec 2.3, assumption]
+    # --- health ---
+    # collapse warning when the per-dimension std of the L2-normalised embeddings falls below this
+    # fraction of 1/sqrt(projection_dim), its value for embeddings spread over the sphere [assumption]
+    collapse_std_ratio: float = 0.1
+
+
+def _check(config: MLSSCLConfig) -> None:
+    def bad(option: str, problem: str, fix: str):
+        raise SSLUserError(f"mlsscl option {option}: {problem}", fix)
+
+    if not (isinstance(config.short_stride, int) and isinstance(config.long_stride, int)
+            and 1 <= config.short_stride < config.long_stride):
+        bad("short_stride/long_stride", f"need integers 1 <= δS < δL, got δS = {config.short_stride}, "
+            f"δL = {config.long_stride}.", "e.g. --set long_stride=2 --set short_stride=1")
+    if config.num_slices is not None and not (isinstance(config.num_slices, int) and config.num_slices >= 2):
+        bad("num_slices", f"a clip needs at least 2 slices, got {config.num_slices!r}.", "e.g. --set num_slices=16")
+    if config.in_plane_size is not None and not (
+            len(config.in_plane_size) == 2 and all(isinstance(s, int) and s >= 1 for s in config.in_plane_size)):
+        bad("in_plane_size", f"need two positive integers, got {config.in_plane_size!r}.",
+            "e.g. --set in_plane_size=[64,64]")
+    if not config.temperature > 0:
+        bad("temperature", f"must be > 0, got {config.temperature}.", "e.g. --set temperature=0.2")
+    for option in ("momentum", "final_momentum"):
+        value = getattr(config, option)
+        if value is not None and not 0.0 <= value <= 1.0:
+            bad(option, f"must be in [0, 1], got {value}.", f"e.g. --set {option}=0.999")
+    if config.queue_size is not None and not (isinstance(config.queue_size, int) and config.queue_size >= 1):
+        bad("queue_size", f"must be a positive integer, got {config.queue_size!r}.", "e.g. --set queue_size=4096")
+    if config.alpha < 0 or config.beta < 0 or config.alpha + config.beta == 0:
+        bad("alpha/beta", f"need non-negative weights, not both 0, got {config.alpha}, {config.beta}.",
+            "e.g. --set alpha=1 --set beta=1")
+
+
+class MLSSCL(PretrainingMethod):
+    name = "mlsscl"
+    config_class = MLSSCLConfig
+
+    def __init__(self, encoder, bottleneck_channels: int, config: MLSSCLConfig, geometry: DataGeometry):
+        super().__init__(encoder, bottleneck_channels, config)
+        _check(config)
+        if len(geometry.plans_patch_size) != 3 or len(geometry.divisors) != 3:
+            raise SSLUserError(f"mlsscl builds 3D clips, but this configuration's patch is "
+                               f"{list(geometry.plans_patch_size)} (a 2D network).", "use -c 3d_fullres")
+        self._pending_warnings: list[str] = []
+        self._resolve_views(geometry)
+        self._size_clips(config, geometry)
+        self._size_queue(config, len(geometry.image_shapes))
+        for message in self._pending_warnings:
+            warnings.warn(message, stacklevel=2)
+
+        # online branch. BatchNorm in both MLPs [spec 2.2, MoCo v2/BYOL]: nnU-Net encoders end in
+        # InstanceNorm + LeakyReLU, so pooled bottleneck features start almost equal for every sample and
+        # contrastive training stalls without a batch-level norm in the head (docs/methods/pcl.md).
+        self.projector = ProjectionHead(bottleneck_channels, config.hidden_dim, config.projection_dim,
+                                        config.head_batch_norm)
+        self.predictor = ProjectionHead(config.projection_dim, config.hidden_dim, config.projection_dim,
+                                        config.head_batch_norm)
+        # target branch: one momentum copy of encoder + projector for all views [poster]. A child module,
+        # so state_dict holds it (resume) and .to() moves it; requires_grad is off, so the optimizer built
+        # from parameters() never changes it (SGD skips parameters without a gradient).
+        self.target = make_momentum_copy(self._online_branch())
+        queued = (*VIEWS, "short") if config.symmetric_long_short else VIEWS
+        self.queues = nn.ModuleDict({view: MemoryQueue(self.queue_size, config.projection_dim) for view in queued})
+        self.loss = InfoNCELoss(config.temperature)
+        self.current_momentum = config.momentum
+
+    # --- set-up --------------------------------------------------------------------------------------
+    def _resolve_views(self, geometry: DataGeometry) -> None:
+        """Anatomical view axes per case from its direction and nnU-Net's transpose, or array order."""
+        n = len(geometry.image_shapes)
+        if geometry.directions is not None and geometry.transpose_forward is not None:
+            self.transpose_forward = list(geometry.transpose_forward)
+            self.case_axes = [anatomical_array_axes(d, self.transpose_forward) for d in geometry.directions]
+            self.view_axes_source = "image direction and transpose_forward"
+        else:
+            self.transpose_forward = None
+            self.case_axes = [anatomical_array_axes(None, None)] * n
+            self.view_axes_source = "array order (no image direction recorded)"
+            self._pending_warnings.append(
+                "mlsscl: the dataset records no image direction, so preprocessed array axes 0, 1, 2 are taken as "
+                "the axial (SI), coronal (AP) and sagittal (LR) slice axes; check that this holds for your data.")
+
+    def _size_clips(self, config: MLSSCLConfig, geometry: DataGeometry) -> None:
+        """C and the in-plane window: requested or automatic, multiples of the network's strides, and
+        every long clip of every case inside the volume (clips are never padded: padding would tell the
+        network each case's size, a shortcut for matching the views of one case)."""
+        divisors = [int(d) for d in geometry.divisors]
+        extents = [view_extents(shape, axes, view) for shape, axes in zip(geometry.image_shapes, self.case_axes)
+                   for view in VIEWS]
+        min_slices = min(e[0] for e in extents)
+        min_plane = [min(e[i] for e in extents) for i in (1, 2)]
+        num_slices, in_plane = config.num_slices, config.in_plane_size
+        requested = geometry.requested_patch_size
+        if requested is not None:
+            if (num_slices is not None and num_slices != requested[0]) or \
+                    (in_plane is not None and list(in_plane) != list(requested[1:])):
+                raise SSLUserError(f"--patch-size {list(requested)} disagrees with num_slices = {num_slices}, "
+                                   f"in_plane_size = {in_plane}.", "give the clip size one way only")
+            num_slices, in_plane = int(requested[0]), [int(s) for s in requested[1:]]
+        stride_hint = (f"a smaller long_stride (>= {config.short_stride + 1}), num_slices or in_plane_size, or leave "
+                       "out the cases that are too small")
+        if num_slices is None:
+            num_slices = auto_num_slices(divisors[0], config.long_stride, min_slices)
+            if num_slices is None:
+                fewest = max(divisors[0], 2)
+                fitting = (min_slices - 1) // (fewest - 1)  # the largest δL at which that many slices fit
+                raise SSLUserError(
+                    f"the smallest case is only {min_slices} voxels long along one of its view axes; even "
+                    f"{fewest} slices at stride {config.long_stride} span "
+                    f"{clip_span(fewest, config.long_stride)} voxels.",
+                    f"use {stride_hint}" + (f" (long_stride={fitting} fits)" if fitting > config.short_stride
+                                            else ""))
+        elif num_slices % divisors[0]:
+            raise SSLUserError(f"num_slices = {num_slices} is not a multiple of the network's total stride along "
+                               f"the slice axis ({divisors[0]}).",
+                               f"use a multiple of {divisors[0]}, or leave num_slices unset")
+        if in_plane is None:
+            in_plane = auto_in_plane(geometry.plans_patch_size[1:], divisors[1:], min_plane)
+            if min(in_plane) == 0:
+                raise SSLUserError(f"the smallest in-plane extent of a view is {min_plane} voxels, less than the "
+                                   f"network's total stride {divisors[1:]}.",
+                                   "leave out the cases that are too small")
+        elif any(s % d for s, d in zip(in_plane, divisors[1:])):
+            raise SSLUserError(f"in_plane_size = {list(in_plane)} is not a multiple of the network's total "
+                               f"strides {divisors[1:]}.",
+                               f"use multiples of {divisors[1:]}, or leave in_plane_size unset")
+        self.clip_shape = [int(num_slices), *[int(s) for s in in_plane]]
+        too_small = [(i, shape, problems)
+                     for i, (shape, axes) in enumerate(zip(geometry.image_shapes, self.case_axes))
+                     if (problems := misfits(shape, axes, num_slices, config.long_stride, in_plane))]
+        if too_small:
+            i, shape, problems = too_small[0]
+            fitting = (min_slices - 1) // (num_slices - 1)  # the largest δL whose long clips fit every case
+            fits = config.short_stride < fitting < config.long_stride
+            hint = f" (long_stride={fitting} fits the slices)" if fits else ""
+            raise SSLUserError(
+                f"{len(too_small)} of {len(geometry.image_shapes)} cases are too small for clips of "
+                f"{num_slices} slices at stride {config.long_stride} ({clip_span(num_slices, config.long_stride)} "
+                f"voxels) x {list(in_plane)} in-plane; e.g. case #{i} of shape {list(shape)}: {problems[0]}.",
+                f"use {stride_hint}{hint}")
+
+    def _size_queue(self, config: MLSSCLConfig, num_cases: int) -> None:
+        self.num_cases = num_cases
+        limit = max(1, int(MAX_QUEUE_FRACTION * num_cases))
+        self.queue_size = config.queue_size if config.queue_size is not None else min(MAX_QUEUE_SIZE, limit)
+        if self.queue_size > MAX_QUEUE_FRACTION * num_cases:
+            self._pending_warnings.append(
+                f"mlsscl: queue_size {self.queue_size} exceeds {MAX_QUEUE_FRACTION} x the {num_cases} cases: a "
+                "query's own case (an older key of it) will often be among its negatives. Consider "
+                f"--set queue_size={limit} or leave it unset.")
+
+    def _online_branch(self) -> nn.ModuleDict:
+        """The online modules the target tracks, under the target's names."""
+        return nn.ModuleDict({"encoder": self.encoder, "projector": self.projector})
+
+    def derived_values(self) -> dict:
+        c = self.config
+        permutations = {view: sorted({view_permutation(axes, view) for axes in self.case_axes}) for view in VIEWS}
+        return {"clip_shape": self.clip_shape, "long_span": clip_span(self.clip_shape[0], c.long_stride),
+                "short_span": clip_span(self.clip_shape[0], c.short_stride), "queue_size": self.queue_size,
+                "num_cases": self.num_cases, "view_axes_source": self.view_axes_source,
+                "view_array_axes": {view: [list(p) for p in perms] for view, perms in permutations.items()}}
+
+    def make_sampler(self, cases, case_ids: list[str], batch_size: int) -> ClipSampler:
+        if batch_size < 2:
+            raise SSLUserError(f"mlsscl needs at least 2 clips per process and step (BatchNorm in the heads), "
+                               f"got {batch_size}.", f"use --batch-size {2 * world_size()} or more")
+        c = self.config
+        return ClipSampler(cases, case_ids, batch_size, self.clip_shape[0], c.long_stride, c.short_stride,
+                           self.clip_shape[1:], self.transpose_forward, clip_view_transform() if c.augment else None)
+
+    # --- training ----------------------------------------------------------------------------------------
+    def _target_keys(self, clips: torch.Tensor) -> torch.Tensor:
+        features = self.target["encoder"](clips)
+        features = features[-1] if isinstance(features, (list, tuple)) else features
+        return self.target["projector"](global_average_pool(features))
+
+    def training_step(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        """One step on a batch of {'axial', 'coronal', 'sagittal', 'short': (B, c, C, H, W)}.
+
+        ``l(x -> y) = InfoNCE(q_x, k_y, Q_y)``: the online prediction of view x against the target key of
+        view y, with view y's queue as negatives (in-batch negatives on the very first step, while the
+        queues are empty).
+
+        - multiview [poster]: L(x, y) = (l(x -> y) + l(y -> x)) / 2 [spec 2.4, assumption], summed over
+          (axial, coronal), (axial, sagittal), (coronal, sagittal);
+        - long-short [poster: L(v_S, v_L)]: l(short -> axial) [spec 2.4, assumption, LSTCL]; with
+          ``symmetric_long_short`` the mean of that and l(axial -> short);
+        - L = α L_mv + β L_ls [poster]. Then the target keys of the long clips (and of the short clip if
+          symmetric) join their queues. Under DDP queries and keys are gathered from every rank first,
+          so every rank computes the global loss and enqueues the same keys.
+        """
+        c = self.config
+        query_views = (*VIEWS, "short")
+        key_views = tuple(self.queues)
+        queries, projections, features = {}, {}, {}
+        for view in query_views:
+            pooled = global_average_pool(self.bottleneck(batch[view]))
+            projections[view] = self.projector(pooled)
+            queries[view] = gather_with_local_grad(self.predictor(projections[view]))
+            features[view] = pooled.detach()
+        with torch.no_grad():
+            keys = {view: gather_with_local_grad(self._target_keys(batch[view]).detach()) for view in key_views}
+            negatives = {view: self.queues[view].contents()[0] if int(self.queues[view].num_filled) > 0 else None
+                         for view in key_views}
+
+        def term(x: str, y: str) -> tuple[torch.Tensor, torch.Tensor]:
+            return self.loss(queries[x], keys[y], negatives[y]), retrieval_top1(queries[x], keys[y], negatives[y])
+
+        pair_losses, top1 = {}, []
+        for x, y in PAIRS:
+            (loss_xy, top_xy), (loss_yx, top_yx) = term(x, y), term(y, x)
+            pair_losses[f"{x}_{y}"] = (loss_xy + loss_yx) / 2
+            top1 += [top_xy, top_yx]
+        multiview = sum(pair_losses.values())
+        long_short, top1_long_short = term("short", "axial")
+        if c.symmetric_long_short:
+            reverse, _ = term("axial", "short")
+            long_short = (long_short + reverse) / 2
+        loss = c.alpha * multiview + c.beta * long_short
+
+        for view in key_views:
+            self.queues[view].enqueue(keys[view])
+        filled = int(self.queues["axial"].num_filled)
+        candidates = len(keys["axial"]) if negatives["axial"] is None else len(negatives["axial"]) + 1
+        metrics = {"loss": loss.item(), "loss_multiview": multiview.item(), "loss_long_short": long_short.item(),
+                   **{f"loss_{name}": v.item() for name, v in pair_losses.items()},
+                   "top1_multiview": torch.stack(top1).mean().item(), "top1_long_short": top1_long_short.item(),
+                   "top1_chance": 1.0 / candidates, "queue_fill": filled / self.queue_size,
+                   "embedding_std": float(np.mean([normalised_std(gather_with_local_grad(projections[v].detach()))
+                                                   for v in VIEWS])),
+                   "feature_std": float(np.mean([normalised_std(gather_with_local_grad(features[v]))
+                                                 for v in VIEWS])),
+                   "momentum": float(self.current_momentum)}
+        return loss, metrics
+
+    def after_optimizer_step(self, step: int, total_steps: int) -> None:
+        """The momentum update ξ <- m ξ + (1 - m) θ of target encoder + projector [poster]."""
+        m = self.config.momentum
+        if self.config.final_momentum is not None:
+            m = cosine_schedule(min(step, total_steps), total_steps, m, self.config.final_momentum)
+        update_momentum(self._online_branch(), self.target, m)
+        self.current_momentum = m
+
+    def health_warnings(self, epoch_metrics: dict[str, float]) -> list[str]:
+        """Set-up warnings (once), and collapse: the embeddings' per-dimension std (over a batch, after L2
+        normalisation) is about 1/sqrt(D) when they spread over the sphere and 0 when they collapse."""
+        messages, self._pending_warnings = self._pending_warnings, []
+        std = epoch_metrics.get("embedding_std")
+        reference = 1.0 / math.sqrt(self.config.projection_dim)
+        if std is not None and std < self.config.collapse_std_ratio * reference:
+            ratio = self.config.collapse_std_ratio
+            messages.append(f"mlsscl: embedding std {std:.4f} is below {ratio} x "
+                            f"1/sqrt({self.config.projection_dim}) = {ratio * reference:.4f}: "
+                            "the embeddings are collapsing. Lower the learning rate, raise the momentum or the "
+                            "batch size.")
+        return messages
+
+
+def normalised_std(embeddings: torch.Tensor) -> float:
+    """Mean over dimensions of the batch std of L2-normalised embeddings (N, D): ~1/sqrt(D) spread, 0 collapsed."""
+    if embeddings.shape[0] < 2:
+        return float("nan")
+    return F.normalize(embeddings.float(), dim=1).std(dim=0).mean().item()
