@@ -68,6 +68,31 @@ def position_from_properties(properties: dict, preprocessed_shape: Sequence[int]
     )
 
 
+def slice_position(slice_index: int, crop_start: int, original_extent: int) -> float:
+    """PCL's slice label ``p = (z_orig + 1) / Z_orig`` in (0, 1] [code: dataset/chd.py:38, acdc.py:32].
+
+    ``slice_index`` z is the index along axis 0 of nnU-Net's preprocessed (cropped) volume,
+    ``crop_start`` the first index of nnU-Net's nonzero crop on that axis and ``original_extent``
+    the uncropped number of slices, so z_orig = crop_start + z and Z_orig = original_extent: the
+    position relative to the stored volume, as the reference computes it [spec 3.2]. Only valid
+    where axis 0 is not resampled, i.e. in nnU-Net's ``2d`` configuration.
+    """
+    z_orig = int(crop_start) + int(slice_index)
+    if original_extent <= 0:
+        raise ValueError(f"the number of slices must be positive, got {original_extent}")
+    if not 0 <= z_orig < original_extent:
+        raise ValueError(f"slice {slice_index} + crop start {crop_start} lies outside the {original_extent} "
+                         "slices of the uncropped image")
+    return (z_orig + 1) / float(original_extent)
+
+
+def slice_position_from_properties(properties: dict, slice_index: int) -> float:
+    """``slice_position`` with the crop start and uncropped extent of axis 0 read from an nnU-Net
+    case properties dict (``bbox_used_for_cropping[0][0]``, ``shape_before_cropping[0]``)."""
+    return slice_position(slice_index, properties["bbox_used_for_cropping"][0][0],
+                          properties["shape_before_cropping"][0])
+
+
 def patch_fraction(patch_extent: int, image_extents: Sequence[int]) -> float:
     """h: the fraction of the position axis one patch covers (median over cases)."""
     return float(min(1.0, patch_extent / np.median(np.asarray(image_extents, dtype=float))))

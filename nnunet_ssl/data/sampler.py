@@ -14,7 +14,8 @@ from batchgenerators.dataloading.data_loader import DataLoader
 from batchgeneratorsv2.transforms.base.basic_transform import BasicTransform
 from threadpoolctl import threadpool_limits
 
-from nnunet_ssl.data.positions import crop_around_patch, position_from_properties, random_patch_start
+from nnunet_ssl.data.positions import (crop_around_patch, position_from_properties, random_patch_start,
+                                       slice_position_from_properties)
 
 
 class TwoViewPatchSampler(DataLoader):
@@ -53,3 +54,68 @@ class TwoViewPatchSampler(DataLoader):
                                                           self.position_axis))
         return {"view1": torch.stack(views1), "view2": torch.stack(views2),
                 "positions": torch.tensor(positions, dtype=torch.float32), "keys": list(keys)}
+
+
+def slice_sampling_probabilities(slice_counts: Sequence[int]) -> np.ndarray:
+    """Case probabilities proportional to the number of slices: with a uniform slice inside the
+    drawn case, every slice of every case is equally likely, as in PCL's pooled-slice dataset
+    [code: dataset/chd.py:30-45, DataLoader(shuffle=True)]."""
+    counts = np.asarray(slice_counts, dtype=float)
+    if counts.ndim != 1 or len(counts) == 0 or (counts <= 0).any():
+        raise ValueError(f"slice counts must be positive, got {list(slice_counts)}")
+    return counts / counts.sum()
+
+
+class TwoViewSliceSampler(DataLoader):
+    """PCL in nnU-Net's ``2d`` configuration: yields {'view1', 'view2': (B, C, H, W),
+    'positions': (B,), 'keys': [case ids], 'slices': [slice index per sample]}.
+
+    A (case, slice) pair is drawn uniformly over all slices of all cases (case probability
+    proportional to its slice count along axis 0, then a uniform slice), with replacement and no
+    foreground oversampling. An in-plane crop of ``patch_size`` is taken at a uniform position with
+    nnU-Net's padding rule (``random_patch_start``; zero padding, which after nnU-Net's z-score is
+    the mean intensity, as in the reference's ``pad_and_or_crop``). Both views are made from that
+    one crop [code: dataset/chd.py prepare_contrast], each by its own call of ``view_transform``
+    (numpy (1, C, H, W) -> (1, C, H, W), batchgenerators v1 layout). The label is
+    p = (z_orig + 1) / Z_orig (``slice_position``).
+    """
+
+    def __init__(self, dataset, case_ids: Sequence[str], batch_size: int, patch_size: Sequence[int],
+                 view_transform, slice_counts: Sequence[int] | None = None):
+        case_ids = list(case_ids)
+        if slice_counts is None:
+            slice_counts = [int(dataset.load_case(key)[0].shape[1]) for key in case_ids]
+        if len(slice_counts) != len(case_ids):
+            raise ValueError(f"{len(slice_counts)} slice counts for {len(case_ids)} cases")
+        super().__init__(dataset, batch_size, num_threads_in_multithreaded=1, seed_for_shuffle=None,
+                         return_incomplete=False, shuffle=True, infinite=True,
+                         sampling_probabilities=slice_sampling_probabilities(slice_counts))
+        self.indices = case_ids
+        self.slice_counts = [int(c) for c in slice_counts]
+        if len(patch_size) != 2:
+            raise ValueError(f"slices need a 2D patch size, got {list(patch_size)}")
+        self.patch_size = [int(s) for s in patch_size]
+        self.view_transform = view_transform
+
+    def generate_train_batch(self) -> dict:
+        keys = self.get_indices()
+        views1, views2, positions, slices = [], [], [], []
+        with threadpool_limits(limits=1, user_api=None):
+            for key in keys:
+                data, _seg, _prev, properties = self._data.load_case(key)
+                n_slices = data.shape[1]
+                # 2d does not resample axis 0 [spec 3.1]; anything else would make z_orig wrong
+                cropped = properties["shape_after_cropping_and_before_resampling"][0]
+                if n_slices != cropped:
+                    raise ValueError(f"case {key}: {n_slices} preprocessed slices but {cropped} before resampling; "
+                                     "slice positions need a configuration that keeps axis 0 (nnU-Net's 2d)")
+                z = int(np.random.randint(n_slices))
+                start = random_patch_start(data.shape[2:], self.patch_size)
+                bbox = [[z, z + 1]] + [[s, s + p] for s, p in zip(start, self.patch_size)]
+                crop = np.asarray(crop_and_pad_nd(data, bbox, 0), dtype=np.float32)[None, :, 0]  # (1, C, H, W)
+                views1.append(self.view_transform(crop))
+                views2.append(self.view_transform(crop))
+                positions.append(slice_position_from_properties(properties, z))
+                slices.append(z)
+        return {"view1": torch.from_numpy(np.concatenate(views1)), "view2": torch.from_numpy(np.concatenate(views2)),
+                "positions": torch.tensor(positions, dtype=torch.float32), "keys": list(keys), "slices": slices}

@@ -56,11 +56,17 @@ def _augmenter(sampler, device: torch.device):
 
 
 def _data_geometry(data: PreprocessedDataset, cases, requested_patch_size) -> DataGeometry:
+    """Plans patch, network divisors and case shapes. 2D configurations (patch of length 2) give
+    2 divisors (from the 2D strides) while ``image_shapes`` stay the stored 3D (Z, Y, X) volumes:
+    nnU-Net's 2d data are whole volumes sliced along axis 0 at load time."""
     strides = np.array(data.configuration.network_arch_init_kwargs["strides"], dtype=int)
     divisors = [int(d) for d in np.prod(np.atleast_2d(strides), axis=0)]
-    if len(data.configuration.patch_size) != 3:
-        raise SSLUserError(f"configuration {data.configuration_name!r} is 2D; this version pretrains 3D patches.",
-                           "use -c 3d_fullres")
+    ndim = len(data.configuration.patch_size)
+    if ndim not in (2, 3) or len(divisors) != ndim:
+        raise SSLUserError(f"configuration {data.configuration_name!r} has a {ndim}D patch "
+                           f"{list(data.configuration.patch_size)} and strides for {len(divisors)} axes; "
+                           "only nnU-Net's 2D and 3D U-Net configurations are supported.",
+                           "use -c 2d or -c 3d_fullres")
     shapes, directions = [], []
     for case in data.case_ids:
         image, _seg, _prev, properties = cases.load_case(case)

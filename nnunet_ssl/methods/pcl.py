@@ -3,7 +3,9 @@
 Positives are patches whose normalised position along one axis differs by less than a threshold,
 also across patients; the loss is SupCon over globally pooled, projected bottleneck features.
 3D patches are an adaptation [spec 3.3]: position = patch centre, threshold rescaled by the patch
-extent, mirroring only across the other axes.
+extent, mirroring only across the other axes. In nnU-Net's ``2d`` configuration it is the faithful
+port [spec 3.2]: slices drawn uniformly over all slices, p = (z_orig + 1) / Z_orig, the reference's
+batchgenerators v1 augmentation, theta used as given.
 """
 from dataclasses import dataclass
 
@@ -17,8 +19,8 @@ from nnunet_ssl.blocks.supcon import SupConLoss, top1_positive_retrieval
 from nnunet_ssl.data.positions import (MAX_PATCH_FRACTION, patch_fraction, positional_positive_mask,
                                        preprocessed_axis, pretraining_patch_size, rescaled_threshold,
                                        rotation_safe_crop_size)
-from nnunet_ssl.data.sampler import TwoViewPatchSampler
-from nnunet_ssl.data.views import pcl_view_transform
+from nnunet_ssl.data.sampler import TwoViewPatchSampler, TwoViewSliceSampler
+from nnunet_ssl.data.views import pcl_slice_view_transform, pcl_view_transform
 from nnunet_ssl.errors import SSLUserError
 from nnunet_ssl.methods.base import DataGeometry, Hyperparameters, PretrainingMethod
 
@@ -37,10 +39,11 @@ class PCLConfig(Hyperparameters):
     # preprocessed array axis, or "SI" / "AP" / "LR" resolved from each image's direction and
     # nnU-Net's transpose [spec 3.3: default transposed axis 0, the lowest resolution]
     position_axis: int | str = 0
-    rescale_theta: bool = True  # theta' = theta * (1 - h) [spec 3.3, assumption]
-    max_patch_fraction: float = 0.5  # auto patch covers <= this of the position axis [assumption]
+    rescale_theta: bool = True  # theta' = theta * (1 - h) [spec 3.3, assumption]; 3D only (2d: one slice)
+    max_patch_fraction: float = 0.5  # auto patch covers <= this of the position axis [assumption]; 3D only
     rotation_degrees: float = 180.0  # about the position axis: U(0, 2 pi) in-plane [code: dataset/chd.py]
-    p_spatial: float = 0.67  # probability of rotation and of scaling [code: dataset/chd.py RndTransform 0.67]
+    # 3D: probability of rotation and of scaling, each; 2D: of the joint elastic + rotation + scaling
+    p_spatial: float = 0.67  # [code: dataset/chd.py RndTransform 0.67]
     scaling: tuple = (0.7, 1.3)  # [code: dataset/chd.py SpatialTransform scale]
     # [spec 3.3, assumption] 0 = off; else a memory of past (embedding, position) pairs that join
     # the contrast set (never as anchors), for batches too small for in-batch negatives
@@ -67,11 +70,38 @@ def resolve_position_axis(axis: int | str, geometry: DataGeometry) -> int:
 class PCL(PretrainingMethod):
     name = "pcl"
     config_class = PCLConfig
-    uses_positions = True  # the patch-extent guard and threshold rescaling apply
+    uses_positions = True  # the patch-extent guard and threshold rescaling apply (3D patches)
 
     def __init__(self, encoder, bottleneck_channels: int, config: PCLConfig, geometry: DataGeometry):
         super().__init__(encoder, bottleneck_channels, config)
-        axis = self.axis = resolve_position_axis(config.position_axis, geometry)
+        self.axis = resolve_position_axis(config.position_axis, geometry)
+        self.is_2d = len(geometry.plans_patch_size) == 2  # nnU-Net's 2d configuration: the faithful port [spec 3.2]
+        if self.is_2d:
+            self._init_slices(geometry)
+        else:
+            self._init_patches(geometry)
+        # GAP -> Linear(C, C) -> ReLU -> Linear(C, 512) [code: network/unet2d.py:164-185]
+        self.projector = ProjectionHead(bottleneck_channels, bottleneck_channels, config.projection_dim,
+                                        config.head_batch_norm)
+        self.loss = SupConLoss(config.temperature, config.base_temperature)
+        self.queue = MemoryQueue(config.queue_size, config.projection_dim, position=torch.float32) \
+            if config.queue_size > 0 else None
+
+    def _init_slices(self, geometry: DataGeometry) -> None:
+        """2D slices along axis 0: the slice index is the position, h is one slice, so theta is used
+        as given (no rescaling, no patch-extent guard) [spec 3.2]."""
+        if self.axis != 0:
+            raise SSLUserError(
+                f"position axis {self.config.position_axis!r} is array axis {self.axis}, but nnU-Net's 2d "
+                "configuration slices along axis 0, which is PCL's position axis there.",
+                "use --set position_axis=0 with -c 2d, or -c 3d_fullres for another axis")
+        self.slice_counts = [int(shape[0]) for shape in geometry.image_shapes]
+        self.patch_size = [int(s) for s in (geometry.requested_patch_size or geometry.plans_patch_size)]
+        self.fraction = patch_fraction(1, self.slice_counts)  # one slice of the median stack
+        self.threshold = self.config.theta
+
+    def _init_patches(self, geometry: DataGeometry) -> None:
+        config, axis = self.config, self.axis
         ndim = len(geometry.plans_patch_size)
         if not 0 <= axis < ndim:
             raise SSLUserError(f"position axis {axis} does not exist for {ndim}D patches.",
@@ -88,18 +118,22 @@ class PCL(PretrainingMethod):
                 f"pass a shorter --patch-size along axis {axis} (a multiple of {geometry.divisors[axis]}), "
                 f"or another axis with --set position_axis=N")
         self.threshold = rescaled_threshold(config.theta, self.fraction) if config.rescale_theta else config.theta
-        # GAP -> Linear(C, C) -> ReLU -> Linear(C, 512) [code: network/unet2d.py:164-185]
-        self.projector = ProjectionHead(bottleneck_channels, bottleneck_channels, config.projection_dim,
-                                        config.head_batch_norm)
-        self.loss = SupConLoss(config.temperature, config.base_temperature)
-        self.queue = MemoryQueue(config.queue_size, config.projection_dim, position=torch.float32) \
-            if config.queue_size > 0 else None
 
     def derived_values(self) -> dict:
-        return {"patch_size": self.patch_size, "patch_fraction": self.fraction, "effective_theta": self.threshold,
-                "position_axis": self.axis}
+        values = {"patch_size": self.patch_size, "patch_fraction": self.fraction, "effective_theta": self.threshold,
+                  "position_axis": self.axis}
+        if self.is_2d:
+            # iterations_per_epoch = total_slices / batch_size gives the reference's epochs
+            values.update(views="2d slices", position="(z_orig + 1) / Z_orig", theta_rescaled=False,
+                          total_slices=int(sum(self.slice_counts)),
+                          median_slices=float(np.median(self.slice_counts)))
+        return values
 
-    def make_sampler(self, cases, case_ids: list[str], batch_size: int) -> TwoViewPatchSampler:
+    def make_sampler(self, cases, case_ids: list[str], batch_size: int) -> TwoViewPatchSampler | TwoViewSliceSampler:
+        if self.is_2d:
+            transform = pcl_slice_view_transform(self.patch_size, self.config.p_spatial, tuple(self.config.scaling),
+                                                 self.config.rotation_degrees)
+            return TwoViewSliceSampler(cases, case_ids, batch_size, self.patch_size, transform)
         # a larger crop around the patch, so rotation/scaling never sample outside it (as nnU-Net does)
         crop = rotation_safe_crop_size(self.patch_size, self.axis, min(self.config.scaling))
         transform = pcl_view_transform(self.patch_size, self.axis, self.config.rotation_degrees,
