@@ -74,8 +74,6 @@ def pretrain(dataset: str, configuration: str = "3d_fullres", plans: str = "nnUN
         raise SSLUserError(f"an unfinished pretraining exists in {folder}.",
                            "add --c to continue it, or move that folder away to start over")
     data = open_preprocessed(name, configuration, plans, list(unlabeled_folders or ()), include_images_ts)
-    if resume and not os.path.isfile(final):
-        _check_same_cases(os.path.join(folder, locations.LATEST), data.case_ids)
     trainer = Pretrainer(data, method, method_config, schedule, torch_device, folder)
     if resume:
         if os.path.isfile(final):
@@ -83,19 +81,6 @@ def pretrain(dataset: str, configuration: str = "3d_fullres", plans: str = "nnUN
             return final
         trainer.resume()
     return trainer.run()
-
-
-def _check_same_cases(latest: str, case_ids: list[str]) -> None:
-    """--c must see the cases the run started with (e.g. the same --unlabeled folders)."""
-    if not os.path.isfile(latest):
-        return  # Pretrainer.resume says there is nothing to continue
-    before = torch.load(latest, map_location="cpu", weights_only=False).get("meta", {}).get("case_ids")
-    if before is not None and sorted(before) != sorted(case_ids):
-        added, removed = sorted(set(case_ids) - set(before)), sorted(set(before) - set(case_ids))
-        raise SSLUserError(f"--c with other cases than the run in {os.path.dirname(latest)} "
-                           f"({len(added)} added, e.g. {added[:3]}; {len(removed)} missing, e.g. {removed[:3]}).",
-                           "continue with the original --unlabeled / --imagesTs options, or move that folder "
-                           "away to start over")
 
 
 def _device(name: str) -> torch.device:

@@ -92,6 +92,8 @@ class Pretrainer:
             raise SSLUserError(f"batch size {schedule.batch_size} does not split over {world_size()} processes.",
                                f"use a --batch-size divisible by {world_size()}")
         self.is_main = rank() == 0
+        if device.type == "cpu":
+            torch.set_flush_denormal(True)  # denormals slow CPU arithmetic by orders of magnitude
         torch.manual_seed(schedule.seed)  # the same initial weights on every rank
         np.random.seed(schedule.seed + rank())  # different patches on every rank
         method_class = get_method(method_name)
@@ -149,6 +151,13 @@ class Pretrainer:
             raise SSLUserError(f"--c given but there is nothing to continue in {self.output_folder}.",
                                "run the same command without --c to start")
         state = torch.load(path, map_location=self.device, weights_only=False)
+        before, now = set(state["meta"]["case_ids"]), set(self.data.case_ids)
+        if before != now:
+            added, removed = sorted(now - before), sorted(before - now)
+            raise SSLUserError(f"--c with other cases than the run in {self.output_folder} ({len(added)} added, "
+                               f"e.g. {added[:3]}; {len(removed)} missing, e.g. {removed[:3]}).",
+                               "continue with the original --unlabeled / --imagesTs options, or move that folder "
+                               "away to start over")
         if state["meta"]["hparams"] != self.metadata().hparams:
             raise SSLUserError(f"--c with other hyperparameters than the run in {self.output_folder}.",
                                "continue with the original options, or remove that folder to start over")
