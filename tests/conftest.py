@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 
 
 def write_synthetic_dataset(raw_root: str, dataset_id: int = 987, n_cases: int = 8, seed: int = 0) -> str:
@@ -53,6 +54,27 @@ def run_command(args: list[str], check: bool = True, timeout: int = 900) -> subp
         raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n"
                              f"{result.stderr[-3000:]}")
     return result
+
+
+def fails_cleanly(args: list[str], *expected: str, env: dict | None = None) -> str:
+    """Run a command that must fail for a user mistake: non-zero exit, every expected text in the
+    output, and no traceback. Returns the output."""
+    result = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-2000:]
+    assert "Traceback" not in output, output[-3000:]
+    for text in expected:
+        assert text in output, f"{text!r} not in:\n{output[-3000:]}"
+    return output
+
+
+@pytest.fixture
+def single_torch_thread():
+    """Tiny convolutions: one thread is fastest, and far faster on a busy machine than two waiting on each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def script(name: str) -> str:

@@ -1,47 +1,36 @@
 """Bad input gets a clear message with a fix and no traceback, and nothing is overwritten."""
 import os
 import shutil
-import subprocess
 
 import pytest
-from conftest import DATASET_ID, PLANS, script, write_synthetic_dataset
-
-
-def _fails_cleanly(args: list[str], *expected: str, env: dict | None = None) -> str:
-    result = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env)
-    output = result.stdout + result.stderr
-    assert result.returncode != 0, output[-2000:]
-    assert "Traceback" not in output, output[-3000:]
-    for text in expected:
-        assert text in output, f"{text!r} not in:\n{output[-3000:]}"
-    return output
+from conftest import DATASET_ID, PLANS, fails_cleanly, script, write_synthetic_dataset
 
 
 def test_unknown_dataset(nnunet_env):
-    _fails_cleanly([script("nnUNetv2_ssl_pretrain"), "-d", "555", "-device", "cpu"],
+    fails_cleanly([script("nnUNetv2_ssl_pretrain"), "-d", "555", "-device", "cpu"],
                    "dataset '555' was not found", "Fix:")
 
 
 def test_not_preprocessed_names_the_command(nnunet_env):
     write_synthetic_dataset(nnunet_env["nnUNet_raw"], 321, n_cases=2)
-    _fails_cleanly([script("nnUNetv2_ssl_pretrain"), "-d", "321", "-device", "cpu"],
+    fails_cleanly([script("nnUNetv2_ssl_pretrain"), "-d", "321", "-device", "cpu"],
                    "no plans 'nnUNetPlans' for Dataset321_Synthetic", "nnUNetv2_plan_and_preprocess -d 321")
 
 
 def test_unknown_method(nnunet_env):
-    _fails_cleanly([script("nnUNetv2_ssl_pretrain"), "-d", "1", "-m", "byol", "-device", "cpu"],
+    fails_cleanly([script("nnUNetv2_ssl_pretrain"), "-d", "1", "-m", "byol", "-device", "cpu"],
                    "unknown method 'byol'", "pcl")
 
 
 def test_unknown_plans_lists_available(pretrained):
-    _fails_cleanly([script("nnUNetv2_ssl_pretrain"), "-d", str(DATASET_ID), "-p", "nnUNetPlans_gpu",
+    fails_cleanly([script("nnUNetv2_ssl_pretrain"), "-d", str(DATASET_ID), "-p", "nnUNetPlans_gpu",
                     "-device", "cpu"], "no plans 'nnUNetPlans_gpu'", "nnUNetPlans_cpu")
 
 
 def test_existing_pretraining_is_not_overwritten(pretrained):
     final = os.path.join(pretrained["folder"], "checkpoint_final.pth")
     before = os.path.getmtime(final)
-    _fails_cleanly([script("nnUNetv2_ssl_pretrain"), "-d", str(DATASET_ID), "-p", PLANS, "-device", "cpu"],
+    fails_cleanly([script("nnUNetv2_ssl_pretrain"), "-d", str(DATASET_ID), "-p", PLANS, "-device", "cpu"],
                    "a finished pretraining already exists", "Nothing was overwritten")
     assert os.path.getmtime(final) == before
 
@@ -53,7 +42,7 @@ def _train(trainer: str, plans: str, extra_env: dict | None = None) -> list:
 
 def test_ssl_init_without_pretraining_says_how_to_make_one(pretrained):
     args, env = _train("SSLInitTrainer_tiny", "nnUNetPlans")  # only nnUNetPlans_cpu was pretrained
-    _fails_cleanly(args, "no pretrained encoder for Dataset987_Synthetic / nnUNetPlans / 3d_fullres",
+    fails_cleanly(args, "no pretrained encoder for Dataset987_Synthetic / nnUNetPlans / 3d_fullres",
                    "nnUNetv2_ssl_pretrain -d Dataset987_Synthetic -c 3d_fullres -p nnUNetPlans", env=env)
 
 
@@ -66,10 +55,10 @@ def test_bad_checkpoint_file(pretrained, tmp_path, damage):
             f.truncate(os.path.getsize(path) // 2)
     args, env = _train("SSLInitTrainer_tiny", PLANS, {"nnUNet_ssl_weights": str(path)})
     expected = "no pretrained checkpoint at" if damage == "missing" else "is not a readable checkpoint"
-    _fails_cleanly(args, expected, str(path), "Fix:", env=env)
+    fails_cleanly(args, expected, str(path), "Fix:", env=env)
 
 
 def test_architecture_mismatch_lists_offending_keys(pretrained):
     weights = os.path.join(pretrained["folder"], "checkpoint_final.pth")  # CPU plans: a quarter of the features
     args, env = _train("SSLInitTrainer_tiny", "nnUNetPlans", {"nnUNet_ssl_weights": weights})
-    _fails_cleanly(args, "does not fit this network", "in checkpoint vs", "stages.0.0.convs.0.conv.weight", env=env)
+    fails_cleanly(args, "does not fit this network", "in checkpoint vs", "stages.0.0.convs.0.conv.weight", env=env)

@@ -13,13 +13,7 @@ from nnunet_ssl.methods import PCL, DataGeometry, PCLConfig, PretrainingMethod, 
 FEATURES = [4, 8, 16]
 
 
-@pytest.fixture(autouse=True)
-def single_torch_thread():
-    """Tiny convolutions: one thread is fastest, and far faster on a busy machine than two that wait on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 STRIDES = [[1, 1, 1], [2, 2, 2], [2, 2, 2]]
 
 

@@ -21,12 +21,7 @@ from nnunet_ssl.errors import SSLUserError
 from nnunet_ssl.methods import DataGeometry, PCLConfig, get_method
 
 
-@pytest.fixture(autouse=True)
-def single_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 # --- the position label ----------------------------------------------------------------------------------------

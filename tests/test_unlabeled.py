@@ -7,7 +7,7 @@ import subprocess
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import DATASET_ID, PLANS, script
+from conftest import DATASET_ID, PLANS, fails_cleanly, script
 
 from nnunet_ssl.errors import SSLUserError
 from nnunet_ssl.integration.dataset import open_preprocessed
@@ -120,15 +120,6 @@ def _results_env(tmp_path, **extra) -> dict:
     return {**os.environ, "nnUNet_results": str(results), "nnUNet_n_proc_DA": "0", **extra}
 
 
-def _fails_cleanly(args: list[str], env: dict, *expected: str) -> None:
-    result = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
-    output = result.stdout + result.stderr
-    assert result.returncode != 0, output[-2000:]
-    assert "Traceback" not in output, output[-3000:]
-    for text in expected:
-        assert text in output, f"{text!r} not in:\n{output[-3000:]}"
-
-
 def test_bad_input_fails_cleanly(pretrained, tmp_path):
     base = [script("nnUNetv2_ssl_pretrain"), "-d", str(DATASET_ID), "-p", PLANS, "-device", "cpu"]
     broken = tmp_path / "broken"
@@ -141,13 +132,13 @@ def test_bad_input_fails_cleanly(pretrained, tmp_path):
     sitk.WriteImage(sitk.GetImageFromArray(np.ones((32, 28), np.float32)), str(flat / "slice_0000.nii.gz"))
     with pytest.raises(SSLUserError, match="slice_0000.nii.gz is a 2D image, but .* images are 3D"):
         open_preprocessed(DATASET_ID, CONFIG, PLANS, [str(flat)])
-    _fails_cleanly(base + ["--unlabeled", str(broken)], _results_env(tmp_path),
-                   str(broken / "garbage_0000.nii.gz"), "Fix:")
+    fails_cleanly(base + ["--unlabeled", str(broken)], str(broken / "garbage_0000.nii.gz"), "Fix:",
+                  env=_results_env(tmp_path))
     empty_raw = tmp_path / "raw"
     empty_raw.mkdir()
-    _fails_cleanly(base + ["--imagesTs"], _results_env(tmp_path, nnUNet_raw=str(empty_raw)),
-                   f"--imagesTs was requested but {empty_raw / pretrained['name'] / 'imagesTs'} does not exist",
-                   "Fix:")
+    fails_cleanly(base + ["--imagesTs"],
+                  f"--imagesTs was requested but {empty_raw / pretrained['name'] / 'imagesTs'} does not exist", "Fix:",
+                  env=_results_env(tmp_path, nnUNet_raw=str(empty_raw)))
     assert not os.listdir(tmp_path / "results")  # nothing was started
 
 
@@ -168,5 +159,5 @@ def test_cli_records_unlabeled_cases(pretrained, tmp_path):
     assert len(case_ids) == 10
 
     os.remove(os.path.join(os.path.dirname(meta_file), "checkpoint_final.pth"))  # as if interrupted
-    _fails_cleanly([script("nnUNetv2_ssl_pretrain"), "-d", str(DATASET_ID), "-p", PLANS, "-device", "cpu", "--c"],
-                   env, "--c with other cases than the run", "0 added", "2 missing", "--unlabeled")
+    fails_cleanly([script("nnUNetv2_ssl_pretrain"), "-d", str(DATASET_ID), "-p", PLANS, "-device", "cpu", "--c"],
+                  "--c with other cases than the run", "0 added", "2 missing", "--unlabeled", env=env)

@@ -7,7 +7,7 @@ kept in label_budget_folds.json beside splits_final.json.
 import argparse
 import json
 import os
-from os.path import basename, dirname, isdir, isfile, join
+from os.path import basename, isdir, isfile, join
 
 from nnunet_ssl.atomic_io import atomic_save_json
 from nnunet_ssl.cli import run_cli

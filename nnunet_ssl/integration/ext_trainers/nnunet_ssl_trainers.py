@@ -3,5 +3,6 @@
 nnU-Net imports every module of this folder as a top-level name and drops it afterwards; the
 classes it finds here are the canonical ones from nnunet_ssl.integration.trainers.
 """
-from nnunet_ssl.integration.trainers import *  # noqa: F401,F403
-from nnunet_ssl.integration.trainers import __all__  # noqa: F401
+from nnunet_ssl.integration.trainers import TRAINERS
+
+globals().update(TRAINERS)
