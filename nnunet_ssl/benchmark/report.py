@@ -108,7 +108,7 @@ def benchmark_report(rows: list[dict], out_prefix: str, class_names: dict[str, s
             folds = aggregated["dice_foreground"].get((method, labeled), [])
             cells = [_over_folds(aggregated[m].get((method, labeled), [])) for m in metrics]
             lines.append(f"| {method} | {labeled} | {len(folds)} | " + " | ".join(cells) + " |")
-    n_cases = len({(r["fold"], r["case"]) for r in rows}) // max(1, len(methods))
+    n_cases = len({(r["fold"], r["case"]) for r in rows})  # the same cases for every method
     markdown = "\n".join(lines) + (
         f"\n\nEach fold's validation cases are untouched by its training; a fold's value is the mean of "
         f"per-case 3D metrics over its validation cases, and the table shows mean ± std over folds "
