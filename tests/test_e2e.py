@@ -82,6 +82,36 @@ def test_encoder_learning_rate_of_the_variants(pretrained, name, scales):
         assert base > 0 and trainer.optimizer.param_groups[1]["lr"] == pytest.approx(scale * base)
 
 
+def test_cpu_trainers_honour_omp_num_threads(pretrained, monkeypatch):
+    from nnunet_ssl.integration.trainers import SSLScratchTrainer_tiny
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)  # what nnUNetv2_train -device cpu sets on this machine
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        _trainer(SSLScratchTrainer_tiny)
+        assert torch.get_num_threads() == 1
+        torch.set_num_threads(2)
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        _trainer(SSLScratchTrainer_tiny)
+        assert torch.get_num_threads() == 2  # unset: nnU-Net's choice stands
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_throughput_measures_both_steps_on_one_patch_and_leaves_no_results(pretrained):
+    from nnunetv2.paths import nnUNet_results
+
+    from nnunet_ssl.benchmark.throughput import throughput
+    results = os.path.join(str(nnUNet_results), f"Dataset{DATASET_ID}_Synthetic")
+    before = sorted(os.listdir(results))
+    (row,) = throughput(str(DATASET_ID), ["pcl"], plans=PLANS, device="cpu", batch_size=2, iterations=2)
+    assert sorted(os.listdir(results)) == before  # nnUNetTrainer's output folder went to a scratch folder
+    assert row["pretraining_samples_per_s"] > 0 and row["supervised_samples_per_s"] > 0
+    assert row["ratio"] == pytest.approx(row["pretraining_samples_per_s"] / row["supervised_samples_per_s"], rel=0.01)
+    with open(os.path.join(pretrained["folder"], "checkpoint_final.json")) as f:
+        assert row["patch_size"] == json.load(f)["hparams"]["derived"]["patch_size"]  # PCL's own patch
+
+
 def test_stock_train_and_predict_with_ssl_init_trainer(pretrained, tmp_path):
     env_clean = {k: v for k, v in os.environ.items() if k != "nnUNet_extTrainer"}  # discovery must do it
     import subprocess

@@ -180,6 +180,25 @@ def test_loss_weights_and_symmetric_long_short():
     assert int(method.queues["short"].num_filled) == 7  # 2 x 4 keys, 7 places (0.7 x 10 cases)
 
 
+@pytest.mark.parametrize("name, unused_views, only_term", [("mlsscl_multiview", ["short"], "loss_multiview"),
+                                                           ("mlsscl_longshort", ["coronal", "sagittal"],
+                                                            "loss_long_short")])
+def test_poster_ablations_compute_only_their_term(name, unused_views, only_term):
+    variant = METHODS[name]
+    assert issubclass(variant, MLSSCL) and variant.name == name
+    method = variant(tiny_encoder(), FEATURES[-1], variant.config_class(projection_dim=16, hidden_dim=32), geometry())
+    method.train()
+    for seed in range(2):
+        batch = clip_batch(method, seed=seed)
+        for view in unused_views:  # never encoded: NaNs there would make the loss NaN
+            batch[view] = torch.full_like(batch[view], float("nan"))
+        loss, metrics = method.training_step(batch)
+        assert torch.isfinite(loss) and metrics["loss"] == pytest.approx(metrics[only_term], rel=1e-5)
+        assert not {"loss_multiview", "loss_long_short"} - {only_term} & set(metrics)
+    assert int(method.queues["axial"].num_filled) == 7
+    assert all(int(method.queues[v].num_filled) == 0 for v in unused_views if v in method.queues)
+
+
 def test_state_dict_holds_target_and_queues_for_resume():
     method = build()
     method.train()

@@ -47,6 +47,14 @@ def _autocast(device: torch.device):
     return contextlib.nullcontext()
 
 
+def compile_wanted(device: torch.device, environ=os.environ) -> bool:
+    """nnU-Net's rule (nnUNetTrainer._do_i_compile): torch.compile on CUDA, not on Windows, unless
+    nnUNet_compile says false; never on CPU or MPS, where nnU-Net found it crashing for 2D models."""
+    if device.type != "cuda" or os.name == "nt":
+        return False
+    return environ.get("nnUNet_compile", "true").lower() in ("true", "1", "t")
+
+
 def _augmenter(sampler, device: torch.device):
     n_proc = get_allowed_n_proc_DA() if device.type == "cuda" else 0  # on CPU the workers would steal the cores
     if n_proc == 0:
@@ -107,6 +115,11 @@ class Pretrainer:
                                         data.num_input_channels)
         self.method = method_class(network.encoder, bottleneck_channels(data.configuration), config, geometry)
         self.method.to(device)
+        if compile_wanted(device):
+            # in place, before DDP as in nnU-Net: the encoder's state_dict keeps its plain keys (no
+            # _orig_mod.), so checkpoints do not depend on it. The heads and the loss stay eager (small,
+            # and the queues' Python bookkeeping would break the graph anyway)
+            self.method.encoder.compile()
         self.model = self.method  # what the loop calls; DDP-wrapped under torchrun
         if world_size() > 1:
             if device.type == "cuda":

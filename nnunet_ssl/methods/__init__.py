@@ -1,11 +1,11 @@
 """Registry of pretraining methods: feeds the ``-m`` choices and the contract tests."""
 from nnunet_ssl.methods.base import DataGeometry, Hyperparameters, PretrainingMethod
 from nnunet_ssl.methods.gcl import GCL
-from nnunet_ssl.methods.mlsscl import MLSSCL, MLSSCLConfig
+from nnunet_ssl.methods.mlsscl import MLSSCL, MLSSCLConfig, MLSSCLLongShortOnly, MLSSCLMultiviewOnly
 from nnunet_ssl.methods.pcl import PCL, PCLConfig
 from nnunet_ssl.methods.simclr import SimCLR
 
-METHODS: dict[str, type[PretrainingMethod]] = {m.name: m for m in (PCL, SimCLR, GCL, MLSSCL)}
+METHODS: dict[str, type[PretrainingMethod]] = {m.name: m for m in (PCL, SimCLR, GCL, MLSSCL, MLSSCLMultiviewOnly, MLSSCLLongShortOnly)}
 
 
 def list_methods() -> list[str]:

@@ -264,8 +264,10 @@ class MLSSCL(PretrainingMethod):
           so every rank computes the global loss and enqueues the same keys.
         """
         c = self.config
-        query_views = (*VIEWS, "short")
-        key_views = tuple(self.queues)
+        # a term with weight 0 is not computed, so its views are not encoded (the ablations run at the cost
+        # of what they train)
+        query_views = (*(VIEWS if c.alpha > 0 else ("axial",)), *(("short",) if c.beta > 0 else ()))
+        key_views = tuple(v for v in self.queues if v in query_views)
         queries, projections, features = {}, {}, {}
         for view in query_views:
             pooled = global_average_pool(self.bottleneck(batch[view]))
@@ -280,30 +282,36 @@ class MLSSCL(PretrainingMethod):
         def term(x: str, y: str) -> tuple[torch.Tensor, torch.Tensor]:
             return self.loss(queries[x], keys[y], negatives[y]), retrieval_top1(queries[x], keys[y], negatives[y])
 
-        pair_losses, top1 = {}, []
-        for x, y in PAIRS:
-            (loss_xy, top_xy), (loss_yx, top_yx) = term(x, y), term(y, x)
-            pair_losses[f"{x}_{y}"] = (loss_xy + loss_yx) / 2
-            top1 += [top_xy, top_yx]
-        multiview = sum(pair_losses.values())
-        long_short, top1_long_short = term("short", "axial")
-        if c.symmetric_long_short:
-            reverse, _ = term("axial", "short")
-            long_short = (long_short + reverse) / 2
-        loss = c.alpha * multiview + c.beta * long_short
+        loss, metrics = 0.0, {}
+        if c.alpha > 0:
+            pair_losses, top1 = {}, []
+            for x, y in PAIRS:
+                (loss_xy, top_xy), (loss_yx, top_yx) = term(x, y), term(y, x)
+                pair_losses[f"{x}_{y}"] = (loss_xy + loss_yx) / 2
+                top1 += [top_xy, top_yx]
+            multiview = sum(pair_losses.values())
+            loss = loss + c.alpha * multiview
+            metrics |= {"loss_multiview": multiview.item(), **{f"loss_{n}": v.item() for n, v in pair_losses.items()},
+                        "top1_multiview": torch.stack(top1).mean().item()}
+        if c.beta > 0:
+            long_short, top1_long_short = term("short", "axial")
+            if c.symmetric_long_short:
+                reverse, _ = term("axial", "short")
+                long_short = (long_short + reverse) / 2
+            loss = loss + c.beta * long_short
+            metrics |= {"loss_long_short": long_short.item(), "top1_long_short": top1_long_short.item()}
 
         for view in key_views:
             self.queues[view].enqueue(keys[view])
         filled = int(self.queues["axial"].num_filled)
         candidates = len(keys["axial"]) if negatives["axial"] is None else len(negatives["axial"]) + 1
-        metrics = {"loss": loss.item(), "loss_multiview": multiview.item(), "loss_long_short": long_short.item(),
-                   **{f"loss_{name}": v.item() for name, v in pair_losses.items()},
-                   "top1_multiview": torch.stack(top1).mean().item(), "top1_long_short": top1_long_short.item(),
-                   "top1_chance": 1.0 / candidates, "queue_fill": filled / self.queue_size,
+        long_views = [v for v in VIEWS if v in projections]
+        metrics = {"loss": loss.item(), **metrics, "top1_chance": 1.0 / candidates,
+                   "queue_fill": filled / self.queue_size,
                    "embedding_std": float(np.mean([normalised_std(gather_with_local_grad(projections[v].detach()))
-                                                   for v in VIEWS])),
+                                                   for v in long_views])),
                    "feature_std": float(np.mean([normalised_std(gather_with_local_grad(features[v]))
-                                                 for v in VIEWS])),
+                                                 for v in long_views])),
                    "momentum": float(self.current_momentum)}
         return loss, metrics
 
@@ -335,3 +343,28 @@ def normalised_std(embeddings: torch.Tensor) -> float:
     if embeddings.shape[0] < 2:
         return float("nan")
     return F.normalize(embeddings.float(), dim=1).std(dim=0).mean().item()
+
+
+# The poster's ablation [poster: long-short only, multiview only, both] as methods of their own, so that
+# each pretraining and each fine-tuning lands in its own folder (SSLPretrain_<method>__..., and
+# -tr SSLInitTrainer_<method>) and the benchmark can run all three side by side.
+@dataclass(frozen=True)
+class MLSSCLMultiviewOnlyConfig(MLSSCLConfig):
+    beta: float = 0.0
+
+
+@dataclass(frozen=True)
+class MLSSCLLongShortOnlyConfig(MLSSCLConfig):
+    alpha: float = 0.0
+
+
+class MLSSCLMultiviewOnly(MLSSCL):
+    """MLSSCL without the long-short term (β = 0): the poster's "multiview only" ablation."""
+    name = "mlsscl_multiview"
+    config_class = MLSSCLMultiviewOnlyConfig
+
+
+class MLSSCLLongShortOnly(MLSSCL):
+    """MLSSCL without the multiview terms (α = 0): the poster's "long-short only" ablation."""
+    name = "mlsscl_longshort"
+    config_class = MLSSCLLongShortOnlyConfig

@@ -1,0 +1,34 @@
+"""torch.compile in pretraining: nnU-Net's rule for when, and checkpoints that do not depend on it."""
+import os
+
+import pytest
+import torch
+from dynamic_network_architectures.architectures.unet import PlainConvUNet
+from torch import nn
+
+from nnunet_ssl.integration.pretrainer import compile_wanted
+
+
+@pytest.mark.parametrize("device, env, expected", [
+    ("cuda", {}, os.name != "nt"),  # nnU-Net's default: on
+    ("cuda", {"nnUNet_compile": "True"}, os.name != "nt"),
+    ("cuda", {"nnUNet_compile": "false"}, False),
+    ("cuda", {"nnUNet_compile": "0"}, False),
+    ("cpu", {}, False),
+    ("cpu", {"nnUNet_compile": "true"}, False),  # nnU-Net never compiles on CPU or MPS
+    ("mps", {"nnUNet_compile": "true"}, False),
+])
+def test_compile_follows_nnunets_rule(device, env, expected):
+    assert compile_wanted(torch.device(device), env) is expected
+
+
+def test_in_place_compile_keeps_the_encoders_keys_and_outputs():
+    torch.manual_seed(0)
+    encoder = PlainConvUNet(1, 3, [4, 8, 16], nn.Conv3d, 3, [[1, 1, 1], [2, 2, 2], [2, 2, 2]], 2, 2, 2, False,
+                            nn.InstanceNorm3d, {"eps": 1e-5, "affine": True}, None, None, nn.LeakyReLU,
+                            {"inplace": True}).encoder
+    x = torch.randn(2, 1, 8, 16, 16)
+    keys, expected = list(encoder.state_dict()), encoder(x)[-1]
+    encoder.compile(backend="eager")  # what the pretrainer does on CUDA (with the default backend)
+    assert list(encoder.state_dict()) == keys  # no _orig_mod. prefix: checkpoints are the same either way
+    assert torch.allclose(encoder(x)[-1], expected)
