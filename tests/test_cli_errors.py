@@ -22,6 +22,13 @@ def test_unknown_method(nnunet_env):
                    "unknown method 'byol'", "pcl")
 
 
+def test_throughput_refuses_unknown_dataset_and_method(nnunet_env):
+    fails_cleanly([script("nnUNetv2_ssl_throughput"), "-d", "555", "-device", "cpu"],
+                   "dataset '555' was not found", "Fix:")
+    fails_cleanly([script("nnUNetv2_ssl_throughput"), "-d", "1", "-m", "byol", "-device", "cpu"],
+                   "unknown method(s) ['byol']", "pcl")
+
+
 def test_unknown_plans_lists_available(pretrained):
     fails_cleanly([script("nnUNetv2_ssl_pretrain"), "-d", str(DATASET_ID), "-p", "nnUNetPlans_gpu",
                     "-device", "cpu"], "no plans 'nnUNetPlans_gpu'", "nnUNetPlans_cpu")

@@ -104,7 +104,7 @@ def test_throughput_measures_both_steps_on_one_patch_and_leaves_no_results(pretr
     from nnunet_ssl.benchmark.throughput import throughput
     results = os.path.join(str(nnUNet_results), f"Dataset{DATASET_ID}_Synthetic")
     before = sorted(os.listdir(results))
-    (row,) = throughput(str(DATASET_ID), ["pcl"], plans=PLANS, device="cpu", batch_size=2, iterations=2)
+    (row,) = throughput(str(DATASET_ID), ["pcl"], torch.device("cpu"), plans=PLANS, batch_size=2, iterations=2)
     assert sorted(os.listdir(results)) == before  # nnUNetTrainer's output folder went to a scratch folder
     assert row["pretraining_samples_per_s"] > 0 and row["supervised_samples_per_s"] > 0
     assert row["ratio"] == pytest.approx(row["pretraining_samples_per_s"] / row["supervised_samples_per_s"], rel=0.01)

@@ -43,7 +43,8 @@ def test_setup_cfg_lists_every_package_and_console_script():
     assert listed == on_disk | {"nnunet_ssl.recipes"}
     scripts = cfg["options.entry_points"]["console_scripts"]
     for name in ("nnUNetv2_ssl_pretrain", "nnUNetv2_ssl_demo", "nnUNetv2_ssl_doctor", "nnUNetv2_ssl_plan_cpu",
-                 "nnUNetv2_ssl_splits", "nnUNetv2_ssl_export", "nnUNetv2_ssl_benchmark"):
+                 "nnUNetv2_ssl_splits", "nnUNetv2_ssl_export", "nnUNetv2_ssl_benchmark",
+                 "nnUNetv2_ssl_throughput"):
         assert name in scripts
 
 

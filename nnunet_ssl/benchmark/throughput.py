@@ -6,12 +6,11 @@ sampler), forward, backward and optimizer step. A pretraining *sample* is one ca
 (PCL: one patch seen as 2 views; MLSSCL: 4 clips through the online branch and 3 through the target),
 so the two numbers answer "how long does pretraining take per case-visit compared with training".
 
-    python -m nnunet_ssl.benchmark.throughput -d 501 -p nnUNetPlans_cpu -device cpu -m pcl mlsscl
+    nnUNetv2_ssl_throughput -d 501 -p nnUNetPlans_cpu -device cpu -m pcl mlsscl
 
 The patch defaults to the method's pretraining patch (PCL shortens the plans' patch along its
 position axis); nnU-Net is given that same patch through an in-memory copy of the plans.
 """
-import argparse
 import contextlib
 import copy
 import json
@@ -21,7 +20,7 @@ import time
 
 import torch
 
-from nnunet_ssl.cli import run_cli
+from nnunet_ssl.errors import SSLUserError
 
 
 @contextlib.contextmanager
@@ -79,13 +78,16 @@ def pretraining_step(data, method: str, patch_size: list[int] | None, batch_size
     return pretrainer.log.history[-1]["samples_per_s"], [int(s) for s in patch]
 
 
-def throughput(dataset: str, methods: list[str], configuration: str = "3d_fullres", plans: str = "nnUNetPlans",
-               device: str = "cuda", batch_size: int | None = None, patch_size: list[int] | None = None,
+def throughput(dataset: str, methods: list[str], torch_device: torch.device, configuration: str = "3d_fullres",
+               plans: str = "nnUNetPlans", batch_size: int | None = None, patch_size: list[int] | None = None,
                iterations: int = 20, warmup: int = 5) -> list[dict]:
-    from nnunet_ssl.cli.pretrain import _device
+    """One row per method: pretraining and supervised samples/s on the same patch and batch, and their ratio."""
     from nnunet_ssl.integration.dataset import open_preprocessed
+    from nnunet_ssl.methods import list_methods
 
-    torch_device = _device(device)
+    unknown = [m for m in methods if m not in list_methods()]
+    if unknown:
+        raise SSLUserError(f"unknown method(s) {unknown}.", f"use -m with one or more of {list_methods()}")
     if torch_device.type == "cpu":
         torch.set_flush_denormal(True)  # as both loops do on CPU
     data = open_preprocessed(dataset, configuration, plans)
@@ -102,31 +104,3 @@ def throughput(dataset: str, methods: list[str], configuration: str = "3d_fullre
                          "ratio": round(pretrain_rate / supervised_rate, 3)})
             print(json.dumps(rows[-1]))
     return rows
-
-
-def throughput_entry() -> None:
-    parser = argparse.ArgumentParser(prog="python -m nnunet_ssl.benchmark.throughput", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-d", dest="dataset", required=True)
-    parser.add_argument("-c", dest="configuration", default="3d_fullres")
-    parser.add_argument("-p", dest="plans", default="nnUNetPlans")
-    parser.add_argument("-m", dest="methods", nargs="+", default=["pcl"])
-    parser.add_argument("-device", default="cuda", choices=["cpu", "cuda", "mps"])
-    parser.add_argument("--batch-size", type=int, help="default: the plans' batch size")
-    parser.add_argument("--patch-size", type=int, nargs="+", help="default: the method's pretraining patch")
-    parser.add_argument("--iterations", type=int, default=20, help="timed steps per side (default 20)")
-    parser.add_argument("-o", dest="output", help="also write the rows to this JSON file")
-    args = parser.parse_args()
-
-    def main():
-        rows = throughput(args.dataset, args.methods, args.configuration, args.plans, args.device, args.batch_size,
-                          args.patch_size, args.iterations)
-        if args.output:
-            from nnunet_ssl.atomic_io import atomic_save_json
-            atomic_save_json(rows, args.output)
-
-    run_cli(main)
-
-
-if __name__ == "__main__":
-    throughput_entry()

@@ -62,7 +62,7 @@ def pretrain(dataset: str, configuration: str = "3d_fullres", plans: str = "nnUN
         schedule = PretrainSchedule.from_dict(schedule_values)
     except (TypeError, ValueError) as e:
         raise SSLUserError(str(e), "fix the schedule options") from None
-    torch_device = _device(device)
+    torch_device = select_device(device)
     name = resolve_dataset_name(dataset)
     folder = locations.pretraining_folder(name, method, plans, configuration)
     final = os.path.join(folder, locations.FINAL)
@@ -83,7 +83,7 @@ def pretrain(dataset: str, configuration: str = "3d_fullres", plans: str = "nnUN
     return trainer.run()
 
 
-def _device(name: str) -> torch.device:
+def select_device(name: str) -> torch.device:
     """The device; under torchrun (WORLD_SIZE > 1) also joins the process group (NCCL on CUDA,
     gloo on CPU) and picks this process's GPU."""
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
