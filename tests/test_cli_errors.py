@@ -27,6 +27,8 @@ def test_throughput_refuses_unknown_dataset_and_method(nnunet_env):
                    "dataset '555' was not found", "Fix:")
     fails_cleanly([script("nnUNetv2_ssl_throughput"), "-d", "1", "-m", "byol", "-device", "cpu"],
                    "unknown method(s) ['byol']", "pcl")
+    fails_cleanly([script("nnUNetv2_ssl_throughput"), "-d", "1", "--iterations", "0", "-device", "cpu"],
+                   "need at least 1 timed iteration", "--iterations 20")
 
 
 def test_unknown_plans_lists_available(pretrained):

@@ -46,7 +46,7 @@ def supervised_samples_per_s(data, patch_size: list[int], batch_size: int, itera
     plans = copy.deepcopy(data.plans_manager.plans)
     plans["configurations"][data.configuration_name].update(patch_size=list(patch_size), batch_size=batch_size)
     plans["continue_training"] = False  # nnunetv2 2.8's constructor pops it
-    with _results_root(scratch), contextlib.redirect_stdout(open(os.devnull, "w")):
+    with _results_root(scratch), open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
         trainer = nnUNetTrainer(plans, data.configuration_name, 0, data.dataset_json, device)
         trainer.initialize()
         loader, _ = trainer.get_dataloaders()
@@ -70,7 +70,7 @@ def pretraining_step(data, method: str, patch_size: list[int] | None, batch_size
 
     schedule = PretrainSchedule(num_epochs=2, iterations_per_epoch=iterations, batch_size=batch_size,
                                 patch_size=tuple(patch_size) if patch_size else None)
-    with contextlib.redirect_stdout(open(os.devnull, "w")):
+    with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
         pretrainer = Pretrainer(data, method, {}, schedule, device, os.path.join(scratch, method))
         pretrainer.run()
     derived = pretrainer.method.derived_values()
@@ -88,6 +88,9 @@ def throughput(dataset: str, methods: list[str], torch_device: torch.device, con
     unknown = [m for m in methods if m not in list_methods()]
     if unknown:
         raise SSLUserError(f"unknown method(s) {unknown}.", f"use -m with one or more of {list_methods()}")
+    if iterations < 1 or warmup < 0:
+        raise SSLUserError(f"need at least 1 timed iteration and no negative warm-up, got {iterations} and {warmup}.",
+                           "e.g. --iterations 20")
     if torch_device.type == "cpu":
         torch.set_flush_denormal(True)  # as both loops do on CPU
     data = open_preprocessed(dataset, configuration, plans)

@@ -98,8 +98,8 @@ def select_device(name: str) -> torch.device:
         torch.cuda.set_device(local_rank)
         return torch.device("cuda", local_rank)
     if name == "cpu" and not distributed:
-        threads = os.environ.get("OMP_NUM_THREADS", "")  # as our trainers: an explicit value wins
-        torch.set_num_threads(int(threads) if threads.isdigit() and int(threads) > 0 else os.cpu_count() or 1)
+        from nnunet_ssl.integration.cpu import requested_threads
+        torch.set_num_threads(requested_threads() or os.cpu_count() or 1)
     return torch.device(name)
 
 

@@ -1,11 +1,10 @@
 """SSLInitTrainer and its matched from-scratch control: same schedule, only the init differs."""
-import os
-
 import torch
 from nnunetv2.training.lr_scheduler.warmup import Lin_incr_LRScheduler, PolyLRScheduler_offset
 from nnunetv2.training.nnUNetTrainer.variants.lr_schedule.nnUNetTrainer_warmup import nnUNetTrainer_warmup
 
 from nnunet_ssl.errors import SSLUserError
+from nnunet_ssl.integration.cpu import requested_threads
 from nnunet_ssl.integration.encoder_loader import load_pretrained_encoder, unwrap
 from nnunet_ssl.integration.locations import find_pretrained_checkpoint
 
@@ -31,12 +30,9 @@ class WarmupPolyTrainer(nnUNetTrainer_warmup):
             # denormal floats make CPU arithmetic orders of magnitude slower; measured here: a PCL-
             # initialised fine-tuning slowed from 9 s to over 3 minutes per epoch without this
             torch.set_flush_denormal(True)
-            # nnUNetv2_train -device cpu sets one thread per core and so ignores OMP_NUM_THREADS; honour it,
-            # so that several CPU trainings can share a machine without oversubscribing it (measured here:
-            # two 2-thread jobs on 2 cores ran 5x slower each)
-            threads = os.environ.get("OMP_NUM_THREADS", "")
-            if threads.isdigit() and int(threads) > 0:
-                torch.set_num_threads(int(threads))
+            threads = requested_threads()  # nnUNetv2_train has set one per core; an explicit value wins
+            if threads is not None:
+                torch.set_num_threads(threads)
         self.num_epochs = self.NUM_EPOCHS
         self.warmup_duration_whole_net = self.WARMUP_EPOCHS
         if self.ITERATIONS_PER_EPOCH is not None:
