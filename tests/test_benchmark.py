@@ -6,7 +6,7 @@ import os
 import pytest
 from conftest import DATASET_ID, PLANS, run_command, script
 
-from nnunet_ssl.benchmark.report import fold_means
+from nnunet_ssl.benchmark.report import benchmark_report, fold_means, paired_fold_differences
 from nnunet_ssl.benchmark.run import plan_cells, trainer_name
 from nnunet_ssl.errors import SSLUserError
 
@@ -23,18 +23,46 @@ def test_trainer_names_pair_scratch_with_method_pinned_init():
         plan_cells(["pcl"], rows, "forever")
 
 
+def test_finetune_recipes_multiply_pretrained_arms_only():
+    rows = [{"labeled": 2, "base_fold": 0, "fold": 5}]
+    cells = plan_cells(["scratch", "pcl"], rows, "cpu500it", ("default", "lowEncoderLR"))
+    assert [(c.arm, c.trainer) for c in cells] == [
+        ("scratch", "SSLScratchTrainer_cpu500it"), ("pcl", "SSLInitTrainer_pcl_cpu500it"),
+        ("pcl+lowEncoderLR", "SSLInitTrainer_pcl_lowEncoderLR_cpu500it")]
+    from nnunet_ssl.integration.trainers import TRAINERS
+    pinned = TRAINERS["SSLInitTrainer_mlsscl_decoderFirst_cpu2000it"]
+    assert pinned.PRETRAINING_METHOD == "mlsscl" and pinned.NUM_EPOCHS == 80
+    assert pinned.encoder_lr_scale.__qualname__.startswith("SSLInitTrainer_decoderFirst")
+    with pytest.raises(SSLUserError, match="unknown fine-tuning recipe"):
+        plan_cells(["pcl"], rows, "tiny", ("frozen",))
+
+
 def test_fold_means_then_mean_over_folds():
     rows = [{"method": "pcl", "labeled": 2, "fold": f, "dice_foreground": v}
             for f, v in ((5, 0.2), (5, 0.4), (8, 0.9))]
     assert fold_means(rows, "dice_foreground") == {("pcl", 2): [pytest.approx(0.3), pytest.approx(0.9)]}
 
 
+def test_paired_difference_to_scratch_is_per_fold(tmp_path):
+    rows = [{"method": m, "labeled": 2, "fold": f, "case": c, "dice_foreground": v}
+            for m, f, c, v in (("scratch", 5, "a", 0.2), ("scratch", 8, "b", 0.6), ("pcl", 5, "a", 0.3),
+                               ("pcl", 8, "b", 0.5), ("pcl", 11, "c", 0.9))]  # fold 11 has no scratch: unpaired
+    diffs = paired_fold_differences(rows, "scratch")
+    assert diffs == {("pcl", 2): [pytest.approx(0.1), pytest.approx(-0.1)]}
+    markdown = benchmark_report(rows, str(tmp_path / "b"), {})["markdown"]
+    assert "Δ foreground vs scratch | folds better |" in markdown
+    assert "| pcl | 2 | 3 | 0.567 ± 0.249 | 0.000 ± 0.100 | 1/2 |" in markdown
+    assert "| scratch | 2 | 2 | 0.400 ± 0.200 | — | — |" in markdown
+
+
 def test_tiny_matrix_runs_resumes_and_writes_results(pretrained, tmp_path):
     out = tmp_path / "bench"
     args = [script("nnUNetv2_ssl_benchmark"), "-d", str(DATASET_ID), "-p", PLANS, "--methods", "scratch", "pcl",
-            "--labeled", "2", "--base-folds", "0", "--length", "tiny", "-device", "cpu", "-o", str(out)]
+            "--labeled", "2", "--base-folds", "0", "--length", "tiny", "--finetune", "default", "lowEncoderLR",
+            "-device", "cpu", "-o", str(out)]
     first = run_command(args)
     assert "| scratch | 2 | 1 |" in first.stdout and "| pcl | 2 | 1 |" in first.stdout
+    assert "| pcl+lowEncoderLR | 2 | 1 |" in first.stdout
     mapping = json.load(open(os.path.join(pretrained["env"]["nnUNet_preprocessed"], pretrained["name"],
                                           "label_budget_folds.json")))["folds"]
     fold = next(r["fold"] for r in mapping if r["labeled"] == 2 and r["base_fold"] == 0)
@@ -42,7 +70,7 @@ def test_tiny_matrix_runs_resumes_and_writes_results(pretrained, tmp_path):
                                          "splits_final.json")))
     with open(out / "benchmark.csv") as f:
         rows = list(csv.DictReader(f))
-    assert {r["method"] for r in rows} == {"scratch", "pcl"} and {r["fold"] for r in rows} == {str(fold)}
+    assert {r["method"] for r in rows} == {"scratch", "pcl", "pcl+lowEncoderLR"} and {r["fold"] for r in rows} == {str(fold)}
     assert sorted(r["case"] for r in rows if r["method"] == "pcl") == sorted(splits[fold]["val"])
     assert all(0 <= float(r["dice_foreground"]) <= 1 for r in rows)
     assert {"ppv", "ltpr", "lfpr", "dice_1"} <= set(rows[0])  # binary task: lesion-wise metrics too
@@ -50,4 +78,4 @@ def test_tiny_matrix_runs_resumes_and_writes_results(pretrained, tmp_path):
         assert (out / f"benchmark.{ext}").is_file()
 
     second = run_command(args)  # resumable: finished cells are skipped
-    assert second.stdout.count("already done") == 2
+    assert second.stdout.count("already done") == 3

@@ -19,7 +19,7 @@ def test_not_preprocessed_names_the_command(nnunet_env):
 
 def test_unknown_method(nnunet_env):
     fails_cleanly([script("nnUNetv2_ssl_pretrain"), "-d", "1", "-m", "byol", "-device", "cpu"],
-                   "unknown method 'byol'", "pcl")
+                   "unknown method(s) ['byol']", "pcl")
 
 
 def test_throughput_refuses_unknown_dataset_and_method(nnunet_env):

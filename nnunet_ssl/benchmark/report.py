@@ -74,14 +74,31 @@ def _plot(per_method: dict, cases: list[str], baseline: str, path: str) -> None:
 
 # --- benchmark matrices -------------------------------------------------------------------------
 
-def fold_means(rows: list[dict], metric: str) -> dict[tuple[str, int], list[float]]:
-    """{(method, labeled): [per-fold mean over that fold's validation cases]} for one metric."""
+def _per_fold_means(rows: list[dict], metric: str) -> dict[tuple[str, int, int], float]:
+    """{(method, labeled, fold): mean of the metric over that fold's validation cases}."""
     per_fold: dict[tuple[str, int, int], list[float]] = {}
     for r in rows:
         per_fold.setdefault((r["method"], r["labeled"], r["fold"]), []).append(r.get(metric, np.nan))
+    return {k: float(np.nanmean(v)) for k, v in sorted(per_fold.items())}
+
+
+def fold_means(rows: list[dict], metric: str) -> dict[tuple[str, int], list[float]]:
+    """{(method, labeled): [per-fold mean over that fold's validation cases]} for one metric."""
     result: dict[tuple[str, int], list[float]] = {}
-    for (method, labeled, _fold), values in sorted(per_fold.items()):
-        result.setdefault((method, labeled), []).append(float(np.nanmean(values)))
+    for (method, labeled, _fold), value in _per_fold_means(rows, metric).items():
+        result.setdefault((method, labeled), []).append(value)
+    return result
+
+
+def paired_fold_differences(rows: list[dict], baseline: str, metric: str = "dice_foreground"
+                            ) -> dict[tuple[str, int], list[float]]:
+    """{(method, labeled): [fold mean of method - fold mean of baseline]} over the folds both ran:
+    the paired comparison, which removes the fold-to-fold spread that both arms share."""
+    means = _per_fold_means(rows, metric)
+    result: dict[tuple[str, int], list[float]] = {}
+    for (method, labeled, fold), value in means.items():
+        if method != baseline and (baseline, labeled, fold) in means:
+            result.setdefault((method, labeled), []).append(value - means[(baseline, labeled, fold)])
     return result
 
 
@@ -89,10 +106,11 @@ def _over_folds(values: list[float]) -> str:
     return f"{np.mean(values):.3f} ± {np.std(values):.3f}" if values else "—"
 
 
-def benchmark_report(rows: list[dict], out_prefix: str, class_names: dict[str, str]) -> dict:
+def benchmark_report(rows: list[dict], out_prefix: str, class_names: dict[str, str], baseline: str = "scratch") -> dict:
     """CSV and JSON of every per-case number, a markdown table (mean ± std over folds of each fold's
-    mean per-case 3D Dice, per class and foreground; PPV/LTPR/LFPR for binary tasks) and a plot of
-    foreground Dice against the number of labeled cases per method."""
+    mean per-case 3D Dice, per class and foreground; PPV/LTPR/LFPR for binary tasks; with a
+    ``baseline`` arm, the fold-paired foreground difference to it) and a plot of foreground Dice
+    against the number of labeled cases per method."""
     import csv
     methods = list(dict.fromkeys(r["method"] for r in rows))
     budgets = sorted({r["labeled"] for r in rows})
@@ -100,20 +118,28 @@ def benchmark_report(rows: list[dict], out_prefix: str, class_names: dict[str, s
     metrics += [k for k in ("ppv", "ltpr", "lfpr") if k in rows[0]]
     names = {"dice_foreground": "Dice (foreground)", "ppv": "PPV", "ltpr": "LTPR", "lfpr": "LFPR",
              **{f"dice_{k}": f"Dice {v}" for k, v in class_names.items()}}
+    paired = paired_fold_differences(rows, baseline) if baseline in methods and len(methods) > 1 else None
     header = "| method | labeled | folds | " + " | ".join(names.get(m, m) for m in metrics) + " |"
-    lines = [header, "|" + "---|" * (len(metrics) + 3)]
+    if paired is not None:
+        header += f" Δ foreground vs {baseline} | folds better |"
+    lines = [header, "|" + "---|" * (len(metrics) + 3 + 2 * (paired is not None))]
     aggregated = {m: fold_means(rows, m) for m in metrics}
     for method in methods:
         for labeled in budgets:
             folds = aggregated["dice_foreground"].get((method, labeled), [])
             cells = [_over_folds(aggregated[m].get((method, labeled), [])) for m in metrics]
+            if paired is not None:
+                diffs = paired.get((method, labeled), [])
+                cells += ["—", "—"] if method == baseline or not diffs else \
+                    [_over_folds(diffs), f"{sum(d > 0 for d in diffs)}/{len(diffs)}"]
             lines.append(f"| {method} | {labeled} | {len(folds)} | " + " | ".join(cells) + " |")
     n_cases = len({(r["fold"], r["case"]) for r in rows})  # the same cases for every method
     markdown = "\n".join(lines) + (
         f"\n\nEach fold's validation cases are untouched by its training; a fold's value is the mean of "
         f"per-case 3D metrics over its validation cases, and the table shows mean ± std over folds "
         f"({n_cases} case evaluations per method in all). Models are the final checkpoints, never selected "
-        f"on the reported fold.")
+        f"on the reported fold." + (f" Δ is paired by fold: each fold's difference to {baseline} on the same "
+                                    f"validation cases, then mean ± std over folds." if paired is not None else ""))
     with open(out_prefix + ".md", "w") as f:
         f.write(markdown + "\n")
     with open(out_prefix + ".csv", "w", newline="") as f:

@@ -23,24 +23,39 @@ class Cell:
     base_fold: int
     fold: int  # the label-budget fold of splits_final.json
     trainer: str
+    finetune: str = "default"  # fine-tuning recipe of a pretrained encoder (trainers/finetune.py)
+
+    @property
+    def arm(self) -> str:
+        """What the tables call this arm: the method, plus the recipe when it is not the default."""
+        return self.method if self.finetune == "default" else f"{self.method}+{self.finetune}"
 
 
-def trainer_name(method: str, length: str) -> str:
-    """The matched pair: from-scratch control, or SSLInitTrainer pinned to one pretraining."""
+def trainer_name(method: str, length: str, finetune: str = "default") -> str:
+    """The matched pair: from-scratch control, or SSLInitTrainer pinned to one pretraining and recipe."""
+    from nnunet_ssl.integration.trainers.finetune import variant_suffix
     suffix = f"_{length}" if length else ""
-    return f"SSLScratchTrainer{suffix}" if method == SCRATCH else f"SSLInitTrainer_{method}{suffix}"
+    if method == SCRATCH:
+        return f"SSLScratchTrainer{suffix}"
+    return f"SSLInitTrainer_{method}{variant_suffix(finetune)}{suffix}"
 
 
-def plan_cells(methods: list[str], rows: list[dict], length: str) -> list[Cell]:
+def plan_cells(methods: list[str], rows: list[dict], length: str, finetunes: tuple[str, ...] = ("default",)) -> list[Cell]:
+    """Scratch once; every pretraining method once per fine-tuning recipe."""
     from nnunet_ssl.integration.trainers import TRAINERS
+    from nnunet_ssl.integration.trainers.finetune import FINETUNE_VARIANTS
+    unknown = [f for f in finetunes if f not in FINETUNE_VARIANTS]
+    if unknown:
+        raise SSLUserError(f"unknown fine-tuning recipe(s) {unknown}.", f"use --finetune with {list(FINETUNE_VARIANTS)}")
     cells = []
     for method in methods:
-        name = trainer_name(method, length)
-        if name not in TRAINERS:
-            lengths = sorted({n.split("_")[-1] for n in TRAINERS if n.startswith("SSLScratchTrainer_")})
-            raise SSLUserError(f"no trainer {name!r} for method {method!r} and length {length!r}.",
-                               f"use --length with one of {lengths} (or '' for the full nnU-Net length)")
-        cells += [Cell(method, r["labeled"], r["base_fold"], r["fold"], name) for r in rows]
+        for finetune in ("default",) if method == SCRATCH else finetunes:
+            name = trainer_name(method, length, finetune)
+            if name not in TRAINERS:
+                lengths = sorted({n.split("_")[-1] for n in TRAINERS if n.startswith("SSLScratchTrainer_")})
+                raise SSLUserError(f"no trainer {name!r} for method {method!r} and length {length!r}.",
+                                   f"use --length with one of {lengths} (or '' for the full nnU-Net length)")
+            cells += [Cell(method, r["labeled"], r["base_fold"], r["fold"], name, finetune) for r in rows]
     return cells
 
 
@@ -48,7 +63,7 @@ def run_matrix(dataset_id: int, dataset_name: str, configuration: str, plans: st
                device: str, runner: StepRunner, results_root: str, env: dict | None = None) -> None:
     for cell in cells:
         folder = join(results_root, dataset_name, f"{cell.trainer}__{plans}__{configuration}", f"fold_{cell.fold}")
-        runner.run(f"{cell.method}_labeled{cell.labeled}_fold{cell.fold}",
+        runner.run(f"{cell.arm}_labeled{cell.labeled}_fold{cell.fold}",
                    ["nnUNetv2_train", str(dataset_id), configuration, str(cell.fold), "-p", plans, "-tr",
                     cell.trainer, "-device", device],
                    skip_if=join(folder, "validation", "summary.json"), progress=r"Epoch \d+$", env=env)
@@ -70,7 +85,7 @@ def evaluate_cells(cells: list[Cell], dataset_name: str, configuration: str, pla
         for case in cases:
             metrics = case_metrics(join(validation, case + ending), join(reference, case + ending), labels,
                                    lesion_label=labels[0] if binary else None)
-            row = {"method": cell.method, "labeled": cell.labeled, "base_fold": cell.base_fold, "fold": cell.fold,
+            row = {"method": cell.arm, "labeled": cell.labeled, "base_fold": cell.base_fold, "fold": cell.fold,
                    "trainer": cell.trainer, "case": case, "dice_foreground": metrics["mean_dice"],
                    **{f"dice_{label}": value for label, value in metrics["dice"].items()}}
             if binary:

@@ -83,11 +83,9 @@ def throughput(dataset: str, methods: list[str], torch_device: torch.device, con
                iterations: int = 20, warmup: int = 5) -> list[dict]:
     """One row per method: pretraining and supervised samples/s on the same patch and batch, and their ratio."""
     from nnunet_ssl.integration.dataset import open_preprocessed
-    from nnunet_ssl.methods import list_methods
+    from nnunet_ssl.methods import require_methods
 
-    unknown = [m for m in methods if m not in list_methods()]
-    if unknown:
-        raise SSLUserError(f"unknown method(s) {unknown}.", f"use -m with one or more of {list_methods()}")
+    require_methods(methods)
     if iterations < 1 or warmup < 0:
         raise SSLUserError(f"need at least 1 timed iteration and no negative warm-up, got {iterations} and {warmup}.",
                            "e.g. --iterations 20")

@@ -19,7 +19,8 @@ from nnunet_ssl.errors import SSLUserError
 
 def benchmark(dataset: str, methods: list[str], budgets: list[int], base_folds: list[int], length: str,
               configuration: str = "3d_fullres", plans: str = "nnUNetPlans", seed: int = 0, device: str = "cuda",
-              pretrain_recipe: str | None = None, output: str | None = None, report_only: bool = False) -> dict:
+              pretrain_recipe: str | None = None, output: str | None = None, report_only: bool = False,
+              finetunes: tuple[str, ...] = ("default",)) -> dict:
     import json
 
     from nnunetv2.paths import nnUNet_preprocessed, nnUNet_results
@@ -30,15 +31,13 @@ def benchmark(dataset: str, methods: list[str], budgets: list[int], base_folds: 
     from nnunet_ssl.cli.splits import splits
     from nnunet_ssl.integration import locations
     from nnunet_ssl.integration.dataset import open_preprocessed
-    from nnunet_ssl.methods import list_methods
+    from nnunet_ssl.methods import require_methods
 
-    unknown = [m for m in methods if m != SCRATCH and m not in list_methods()]
-    if unknown:
-        raise SSLUserError(f"unknown method(s) {unknown}.", f"use {SCRATCH} and/or {list_methods()}")
+    require_methods(methods, "--methods", also=(SCRATCH,))
     data = open_preprocessed(dataset, configuration, plans)
     dataset_id = int(data.dataset_name[7:10])
     rows = splits(data.dataset_name, budgets, base_folds, seed)
-    cells = plan_cells(methods, rows, length)
+    cells = plan_cells(methods, rows, length, tuple(finetunes))
     results_root = str(nnUNet_results)
     out_dir = output or join(results_root, data.dataset_name, "ssl_benchmark")
     os.makedirs(out_dir, exist_ok=True)
@@ -65,7 +64,7 @@ def benchmark(dataset: str, methods: list[str], budgets: list[int], base_folds: 
     with open(join(out_dir, "benchmark_setup.json"), "w") as f:
         json.dump({"dataset": data.dataset_name, "configuration": configuration, "plans": plans,
                    "methods": methods, "budgets": budgets, "base_folds": base_folds, "seed": seed,
-                   "length": length, "cells": [c.__dict__ for c in cells]}, f, indent=1)
+                   "length": length, "finetunes": list(finetunes), "cells": [c.__dict__ for c in cells]}, f, indent=1)
     print("\n" + report["markdown"] + "\n\nwritten: " + ", ".join(report["files"]))
     return report
 
@@ -80,6 +79,9 @@ def benchmark_entry() -> None:
     parser.add_argument("--labeled", type=int, nargs="+", required=True, metavar="N", help="label budgets, e.g. 2 5 10")
     parser.add_argument("--base-folds", type=int, nargs="+", default=[0, 1, 2], metavar="F")
     parser.add_argument("--length", default="", help="trainer length variant, e.g. cpu1200it (default: nnU-Net's)")
+    parser.add_argument("--finetune", nargs="+", default=["default"], metavar="RECIPE",
+                        help="fine-tuning recipes for each pretrained method: default (SSLInitTrainer), lowEncoderLR, "
+                             "decoderFirst; scratch runs once (default: default)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the label-budget draw")
     parser.add_argument("-device", default="cuda", choices=["cpu", "cuda", "mps"])
     parser.add_argument("--pretrain-recipe", help="recipe for methods that still need pretraining")
@@ -88,4 +90,4 @@ def benchmark_entry() -> None:
     args = parser.parse_args()
     run_cli(lambda: benchmark(args.dataset, args.methods, args.labeled, args.base_folds, args.length,
                               args.configuration, args.plans, args.seed, args.device, args.pretrain_recipe,
-                              args.output, args.report_only))
+                              args.output, args.report_only, args.finetune))

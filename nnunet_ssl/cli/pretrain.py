@@ -8,7 +8,7 @@ import torch
 
 from nnunet_ssl.cli import run_cli
 from nnunet_ssl.errors import SSLUserError
-from nnunet_ssl.methods import list_methods
+from nnunet_ssl.methods import list_methods, require_methods
 
 
 def load_recipe(name_or_path: str) -> dict:
@@ -50,8 +50,7 @@ def pretrain(dataset: str, configuration: str = "3d_fullres", plans: str = "nnUN
     from nnunet_ssl.integration.dataset import open_preprocessed, resolve_dataset_name
     from nnunet_ssl.integration.pretrainer import Pretrainer, PretrainSchedule
 
-    if method not in list_methods():
-        raise SSLUserError(f"unknown method {method!r}.", f"use -m with one of {list_methods()}")
+    require_methods([method])
     recipe_values = load_recipe(recipe) if recipe else {}
     if recipe_values.get("method", method) != method:
         raise SSLUserError(f"recipe {recipe!r} is for method {recipe_values['method']!r}, not {method!r}.",

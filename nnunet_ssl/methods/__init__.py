@@ -1,4 +1,5 @@
 """Registry of pretraining methods: feeds the ``-m`` choices and the contract tests."""
+from nnunet_ssl.errors import SSLUserError
 from nnunet_ssl.methods.base import DataGeometry, Hyperparameters, PretrainingMethod
 from nnunet_ssl.methods.gcl import GCL
 from nnunet_ssl.methods.mlsscl import MLSSCL, MLSSCLConfig, MLSSCLLongShortOnly, MLSSCLMultiviewOnly
@@ -12,6 +13,14 @@ def list_methods() -> list[str]:
     return sorted(METHODS)
 
 
+def require_methods(names: list[str], option: str = "-m", also: tuple[str, ...] = ()) -> None:
+    """One clear error for every command that takes method names; ``also`` lists extra accepted names."""
+    unknown = [n for n in names if n not in METHODS and n not in also]
+    if unknown:
+        allowed = [*also, *list_methods()]
+        raise SSLUserError(f"unknown method(s) {unknown}.", f"use {option} with one or more of {allowed}")
+
+
 def get_method(name: str) -> type[PretrainingMethod]:
     try:
         return METHODS[name]
@@ -19,4 +28,4 @@ def get_method(name: str) -> type[PretrainingMethod]:
         raise ValueError(f"unknown pretraining method {name!r}; choose one of {list_methods()}") from None
 
 
-__all__ = ["METHODS", "DataGeometry", "Hyperparameters", "PretrainingMethod", "PCL", "PCLConfig", "SimCLR", "GCL", "MLSSCL", "MLSSCLConfig", "get_method", "list_methods"]
+__all__ = ["METHODS", "DataGeometry", "Hyperparameters", "PretrainingMethod", "PCL", "PCLConfig", "SimCLR", "GCL", "MLSSCL", "MLSSCLConfig", "get_method", "list_methods", "require_methods"]

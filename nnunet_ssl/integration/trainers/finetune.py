@@ -138,3 +138,13 @@ class SSLInitTrainer_lowEncoderLR(SSLInitTrainer):
 
     def encoder_lr_scale(self, epoch: int) -> float:
         return self.ENCODER_LR_SCALE
+
+
+# fine-tuning recipes for a pretrained encoder, by the name the benchmark's --finetune takes
+FINETUNE_VARIANTS: dict[str, type[SSLInitTrainer]] = {
+    "default": SSLInitTrainer, "decoderFirst": SSLInitTrainer_decoderFirst, "lowEncoderLR": SSLInitTrainer_lowEncoderLR}
+
+
+def variant_suffix(finetune: str) -> str:
+    """Trainer-name part of a fine-tuning recipe: SSLInitTrainer[_<method>]<suffix>[_<length>]."""
+    return "" if finetune == "default" else f"_{finetune}"

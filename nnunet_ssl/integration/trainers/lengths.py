@@ -3,8 +3,8 @@
 CPU lengths are for demos, tests and CPU benchmarks with the ``nnUNetPlans_cpu`` plans; each pair
 (SSLInit / SSLScratch) shares one schedule so comparisons isolate the initialisation.
 """
-from nnunet_ssl.integration.trainers.finetune import (SSLInitTrainer, SSLInitTrainer_decoderFirst,
-                                                     SSLInitTrainer_lowEncoderLR, SSLScratchTrainer)
+from nnunet_ssl.integration.trainers.finetune import (FINETUNE_VARIANTS, SSLInitTrainer, SSLScratchTrainer,
+                                                     variant_suffix)
 
 
 class _Cpu1200it:  # 48 x 25 = 1200 iterations, 2 warm-up epochs (about 4%, nnssl uses 5%)
@@ -43,27 +43,29 @@ class SSLInitTrainer_cpu2000it(_Cpu2000it, SSLInitTrainer): pass  # noqa: E701
 class SSLScratchTrainer_cpu2000it(_Cpu2000it, SSLScratchTrainer): pass  # noqa: E701
 class SSLInitTrainer_tiny(_Tiny, SSLInitTrainer): pass  # noqa: E701
 class SSLScratchTrainer_tiny(_Tiny, SSLScratchTrainer): pass  # noqa: E701
-class SSLInitTrainer_decoderFirst_cpu1200it(_Cpu1200it, SSLInitTrainer_decoderFirst): pass  # noqa: E701
-class SSLInitTrainer_lowEncoderLR_cpu1200it(_Cpu1200it, SSLInitTrainer_lowEncoderLR): pass  # noqa: E701
-class SSLInitTrainer_decoderFirst_tiny(_Tiny, SSLInitTrainer_decoderFirst): pass  # noqa: E701
-class SSLInitTrainer_lowEncoderLR_tiny(_Tiny, SSLInitTrainer_lowEncoderLR): pass  # noqa: E701
 
 
-def _method_pinned_variants() -> dict[str, type]:
-    """``SSLInitTrainer_<method>[_<length>]``: the same trainers pinned to one pretraining method,
-    so that runs from different pretrainings land in different nnU-Net model folders (the
+def _generated_variants() -> dict[str, type]:
+    """Every fine-tuning recipe (finetune.FINETUNE_VARIANTS) at every length, unpinned
+    (``SSLInitTrainer_lowEncoderLR_cpu500it``; the explicit classes above cover the default recipe)
+    and pinned to one pretraining method (``SSLInitTrainer_pcl[_lowEncoderLR][_cpu500it]``), so that
+    runs from different pretrainings or recipes land in different nnU-Net model folders (the
     benchmark relies on it) and nothing has to be chosen through nnUNet_ssl_method."""
     from nnunet_ssl.methods import list_methods
     lengths = {"": (), "_cpu1200it": (_Cpu1200it,), "_cpuDemo": (_CpuDemo,), "_cpu500it": (_Cpu500it,),
                "_cpu2000it": (_Cpu2000it,), "_tiny": (_Tiny,)}
     variants = {}
-    for method in list_methods():
-        for suffix, mixins in lengths.items():
-            name = f"SSLInitTrainer_{method}{suffix}"
-            variants[name] = type(name, (*mixins, SSLInitTrainer),
-                                  {"PRETRAINING_METHOD": method, "__module__": __name__,
-                                   "__doc__": f"SSLInitTrainer{suffix} loading the {method} pretraining."})
+    for finetune, base in FINETUNE_VARIANTS.items():
+        for method in [None, *list_methods()]:
+            for suffix, mixins in lengths.items():
+                name = f"SSLInitTrainer{f'_{method}' if method else ''}{variant_suffix(finetune)}{suffix}"
+                if name in globals() or name == base.__name__:
+                    continue
+                source = f"the {method} pretraining" if method else "the pretrained encoder"
+                variants[name] = type(name, (*mixins, base),
+                                      {"PRETRAINING_METHOD": method, "__module__": __name__,
+                                       "__doc__": f"{base.__name__}{suffix} loading {source}."})
     return variants
 
 
-globals().update(_method_pinned_variants())
+globals().update(_generated_variants())
