@@ -74,7 +74,7 @@ def _plot(per_method: dict, cases: list[str], baseline: str, path: str) -> None:
 
 # --- benchmark matrices -------------------------------------------------------------------------
 
-def _per_fold_means(rows: list[dict], metric: str) -> dict[tuple[str, int, int], float]:
+def per_fold_means(rows: list[dict], metric: str) -> dict[tuple[str, int, int], float]:
     """{(method, labeled, fold): mean of the metric over that fold's validation cases}."""
     per_fold: dict[tuple[str, int, int], list[float]] = {}
     for r in rows:
@@ -85,7 +85,7 @@ def _per_fold_means(rows: list[dict], metric: str) -> dict[tuple[str, int, int],
 def fold_means(rows: list[dict], metric: str) -> dict[tuple[str, int], list[float]]:
     """{(method, labeled): [per-fold mean over that fold's validation cases]} for one metric."""
     result: dict[tuple[str, int], list[float]] = {}
-    for (method, labeled, _fold), value in _per_fold_means(rows, metric).items():
+    for (method, labeled, _fold), value in per_fold_means(rows, metric).items():
         result.setdefault((method, labeled), []).append(value)
     return result
 
@@ -94,7 +94,7 @@ def paired_fold_differences(rows: list[dict], baseline: str, metric: str = "dice
                             ) -> dict[tuple[str, int], list[float]]:
     """{(method, labeled): [fold mean of method - fold mean of baseline]} over the folds both ran:
     the paired comparison, which removes the fold-to-fold spread that both arms share."""
-    means = _per_fold_means(rows, metric)
+    means = per_fold_means(rows, metric)
     result: dict[tuple[str, int], list[float]] = {}
     for (method, labeled, fold), value in means.items():
         if method != baseline and (baseline, labeled, fold) in means:
