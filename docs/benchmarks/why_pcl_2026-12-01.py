@@ -7,6 +7,7 @@ Writes OUT_PREFIX.md/.csv/.json (nnunet_ssl's benchmark table, with the fold-pai
 the arm called scratch) and OUT_PREFIX_classes.png: per fold, anterior against posterior Dice.
 """
 import csv
+import os
 import sys
 
 import numpy as np
@@ -15,8 +16,12 @@ from nnunet_ssl.benchmark.report import per_fold_means, benchmark_report
 
 
 def load(spec: str) -> list[dict]:
+    if "=" not in spec:
+        raise SystemExit(f"{spec!r}: expected ARM=CSV[:METHOD], e.g. scratch=out/benchmark.csv")
     arm, source = spec.split("=", 1)
     path, _, method = source.partition(":")
+    if not os.path.isfile(path):
+        raise SystemExit(f"{spec}: no file {path!r}; give a benchmark.csv written by nnUNetv2_ssl_benchmark")
     rows = []
     with open(path) as f:
         for r in csv.DictReader(f):
@@ -55,6 +60,8 @@ def class_plot(rows: list[dict], path: str) -> None:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) < 3:
+        raise SystemExit(__doc__)
     out_prefix, specs = sys.argv[1], sys.argv[2:]
     rows = [r for spec in specs for r in load(spec)]
     report = benchmark_report(rows, out_prefix, {"1": "Anterior", "2": "Posterior"})
