@@ -19,8 +19,19 @@ def test_trainer_names_pair_scratch_with_method_pinned_init():
     rows = [{"labeled": 2, "base_fold": 0, "fold": 5}]
     assert [c.trainer for c in plan_cells(["scratch", "simclr"], rows, "tiny")] == \
         ["SSLScratchTrainer_tiny", "SSLInitTrainer_simclr_tiny"]
-    with pytest.raises(SSLUserError, match="no trainer"):
+    with pytest.raises(SSLUserError, match="no trainer length 'forever'"):
         plan_cells(["pcl"], rows, "forever")
+
+
+def test_reference_arms_and_lengths_make_a_learning_curve():
+    rows = [{"labeled": 5, "base_fold": 0, "fold": 6}, {"labeled": 5, "base_fold": 1, "fold": 9}]
+    cells = plan_cells(["scratch", "scratch_rerun", "nnunet"], rows, ["cpu500it", "cpu2000it"])
+    assert [(c.arm, c.trainer, c.fold, c.iterations) for c in cells[:6]] == [
+        ("scratch", "SSLScratchTrainer_cpu500it", 6, 500), ("scratch", "SSLScratchTrainer_cpu500it", 9, 500),
+        ("scratch_rerun", "SSLScratchTrainer_rerun_cpu500it", 6, 500),
+        ("scratch_rerun", "SSLScratchTrainer_rerun_cpu500it", 9, 500),
+        ("nnunet", "nnUNetTrainer_cpu500it", 6, 500), ("nnunet", "nnUNetTrainer_cpu500it", 9, 500)]
+    assert [c.iterations for c in cells[6:]] == [2000] * 6  # length by length: the curve fills evenly
 
 
 def test_finetune_recipes_multiply_pretrained_arms_only():
@@ -29,8 +40,8 @@ def test_finetune_recipes_multiply_pretrained_arms_only():
     assert [(c.arm, c.trainer) for c in cells] == [
         ("scratch", "SSLScratchTrainer_cpu500it"), ("pcl", "SSLInitTrainer_pcl_cpu500it"),
         ("pcl+lowEncoderLR", "SSLInitTrainer_pcl_lowEncoderLR_cpu500it")]
-    from nnunet_ssl.integration.trainers import TRAINERS
-    pinned = TRAINERS["SSLInitTrainer_mlsscl_decoderFirst_cpu2000it"]
+    from nnunet_ssl.integration.trainers import trainer_class
+    pinned = trainer_class("SSLInitTrainer_mlsscl_decoderFirst_cpu2000it")
     assert pinned.PRETRAINING_METHOD == "mlsscl" and pinned.NUM_EPOCHS == 80
     assert pinned.encoder_lr_scale.__qualname__.startswith("SSLInitTrainer_decoderFirst")
     with pytest.raises(SSLUserError, match="unknown fine-tuning recipe"):
@@ -40,7 +51,7 @@ def test_finetune_recipes_multiply_pretrained_arms_only():
 def test_fold_means_then_mean_over_folds():
     rows = [{"method": "pcl", "labeled": 2, "fold": f, "dice_foreground": v}
             for f, v in ((5, 0.2), (5, 0.4), (8, 0.9))]
-    assert fold_means(rows, "dice_foreground") == {("pcl", 2): [pytest.approx(0.3), pytest.approx(0.9)]}
+    assert fold_means(rows, "dice_foreground") == {("pcl", 2, 0): [pytest.approx(0.3), pytest.approx(0.9)]}
 
 
 def test_paired_difference_to_scratch_is_per_fold(tmp_path):
@@ -48,11 +59,28 @@ def test_paired_difference_to_scratch_is_per_fold(tmp_path):
             for m, f, c, v in (("scratch", 5, "a", 0.2), ("scratch", 8, "b", 0.6), ("pcl", 5, "a", 0.3),
                                ("pcl", 8, "b", 0.5), ("pcl", 11, "c", 0.9))]  # fold 11 has no scratch: unpaired
     diffs = paired_fold_differences(rows, "scratch")
-    assert diffs == {("pcl", 2): [pytest.approx(0.1), pytest.approx(-0.1)]}
-    markdown = benchmark_report(rows, str(tmp_path / "b"), {})["markdown"]
-    assert "Δ foreground vs scratch | folds better |" in markdown
-    assert "| pcl | 2 | 3 | 0.567 ± 0.249 | 0.000 ± 0.100 | 1/2 |" in markdown
-    assert "| scratch | 2 | 2 | 0.400 ± 0.200 | — | — |" in markdown
+    assert diffs == {("pcl", 2, 0): [pytest.approx(0.1), pytest.approx(-0.1)]}
+    report = benchmark_report(rows, str(tmp_path / "b"), {})
+    markdown = report["markdown"]
+    assert "Δ foreground vs scratch (fold-paired) | folds better | Δ per case [95% CI] | Wilcoxon p | verdict |" \
+        in markdown
+    assert "| pcl | 2 | — | 3 | 0.567 ± 0.249 | 0.000 ± 0.100 | 1/2 | +0.000 [-0.100, +0.100] | 1.000 | " \
+           "no detectable difference |" in markdown
+    assert "| scratch | 2 | — | 2 | 0.400 ± 0.200 | — | — | — | — | — |" in markdown
+    assert report["statistics"][("pcl", 2, 0)]["cases"] == 2
+
+
+def test_learning_curve_rows_are_grouped_by_iterations(tmp_path):
+    rows = [{"method": m, "labeled": 5, "iterations": it, "fold": f, "case": c, "dice_foreground": v}
+            for m, it, f, c, v in (("scratch", 500, 6, "a", 0.2), ("scratch", 500, 6, "b", 0.4),
+                                   ("scratch", 2000, 6, "a", 0.6), ("scratch", 2000, 6, "b", 0.8),
+                                   ("nnunet", 500, 6, "a", 0.3), ("nnunet", 500, 6, "b", 0.5),
+                                   ("nnunet", 2000, 6, "a", 0.7), ("nnunet", 2000, 6, "b", 0.9))]
+    report = benchmark_report(rows, str(tmp_path / "curve"), {})
+    assert "| scratch | 5 | 2000 | 1 | 0.700 ± 0.000 |" in report["markdown"]
+    assert "| nnunet | 5 | 500 | 1 | 0.400 ± 0.000 | 0.100 ± 0.000 | 1/1 | +0.100 [+0.100, +0.100] |" \
+        in report["markdown"]
+    assert (tmp_path / "curve.png").is_file()
 
 
 def test_tiny_matrix_runs_resumes_and_writes_results(pretrained, tmp_path):

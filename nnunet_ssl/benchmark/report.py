@@ -74,72 +74,109 @@ def _plot(per_method: dict, cases: list[str], baseline: str, path: str) -> None:
 
 # --- benchmark matrices -------------------------------------------------------------------------
 
-def per_fold_means(rows: list[dict], metric: str) -> dict[tuple[str, int, int], float]:
-    """{(method, labeled, fold): mean of the metric over that fold's validation cases}."""
-    per_fold: dict[tuple[str, int, int], list[float]] = {}
+def _group(row: dict) -> tuple[str, int, int]:
+    """(arm, labeled, iterations): what a table row of a benchmark aggregates over folds."""
+    return row["method"], int(row["labeled"]), int(row.get("iterations") or 0)
+
+
+def per_fold_means(rows: list[dict], metric: str) -> dict[tuple[str, int, int, int], float]:
+    """{(method, labeled, iterations, fold): mean of the metric over that fold's validation cases}."""
+    per_fold: dict[tuple, list[float]] = {}
     for r in rows:
-        per_fold.setdefault((r["method"], r["labeled"], r["fold"]), []).append(r.get(metric, np.nan))
+        per_fold.setdefault((*_group(r), int(r["fold"])), []).append(float(r.get(metric, np.nan)))
     return {k: float(np.nanmean(v)) for k, v in sorted(per_fold.items())}
 
 
-def fold_means(rows: list[dict], metric: str) -> dict[tuple[str, int], list[float]]:
-    """{(method, labeled): [per-fold mean over that fold's validation cases]} for one metric."""
-    result: dict[tuple[str, int], list[float]] = {}
-    for (method, labeled, _fold), value in per_fold_means(rows, metric).items():
-        result.setdefault((method, labeled), []).append(value)
+def fold_means(rows: list[dict], metric: str) -> dict[tuple[str, int, int], list[float]]:
+    """{(method, labeled, iterations): [per-fold mean over that fold's validation cases]} for one metric."""
+    result: dict[tuple[str, int, int], list[float]] = {}
+    for (*group, _fold), value in per_fold_means(rows, metric).items():
+        result.setdefault(tuple(group), []).append(value)
     return result
 
 
 def paired_fold_differences(rows: list[dict], baseline: str, metric: str = "dice_foreground"
-                            ) -> dict[tuple[str, int], list[float]]:
-    """{(method, labeled): [fold mean of method - fold mean of baseline]} over the folds both ran:
-    the paired comparison, which removes the fold-to-fold spread that both arms share."""
+                            ) -> dict[tuple[str, int, int], list[float]]:
+    """{(method, labeled, iterations): [fold mean of method - fold mean of baseline]} over the folds
+    both ran: the paired comparison, which removes the fold-to-fold spread that both arms share."""
     means = per_fold_means(rows, metric)
-    result: dict[tuple[str, int], list[float]] = {}
-    for (method, labeled, fold), value in means.items():
-        if method != baseline and (baseline, labeled, fold) in means:
-            result.setdefault((method, labeled), []).append(value - means[(baseline, labeled, fold)])
+    result: dict[tuple[str, int, int], list[float]] = {}
+    for (method, labeled, iterations, fold), value in means.items():
+        if method != baseline and (baseline, labeled, iterations, fold) in means:
+            result.setdefault((method, labeled, iterations), []).append(
+                value - means[(baseline, labeled, iterations, fold)])
     return result
+
+
+def paired_case_differences(rows: list[dict], baseline: str, metric: str = "dice_foreground"
+                            ) -> dict[tuple[str, int, int], list[np.ndarray]]:
+    """{(method, labeled, iterations): [per-case method - baseline differences of each fold]}, on the
+    validation cases both arms predicted."""
+    values = {(*_group(r), int(r["fold"]), r["case"]): float(r[metric]) for r in rows}
+    by_fold: dict[tuple, dict[int, list[float]]] = {}
+    for (method, labeled, iterations, fold, case), value in sorted(values.items()):
+        reference = values.get((baseline, labeled, iterations, fold, case))
+        if method != baseline and reference is not None:
+            by_fold.setdefault((method, labeled, iterations), {}).setdefault(fold, []).append(value - reference)
+    return {k: [np.array(v) for _, v in sorted(folds.items())] for k, folds in by_fold.items()}
 
 
 def _over_folds(values: list[float]) -> str:
     return f"{np.mean(values):.3f} ± {np.std(values):.3f}" if values else "—"
 
 
+def _p_value(p: float) -> str:
+    return "—" if np.isnan(p) else (f"{p:.3f}" if p >= 0.001 else f"{p:.0e}")
+
+
 def benchmark_report(rows: list[dict], out_prefix: str, class_names: dict[str, str], baseline: str = "scratch") -> dict:
     """CSV and JSON of every per-case number, a markdown table (mean ± std over folds of each fold's
     mean per-case 3D Dice, per class and foreground; PPV/LTPR/LFPR for binary tasks; with a
-    ``baseline`` arm, the fold-paired foreground difference to it) and a plot of foreground Dice
-    against the number of labeled cases per method."""
+    ``baseline`` arm, the fold-paired foreground difference to it and the per-case paired statistics
+    of benchmark/statistics.py) and a plot: Dice against training iterations when the benchmark ran
+    several lengths (a learning curve), else against the number of labeled cases."""
     import csv
+
+    from nnunet_ssl.benchmark.statistics import compare
     methods = list(dict.fromkeys(r["method"] for r in rows))
-    budgets = sorted({r["labeled"] for r in rows})
+    groups = sorted({_group(r) for r in rows}, key=lambda g: (methods.index(g[0]), g[1], g[2]))
+    iterations = sorted({g[2] for g in groups})
     metrics = ["dice_foreground"] + sorted(k for k in rows[0] if k.startswith("dice_") and k != "dice_foreground")
     metrics += [k for k in ("ppv", "ltpr", "lfpr") if k in rows[0]]
     names = {"dice_foreground": "Dice (foreground)", "ppv": "PPV", "ltpr": "LTPR", "lfpr": "LFPR",
              **{f"dice_{k}": f"Dice {v}" for k, v in class_names.items()}}
     paired = paired_fold_differences(rows, baseline) if baseline in methods and len(methods) > 1 else None
-    header = "| method | labeled | folds | " + " | ".join(names.get(m, m) for m in metrics) + " |"
+    statistics = {k: compare(v) for k, v in paired_case_differences(rows, baseline).items()} \
+        if paired is not None else {}
+    header = "| method | labeled | iterations | folds | " + " | ".join(names.get(m, m) for m in metrics) + " |"
     if paired is not None:
-        header += f" Δ foreground vs {baseline} | folds better |"
-    lines = [header, "|" + "---|" * (len(metrics) + 3 + 2 * (paired is not None))]
+        header += (f" Δ foreground vs {baseline} (fold-paired) | folds better | Δ per case [95% CI] | "
+                   f"Wilcoxon p | verdict |")
+    lines = [header, "|" + "---|" * (len(metrics) + 4 + 5 * (paired is not None))]
     aggregated = {m: fold_means(rows, m) for m in metrics}
-    for method in methods:
-        for labeled in budgets:
-            folds = aggregated["dice_foreground"].get((method, labeled), [])
-            cells = [_over_folds(aggregated[m].get((method, labeled), [])) for m in metrics]
-            if paired is not None:
-                diffs = paired.get((method, labeled), [])
-                cells += ["—", "—"] if method == baseline or not diffs else \
-                    [_over_folds(diffs), f"{sum(d > 0 for d in diffs)}/{len(diffs)}"]
-            lines.append(f"| {method} | {labeled} | {len(folds)} | " + " | ".join(cells) + " |")
-    n_cases = len({(r["fold"], r["case"]) for r in rows})  # the same cases for every method
+    for group in groups:
+        method, labeled, n_iterations = group
+        folds = aggregated["dice_foreground"].get(group, [])
+        cells = [_over_folds(aggregated[m].get(group, [])) for m in metrics]
+        if paired is not None:
+            diffs, stats = paired.get(group, []), statistics.get(group)
+            cells += ["—"] * 5 if method == baseline or not diffs else [
+                _over_folds(diffs), f"{sum(d > 0 for d in diffs)}/{len(diffs)}",
+                f"{stats['mean']:+.3f} [{stats['ci_low']:+.3f}, {stats['ci_high']:+.3f}]",
+                _p_value(stats["wilcoxon_p"]), stats["verdict"]]
+        lines.append(f"| {method} | {labeled} | {n_iterations or '—'} | {len(folds)} | " + " | ".join(cells) + " |")
+    n_cases = len({(r["fold"], r["case"]) for r in rows})
     markdown = "\n".join(lines) + (
         f"\n\nEach fold's validation cases are untouched by its training; a fold's value is the mean of "
         f"per-case 3D metrics over its validation cases, and the table shows mean ± std over folds "
-        f"({n_cases} case evaluations per method in all). Models are the final checkpoints, never selected "
-        f"on the reported fold." + (f" Δ is paired by fold: each fold's difference to {baseline} on the same "
-                                    f"validation cases, then mean ± std over folds." if paired is not None else ""))
+        f"({n_cases} distinct validation cases in all). Models are the final checkpoints, never selected "
+        f"on the reported fold." + (
+            f" Δ fold-paired: each fold's difference to {baseline} on the same validation cases, then mean ± "
+            f"std over folds. Δ per case: the per-case differences pooled over folds (folds weigh equally), "
+            f"with a 95% bootstrap interval that resamples folds, then cases within folds; Wilcoxon: "
+            f"two-sided signed-rank test of the pooled per-case differences (cases of one fold share a "
+            f"model, so read it as descriptive); verdict: better / worse only when the interval excludes 0."
+            if paired is not None else ""))
     with open(out_prefix + ".md", "w") as f:
         f.write(markdown + "\n")
     with open(out_prefix + ".csv", "w", newline="") as f:
@@ -147,29 +184,52 @@ def benchmark_report(rows: list[dict], out_prefix: str, class_names: dict[str, s
         writer.writeheader()
         writer.writerows(rows)
     with open(out_prefix + ".json", "w") as f:
-        json.dump(rows, f, indent=1)
+        json.dump({"rows": rows, "baseline": baseline,
+                   "statistics": {"|".join(map(str, k)): v for k, v in statistics.items()}}, f, indent=1)
     plot = out_prefix + ".png"
-    _plot_budget_curve(aggregated["dice_foreground"], methods, budgets, plot)
+    if len(iterations) > 1:
+        _plot_learning_curve(aggregated["dice_foreground"], groups, plot)
+    else:
+        _plot_budget_curve(aggregated["dice_foreground"], groups, plot)
     return {"markdown": markdown, "files": [out_prefix + ext for ext in (".md", ".csv", ".json", ".png")],
-            "aggregated": {m: {f"{k[0]}|{k[1]}": v for k, v in agg.items()} for m, agg in aggregated.items()}}
+            "statistics": statistics,
+            "aggregated": {m: {"|".join(map(str, k)): v for k, v in agg.items()} for m, agg in aggregated.items()}}
 
 
-def _plot_budget_curve(fold_values: dict, methods: list[str], budgets: list[int], path: str) -> None:
+def _errorbar_plot(fold_values: dict, series: dict[str, list[tuple]], x_of, xlabel: str, path: str,
+                   log_x: bool = False) -> None:
     import matplotlib
     matplotlib.use("agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4.2))
-    for method in methods:
-        xs = [b for b in budgets if (method, b) in fold_values]
-        means = [np.mean(fold_values[(method, b)]) for b in xs]
-        stds = [np.std(fold_values[(method, b)]) for b in xs]
-        ax.errorbar(xs, means, yerr=stds, marker="o", capsize=4, label=method)
-    ax.set_xlabel("labeled training cases")
-    ax.set_xticks(budgets)
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    xticks = sorted({x_of(g) for groups in series.values() for g in groups})
+    for label, groups in series.items():
+        ax.errorbar([x_of(g) for g in groups], [np.mean(fold_values[g]) for g in groups],
+                    yerr=[np.std(fold_values[g]) for g in groups], marker="o", capsize=4, label=label)
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xticks(xticks, [str(x) for x in xticks])
+    ax.minorticks_off()
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("foreground Dice (mean ± std over folds)")
-    ax.legend()
+    ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _plot_budget_curve(fold_values: dict, groups: list[tuple], path: str) -> None:
+    series: dict[str, list[tuple]] = {}
+    for g in groups:
+        series.setdefault(g[0], []).append(g)
+    _errorbar_plot(fold_values, series, lambda g: g[1], "labeled training cases", path)
+
+
+def _plot_learning_curve(fold_values: dict, groups: list[tuple], path: str) -> None:
+    series: dict[str, list[tuple]] = {}
+    several_budgets = len({g[1] for g in groups}) > 1
+    for g in groups:
+        series.setdefault(f"{g[0]}, M = {g[1]}" if several_budgets else g[0], []).append(g)
+    _errorbar_plot(fold_values, series, lambda g: g[2], "fine-tuning iterations", path, log_x=True)

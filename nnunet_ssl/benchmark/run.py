@@ -13,49 +13,68 @@ from nnunet_ssl.benchmark.metrics import case_metrics
 from nnunet_ssl.benchmark.steps import StepRunner
 from nnunet_ssl.errors import SSLUserError
 
-SCRATCH = "scratch"
+SCRATCH = "scratch"  # the matched control: SSLScratchTrainer, the schedule every pretrained arm uses
+SCRATCH_RERUN = "scratch_rerun"  # the same again in its own folder: the run-to-run noise floor
+STOCK = "nnunet"  # nnU-Net's own nnUNetTrainer at the same length: is the matched schedule handicapped?
+REFERENCE_ARMS = {SCRATCH: ("SSLScratchTrainer", "default"), SCRATCH_RERUN: ("SSLScratchTrainer", "rerun"),
+                  STOCK: ("nnUNetTrainer", "default")}
 
 
 @dataclass(frozen=True)
 class Cell:
-    method: str  # "scratch" or a pretraining method
+    method: str  # a reference arm (REFERENCE_ARMS) or a pretraining method
     labeled: int
     base_fold: int
     fold: int  # the label-budget fold of splits_final.json
     trainer: str
-    finetune: str = "default"  # fine-tuning recipe of a pretrained encoder (trainers/finetune.py)
+    finetune: str = "default"  # fine-tuning recipe (integration/trainers/registry.py RECIPES)
+    length: str = ""  # named length (integration/trainers/lengths.py); "" is nnU-Net's 1000 epochs
 
     @property
     def arm(self) -> str:
         """What the tables call this arm: the method, plus the recipe when it is not the default."""
         return self.method if self.finetune == "default" else f"{self.method}+{self.finetune}"
 
+    @property
+    def iterations(self) -> int:
+        from nnunet_ssl.integration.trainers.lengths import LENGTHS, Length
+        return (LENGTHS[self.length] if self.length else Length(1000)).iterations
+
 
 def trainer_name(method: str, length: str, finetune: str = "default") -> str:
-    """The matched pair: from-scratch control, or SSLInitTrainer pinned to one pretraining and recipe."""
-    from nnunet_ssl.integration.trainers.finetune import variant_suffix
-    suffix = f"_{length}" if length else ""
-    if method == SCRATCH:
-        return f"SSLScratchTrainer{suffix}"
-    return f"SSLInitTrainer_{method}{variant_suffix(finetune)}{suffix}"
+    """The trainer of an arm: a reference arm's, or SSLInitTrainer pinned to one pretraining and recipe."""
+    from nnunet_ssl.integration.trainers.registry import compose_name
+    if method in REFERENCE_ARMS:
+        base, recipe = REFERENCE_ARMS[method]
+        return compose_name(base, None, recipe if finetune == "default" else finetune, length)
+    return compose_name("SSLInitTrainer", method, finetune, length)
 
 
-def plan_cells(methods: list[str], rows: list[dict], length: str, finetunes: tuple[str, ...] = ("default",)) -> list[Cell]:
-    """Scratch once; every pretraining method once per fine-tuning recipe."""
-    from nnunet_ssl.integration.trainers import TRAINERS
-    from nnunet_ssl.integration.trainers.finetune import FINETUNE_VARIANTS
-    unknown = [f for f in finetunes if f not in FINETUNE_VARIANTS]
+def plan_cells(methods: list[str], rows: list[dict], lengths: list[str] | str,
+               finetunes: tuple[str, ...] = ("default",)) -> list[Cell]:
+    """Every arm at every length: length by length (a learning curve fills evenly), the reference arms
+    once each, every pretraining method once per fine-tuning recipe."""
+    from nnunet_ssl.integration.trainers.lengths import LENGTHS
+    from nnunet_ssl.integration.trainers.registry import RECIPES, trainer_class
+    lengths = [lengths] if isinstance(lengths, str) else list(lengths)
+    known_recipes = {r for recipes in RECIPES.values() for r in recipes}
+    unknown = [f for f in finetunes if f not in known_recipes]
     if unknown:
-        raise SSLUserError(f"unknown fine-tuning recipe(s) {unknown}.", f"use --finetune with {list(FINETUNE_VARIANTS)}")
+        raise SSLUserError(f"unknown fine-tuning recipe(s) {unknown}.",
+                           f"use --finetune with {sorted(RECIPES['SSLInitTrainer'])}")
+    bad_lengths = [length for length in lengths if length and length not in LENGTHS]
+    if bad_lengths:
+        raise SSLUserError(f"no trainer length {bad_lengths[0]!r}.",
+                           f"use --length with one or more of {list(LENGTHS)} (or '' for the full nnU-Net length)")
     cells = []
-    for method in methods:
-        for finetune in ("default",) if method == SCRATCH else finetunes:
-            name = trainer_name(method, length, finetune)
-            if name not in TRAINERS:
-                lengths = sorted({n.split("_")[-1] for n in TRAINERS if n.startswith("SSLScratchTrainer_")})
-                raise SSLUserError(f"no trainer {name!r} for method {method!r} and length {length!r}.",
-                                   f"use --length with one of {lengths} (or '' for the full nnU-Net length)")
-            cells += [Cell(method, r["labeled"], r["base_fold"], r["fold"], name, finetune) for r in rows]
+    for length in lengths:
+        for method in methods:
+            for finetune in ("default",) if method in REFERENCE_ARMS else finetunes:
+                name = trainer_name(method, length, finetune)
+                if trainer_class(name) is None:
+                    raise SSLUserError(f"no trainer {name!r} for method {method!r} and length {length!r}.",
+                                       "see nnunet_ssl/integration/trainers/registry.py for the names")
+                cells += [Cell(method, r["labeled"], r["base_fold"], r["fold"], name, finetune, length) for r in rows]
     return cells
 
 
@@ -85,8 +104,8 @@ def evaluate_cells(cells: list[Cell], dataset_name: str, configuration: str, pla
         for case in cases:
             metrics = case_metrics(join(validation, case + ending), join(reference, case + ending), labels,
                                    lesion_label=labels[0] if binary else None)
-            row = {"method": cell.arm, "labeled": cell.labeled, "base_fold": cell.base_fold, "fold": cell.fold,
-                   "trainer": cell.trainer, "case": case, "dice_foreground": metrics["mean_dice"],
+            row = {"method": cell.arm, "labeled": cell.labeled, "iterations": cell.iterations,
+                   "base_fold": cell.base_fold, "fold": cell.fold, "trainer": cell.trainer, "case": case, "dice_foreground": metrics["mean_dice"],
                    **{f"dice_{label}": value for label, value in metrics["dice"].items()}}
             if binary:
                 row.update({k: metrics["lesion"][k] for k in ("ppv", "ltpr", "lfpr")})

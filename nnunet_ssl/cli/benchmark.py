@@ -17,7 +17,7 @@ from nnunet_ssl.cli import run_cli
 from nnunet_ssl.errors import SSLUserError
 
 
-def benchmark(dataset: str, methods: list[str], budgets: list[int], base_folds: list[int], length: str,
+def benchmark(dataset: str, methods: list[str], budgets: list[int], base_folds: list[int], lengths: list[str],
               configuration: str = "3d_fullres", plans: str = "nnUNetPlans", seed: int = 0, device: str = "cuda",
               pretrain_recipe: str | None = None, output: str | None = None, report_only: bool = False,
               finetunes: tuple[str, ...] = ("default",)) -> dict:
@@ -26,25 +26,25 @@ def benchmark(dataset: str, methods: list[str], budgets: list[int], base_folds: 
     from nnunetv2.paths import nnUNet_preprocessed, nnUNet_results
 
     from nnunet_ssl.benchmark.report import benchmark_report
-    from nnunet_ssl.benchmark.run import SCRATCH, evaluate_cells, missing_summaries, plan_cells, run_matrix
+    from nnunet_ssl.benchmark.run import REFERENCE_ARMS, evaluate_cells, missing_summaries, plan_cells, run_matrix
     from nnunet_ssl.benchmark.steps import StepRunner
     from nnunet_ssl.cli.splits import splits
     from nnunet_ssl.integration import locations
     from nnunet_ssl.integration.dataset import open_preprocessed
     from nnunet_ssl.methods import require_methods
 
-    require_methods(methods, "--methods", also=(SCRATCH,))
+    require_methods(methods, "--methods", also=tuple(REFERENCE_ARMS))
     data = open_preprocessed(dataset, configuration, plans)
     dataset_id = int(data.dataset_name[7:10])
     rows = splits(data.dataset_name, budgets, base_folds, seed)
-    cells = plan_cells(methods, rows, length, tuple(finetunes))
+    cells = plan_cells(methods, rows, lengths, tuple(finetunes))
     results_root = str(nnUNet_results)
     out_dir = output or join(results_root, data.dataset_name, "ssl_benchmark")
     os.makedirs(out_dir, exist_ok=True)
     cpu_env = {"nnUNet_n_proc_DA": os.environ.get("nnUNet_n_proc_DA", "0"),
                "nnUNet_def_n_proc": os.environ.get("nnUNet_def_n_proc", "1")} if device == "cpu" else {}
     if not report_only:
-        pretrain = [m for m in methods if m != SCRATCH and not os.path.isfile(
+        pretrain = [m for m in methods if m not in REFERENCE_ARMS and not os.path.isfile(
             join(locations.pretraining_folder(data.dataset_name, m, plans, configuration), locations.FINAL))]
         runner = StepRunner(dict(os.environ), join(out_dir, "logs"), total_steps=len(pretrain) + len(cells))
         for method in pretrain:
@@ -64,7 +64,7 @@ def benchmark(dataset: str, methods: list[str], budgets: list[int], base_folds: 
     with open(join(out_dir, "benchmark_setup.json"), "w") as f:
         json.dump({"dataset": data.dataset_name, "configuration": configuration, "plans": plans,
                    "methods": methods, "budgets": budgets, "base_folds": base_folds, "seed": seed,
-                   "length": length, "finetunes": list(finetunes), "cells": [c.__dict__ for c in cells]}, f, indent=1)
+                   "lengths": lengths, "finetunes": list(finetunes), "cells": [c.__dict__ for c in cells]}, f, indent=1)
     print("\n" + report["markdown"] + "\n\nwritten: " + ", ".join(report["files"]))
     return report
 
@@ -75,10 +75,16 @@ def benchmark_entry() -> None:
     parser.add_argument("-d", dest="dataset", required=True)
     parser.add_argument("-c", dest="configuration", default="3d_fullres")
     parser.add_argument("-p", dest="plans", default="nnUNetPlans")
-    parser.add_argument("--methods", nargs="+", default=["scratch", "pcl"], help="scratch and/or pretraining methods")
+    parser.add_argument("--methods", nargs="+", default=["scratch", "pcl"],
+                        help="pretraining methods and reference arms: scratch (SSLScratchTrainer, the matched control), "
+                             "scratch_rerun (the same in its own folder: the noise floor), nnunet (stock nnUNetTrainer "
+                             "at the same length)")
     parser.add_argument("--labeled", type=int, nargs="+", required=True, metavar="N", help="label budgets, e.g. 2 5 10")
     parser.add_argument("--base-folds", type=int, nargs="+", default=[0, 1, 2], metavar="F")
-    parser.add_argument("--length", default="", help="trainer length variant, e.g. cpu1200it (default: nnU-Net's)")
+    parser.add_argument("--length", nargs="+", default=[""], metavar="LENGTH",
+                        help="trainer length variant(s), e.g. cpu2000it (default: nnU-Net's 1000 epochs); several "
+                             "lengths train every cell at each (separate runs, since poly decays to 0 at each "
+                             "run's end) and plot a learning curve")
     parser.add_argument("--finetune", nargs="+", default=["default"], metavar="RECIPE",
                         help="fine-tuning recipes for each pretrained method: default (SSLInitTrainer), lowEncoderLR, "
                              "decoderFirst; scratch runs once (default: default)")

@@ -24,12 +24,13 @@ def export(dataset: str, configuration: str, trainer: str, plans: str, output_re
     from nnunetv2.paths import nnUNet_results
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-    import nnunet_ssl.integration.trainers as trainers
+    from nnunet_ssl.integration.trainers import trainer_class as find_trainer
     from nnunet_ssl.integration.dataset import resolve_dataset_name
 
-    trainer_class = trainers.TRAINERS.get(trainer)
+    trainer_class = find_trainer(trainer)
     if trainer_class is None:
-        raise SSLUserError(f"{trainer!r} is not an nnunet-ssl trainer.", f"use one of {sorted(trainers.TRAINERS)}")
+        raise SSLUserError(f"{trainer!r} is not an nnunet-ssl trainer.",
+                           "use the -tr name you trained with, e.g. SSLInitTrainer or SSLInitTrainer_pcl_cpu2000it")
     if trainer_class.build_network_architecture is not nnUNetTrainer.build_network_architecture:
         raise SSLUserError(f"{trainer} builds its own network; stock nnUNetTrainer could not load it.")
     name = resolve_dataset_name(dataset)

@@ -1,9 +1,14 @@
-"""Fine-tuning trainers for stock ``nnUNetv2_train -tr NAME`` (found through nnUNet_extTrainer)."""
-from nnunet_ssl.integration.trainers import finetune, lengths
-from nnunet_ssl.integration.trainers.finetune import WarmupPolyTrainer
+"""Fine-tuning trainers for stock ``nnUNetv2_train -tr NAME`` (found through nnUNet_extTrainer).
 
-# every trainer class, by name: what nnUNet_extTrainer's shim re-exports
-TRAINERS = {name: cls for module in (finetune, lengths) for name, cls in vars(module).items()
-            if isinstance(cls, type) and issubclass(cls, WarmupPolyTrainer)}
-globals().update(TRAINERS)
-__all__ = sorted(TRAINERS)
+Named variants (``SSLInitTrainer_pcl_lowEncoderLR_cpu2000it``) come from registry.py; any of them can
+be imported from here by name too.
+"""
+from nnunet_ssl.integration.trainers.finetune import (SSLInitTrainer, SSLInitTrainer_decoderFirst,
+                                                     SSLInitTrainer_lowEncoderLR, SSLScratchTrainer,
+                                                     SSLScratchTrainer_rerun, WarmupPolyTrainer)
+from nnunet_ssl.integration.trainers.registry import __getattr__, trainer_class, trainer_names  # noqa: F401
+from nnunet_ssl.integration.trainers.sized import SizedTrainer, nnUNetStockTrainer
+
+__all__ = ["SSLInitTrainer", "SSLInitTrainer_decoderFirst", "SSLInitTrainer_lowEncoderLR", "SSLScratchTrainer",
+           "SSLScratchTrainer_rerun", "SizedTrainer", "WarmupPolyTrainer", "nnUNetStockTrainer", "trainer_class",
+           "trainer_names"]

@@ -4,41 +4,26 @@ from nnunetv2.training.lr_scheduler.warmup import Lin_incr_LRScheduler, PolyLRSc
 from nnunetv2.training.nnUNetTrainer.variants.lr_schedule.nnUNetTrainer_warmup import nnUNetTrainer_warmup
 
 from nnunet_ssl.errors import SSLUserError
-from nnunet_ssl.integration.cpu import requested_threads
 from nnunet_ssl.integration.encoder_loader import load_pretrained_encoder, unwrap
 from nnunet_ssl.integration.locations import find_pretrained_checkpoint
+from nnunet_ssl.integration.trainers.sized import SizedTrainer
 
 
-class WarmupPolyTrainer(nnUNetTrainer_warmup):
+class WarmupPolyTrainer(SizedTrainer, nnUNetTrainer_warmup):
     """Linear warm-up of the whole network, then poly decay: nnssl's fine-tuning recipe, built on
     nnU-Net's own nnUNetTrainer_warmup (SGD, momentum 0.99, Nesterov, lr 1e-2).
 
-    Training length lives in class attributes so that variants are two lines each
-    (see lengths.py); ``None`` keeps nnU-Net's value.
+    Training length lives in class attributes (SizedTrainer; lengths.py names them); ``None`` keeps
+    nnU-Net's value.
     """
 
-    NUM_EPOCHS: int = 1000  # [nnU-Net]
-    ITERATIONS_PER_EPOCH: int | None = None  # 250 [nnU-Net]
-    VAL_ITERATIONS_PER_EPOCH: int | None = None  # 50 [nnU-Net]
+    NUM_EPOCHS: int | None = 1000  # [nnU-Net]
     WARMUP_EPOCHS: int = 50  # [nnssl PretrainedTrainer: 50 of 1000 epochs]
-    TEST_TIME_MIRRORING: bool = True  # False: validation/prediction without mirroring (8x faster on CPU)
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        if self.device.type == "cpu":
-            # denormal floats make CPU arithmetic orders of magnitude slower; measured here: a PCL-
-            # initialised fine-tuning slowed from 9 s to over 3 minutes per epoch without this
-            torch.set_flush_denormal(True)
-            threads = requested_threads()  # nnUNetv2_train has set one per core; an explicit value wins
-            if threads is not None:
-                torch.set_num_threads(threads)
-        self.num_epochs = self.NUM_EPOCHS
         self.warmup_duration_whole_net = self.WARMUP_EPOCHS
-        if self.ITERATIONS_PER_EPOCH is not None:
-            self.num_iterations_per_epoch = self.ITERATIONS_PER_EPOCH
-        if self.VAL_ITERATIONS_PER_EPOCH is not None:
-            self.num_val_iterations_per_epoch = self.VAL_ITERATIONS_PER_EPOCH
 
     def encoder_lr_scale(self, epoch: int) -> float:
         """Encoder learning rate as a fraction of the schedule's; variants override (1 = one rate)."""
@@ -75,16 +60,15 @@ class WarmupPolyTrainer(nnUNetTrainer_warmup):
         if scale != 1.0:
             self.print_to_log_file(f"encoder learning rate: {scale} x {self.optimizer.param_groups[0]['lr']:.5f}")
 
-    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
-        result = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
-        if not self.TEST_TIME_MIRRORING:  # training still mirrors; only inference skips it
-            self.inference_allowed_mirroring_axes = None
-        return result
-
 
 class SSLScratchTrainer(WarmupPolyTrainer):
     """Random initialisation with exactly SSLInitTrainer's schedule: the control that isolates
     the effect of pretraining."""
+
+
+class SSLScratchTrainer_rerun(SSLScratchTrainer):
+    """SSLScratchTrainer again, in a model folder of its own: nnU-Net does not seed training, so a
+    second run on the same folds measures the run-to-run noise floor every comparison is read against."""
 
 
 class SSLInitTrainer(WarmupPolyTrainer):
@@ -138,13 +122,3 @@ class SSLInitTrainer_lowEncoderLR(SSLInitTrainer):
 
     def encoder_lr_scale(self, epoch: int) -> float:
         return self.ENCODER_LR_SCALE
-
-
-# fine-tuning recipes for a pretrained encoder, by the name the benchmark's --finetune takes
-FINETUNE_VARIANTS: dict[str, type[SSLInitTrainer]] = {
-    "default": SSLInitTrainer, "decoderFirst": SSLInitTrainer_decoderFirst, "lowEncoderLR": SSLInitTrainer_lowEncoderLR}
-
-
-def variant_suffix(finetune: str) -> str:
-    """Trainer-name part of a fine-tuning recipe: SSLInitTrainer[_<method>]<suffix>[_<length>]."""
-    return "" if finetune == "default" else f"_{finetune}"

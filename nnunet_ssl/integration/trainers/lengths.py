@@ -1,71 +1,44 @@
-"""Training-length variants in nnU-Net's idiom (``-tr SSLInitTrainer_cpu1200it``).
+"""Named training lengths, the ``_<length>`` part of a trainer name (``SSLScratchTrainer_cpu2000it``).
 
-CPU lengths are for demos, tests and CPU benchmarks with the ``nnUNetPlans_cpu`` plans; each pair
-(SSLInit / SSLScratch) shares one schedule so comparisons isolate the initialisation.
+Every arm of a comparison at one length shares it exactly; the registry (registry.py) turns each
+entry into class attributes of SizedTrainer / WarmupPolyTrainer. Warm-up is about 5% of the epochs,
+as nnssl's 50 of 1000 [nnssl PretrainedTrainer]. CPU lengths use 25 iterations per epoch, one
+validation iteration (only nnU-Net's pseudo-Dice log reads it) and, except cpu1200it, no test-time
+mirroring: with it, CPU evaluation of 52 hippocampus cases takes longer than a short training.
 """
-from nnunet_ssl.integration.trainers.finetune import (FINETUNE_VARIANTS, SSLInitTrainer, SSLScratchTrainer,
-                                                     variant_suffix)
+from dataclasses import dataclass
 
 
-class _Cpu1200it:  # 48 x 25 = 1200 iterations, 2 warm-up epochs (about 4%, nnssl uses 5%)
-    NUM_EPOCHS, ITERATIONS_PER_EPOCH, VAL_ITERATIONS_PER_EPOCH, WARMUP_EPOCHS = 48, 25, 2, 2
+@dataclass(frozen=True)
+class Length:
+    epochs: int
+    iterations_per_epoch: int | None = None  # None: nnU-Net's 250
+    val_iterations_per_epoch: int | None = None  # None: nnU-Net's 50
+    warmup_epochs: int = 50  # only warm-up trainers read it
+    test_time_mirroring: bool = True
+
+    @property
+    def iterations(self) -> int:
+        return self.epochs * (self.iterations_per_epoch or 250)
+
+    def class_attributes(self) -> dict:
+        return {"NUM_EPOCHS": self.epochs, "ITERATIONS_PER_EPOCH": self.iterations_per_epoch,
+                "VAL_ITERATIONS_PER_EPOCH": self.val_iterations_per_epoch, "WARMUP_EPOCHS": self.warmup_epochs,
+                "TEST_TIME_MIRRORING": self.test_time_mirroring}
 
 
-class _CpuDemo:  # 40 x 25 = 1000 iterations; no test-time mirroring: the demo's budget on 2 CPU cores
-    NUM_EPOCHS, ITERATIONS_PER_EPOCH, VAL_ITERATIONS_PER_EPOCH, WARMUP_EPOCHS = 40, 25, 1, 2
-    TEST_TIME_MIRRORING = False
+def _cpu(iterations: int) -> Length:
+    epochs = iterations // 25
+    return Length(epochs, 25, 1, max(1, round(0.05 * epochs)), test_time_mirroring=False)
 
 
-class _Cpu500it:  # 20 x 25 = 500 iterations, 1 warm-up epoch (5%); no test-time mirroring: the CPU evidence
-    # matrices (docs/benchmarks), where 50 cells of cpuDemo would not fit a working day on 2 cores
-    NUM_EPOCHS, ITERATIONS_PER_EPOCH, VAL_ITERATIONS_PER_EPOCH, WARMUP_EPOCHS = 20, 25, 1, 1
-    TEST_TIME_MIRRORING = False
-
-
-class _Cpu2000it:  # 80 x 25 = 2000 iterations, 4 warm-up epochs (5%), no test-time mirroring: the 2d CPU matrix,
-    # where a step costs about a fifth of a 3d one and 500 iterations of 4 slices left every model near Dice 0
-    NUM_EPOCHS, ITERATIONS_PER_EPOCH, VAL_ITERATIONS_PER_EPOCH, WARMUP_EPOCHS = 80, 25, 1, 4
-    TEST_TIME_MIRRORING = False
-
-
-class _Tiny:  # smoke tests only
-    NUM_EPOCHS, ITERATIONS_PER_EPOCH, VAL_ITERATIONS_PER_EPOCH, WARMUP_EPOCHS = 2, 2, 1, 1
-    TEST_TIME_MIRRORING = False
-
-
-class SSLInitTrainer_cpu1200it(_Cpu1200it, SSLInitTrainer): pass  # noqa: E701
-class SSLScratchTrainer_cpu1200it(_Cpu1200it, SSLScratchTrainer): pass  # noqa: E701
-class SSLInitTrainer_cpuDemo(_CpuDemo, SSLInitTrainer): pass  # noqa: E701
-class SSLScratchTrainer_cpuDemo(_CpuDemo, SSLScratchTrainer): pass  # noqa: E701
-class SSLInitTrainer_cpu500it(_Cpu500it, SSLInitTrainer): pass  # noqa: E701
-class SSLScratchTrainer_cpu500it(_Cpu500it, SSLScratchTrainer): pass  # noqa: E701
-class SSLInitTrainer_cpu2000it(_Cpu2000it, SSLInitTrainer): pass  # noqa: E701
-class SSLScratchTrainer_cpu2000it(_Cpu2000it, SSLScratchTrainer): pass  # noqa: E701
-class SSLInitTrainer_tiny(_Tiny, SSLInitTrainer): pass  # noqa: E701
-class SSLScratchTrainer_tiny(_Tiny, SSLScratchTrainer): pass  # noqa: E701
-
-
-def _generated_variants() -> dict[str, type]:
-    """Every fine-tuning recipe (finetune.FINETUNE_VARIANTS) at every length, unpinned
-    (``SSLInitTrainer_lowEncoderLR_cpu500it``; the explicit classes above cover the default recipe)
-    and pinned to one pretraining method (``SSLInitTrainer_pcl[_lowEncoderLR][_cpu500it]``), so that
-    runs from different pretrainings or recipes land in different nnU-Net model folders (the
-    benchmark relies on it) and nothing has to be chosen through nnUNet_ssl_method."""
-    from nnunet_ssl.methods import list_methods
-    lengths = {"": (), "_cpu1200it": (_Cpu1200it,), "_cpuDemo": (_CpuDemo,), "_cpu500it": (_Cpu500it,),
-               "_cpu2000it": (_Cpu2000it,), "_tiny": (_Tiny,)}
-    variants = {}
-    for finetune, base in FINETUNE_VARIANTS.items():
-        for method in [None, *list_methods()]:
-            for suffix, mixins in lengths.items():
-                name = f"SSLInitTrainer{f'_{method}' if method else ''}{variant_suffix(finetune)}{suffix}"
-                if name in globals() or name == base.__name__:
-                    continue
-                source = f"the {method} pretraining" if method else "the pretrained encoder"
-                variants[name] = type(name, (*mixins, base),
-                                      {"PRETRAINING_METHOD": method, "__module__": __name__,
-                                       "__doc__": f"{base.__name__}{suffix} loading {source}."})
-    return variants
-
-
-globals().update(_generated_variants())
+LENGTHS: dict[str, Length] = {
+    "cpu500it": _cpu(500),  # the 2026-11-30 3d evidence matrices
+    "cpu1000it": _cpu(1000),  # learning-curve point (docs/benchmarks/hippocampus_curve_*)
+    "cpuDemo": _cpu(1000),  # the demo's length on 2 CPU cores
+    "cpu2000it": _cpu(2000),  # the 2d matrices; a learning-curve point
+    "cpu4000it": _cpu(4000),  # learning-curve points
+    "cpu8000it": _cpu(8000),
+    "cpu1200it": Length(48, 25, 2, 2),  # with test-time mirroring, as nnU-Net validates
+    "tiny": Length(2, 2, 1, 1, test_time_mirroring=False),  # smoke tests only
+}

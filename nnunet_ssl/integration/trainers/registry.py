@@ -1,0 +1,98 @@
+"""Every trainer name this plugin answers to, parsed from three tables instead of made up front.
+
+A name is ``BASE[_METHOD][_RECIPE][_LENGTH]``:
+- BASE: ``SSLInitTrainer`` (pretrained encoder), ``SSLScratchTrainer`` (its matched control) or
+  ``nnUNetTrainer`` (nnU-Net's own trainer, only with a length: the stock arm);
+- METHOD (SSLInitTrainer only): the pretraining it loads, from PRETRAINING_METHODS;
+- RECIPE: a fine-tuning recipe of that base (``RECIPES``, e.g. ``lowEncoderLR``);
+- LENGTH: a named length of lengths.py (``cpu2000it``).
+
+nnU-Net finds a trainer with ``hasattr(module, name)`` on the modules of ``nnUNet_extTrainer``; the
+shim module's ``__getattr__`` is ``trainer_class`` below, so a class is made on first request and
+cached (the same name always gives the same class; pickle finds it here too). Discovery imports no
+pretraining method: the method names are a plain tuple, checked against the method registry by a test.
+"""
+from functools import cache
+
+from nnunet_ssl.integration.trainers.finetune import (SSLInitTrainer, SSLInitTrainer_decoderFirst,
+                                                     SSLInitTrainer_lowEncoderLR, SSLScratchTrainer,
+                                                     SSLScratchTrainer_rerun)
+from nnunet_ssl.integration.trainers.lengths import LENGTHS
+from nnunet_ssl.integration.trainers.sized import nnUNetStockTrainer
+
+# nnunet_ssl.methods.METHODS by name (tests/test_trainer_registry.py keeps the two equal)
+PRETRAINING_METHODS = ("gcl", "mlsscl", "mlsscl_longshort", "mlsscl_multiview", "pcl", "simclr")
+
+# per base: its recipes by the name the trainer name and the benchmark's --finetune use; "default" is the base
+RECIPES: dict[str, dict[str, type]] = {
+    "SSLInitTrainer": {"default": SSLInitTrainer, "decoderFirst": SSLInitTrainer_decoderFirst,
+                       "lowEncoderLR": SSLInitTrainer_lowEncoderLR},
+    "SSLScratchTrainer": {"default": SSLScratchTrainer, "rerun": SSLScratchTrainer_rerun},
+    "nnUNetTrainer": {"default": nnUNetStockTrainer},
+}
+PINS_METHOD = {"SSLInitTrainer"}
+
+
+def compose_name(base: str, method: str | None = None, recipe: str = "default", length: str = "") -> str:
+    """The trainer name of a (base, method, recipe, length); the inverse of ``parse_name``."""
+    parts = [base, method, None if recipe == "default" else recipe, length or None]
+    return "_".join(p for p in parts if p)
+
+
+def parse_name(name: str) -> tuple[str, str | None, str, str] | None:
+    """(base, method, recipe, length) of a trainer name, or None when it is not one of ours."""
+    for base, recipes in RECIPES.items():
+        if name != base and not name.startswith(base + "_"):
+            continue
+        parts = name[len(base) + 1:].split("_") if name != base else []
+        length = parts.pop() if parts and parts[-1] in LENGTHS else ""
+        recipe = parts.pop() if parts and parts[-1] in recipes and parts[-1] != "default" else "default"
+        method = "_".join(parts) or None
+        if method is not None and (base not in PINS_METHOD or method not in PRETRAINING_METHODS):
+            return None
+        if base == "nnUNetTrainer" and not length:  # plain nnUNetTrainer is nnU-Net's own
+            return None
+        return base, method, recipe, length
+    return None
+
+
+@cache
+def _build(base: str, method: str | None, recipe: str, length: str) -> type:
+    cls = RECIPES[base][recipe]
+    if method is None and not length and base != "nnUNetTrainer":
+        return cls
+    name = compose_name(base, method, recipe, length)
+    attributes = {"__module__": __name__, "__qualname__": name,
+                  "__doc__": f"{cls.__name__}" + (f" loading the {method} pretraining" if method else "")
+                             + (f" at length {length} ({LENGTHS[length].iterations} iterations)" if length else "")}
+    if base in PINS_METHOD:
+        attributes["PRETRAINING_METHOD"] = method
+    if length:
+        attributes.update(LENGTHS[length].class_attributes())
+    return type(name, (cls,), attributes)
+
+
+def trainer_class(name: str) -> type | None:
+    """The trainer class of ``name``, or None when the name is not one of ours."""
+    parsed = parse_name(name)
+    return _build(*parsed) if parsed else None
+
+
+def trainer_names() -> list[str]:
+    """Every name ``trainer_class`` answers to (for listings and error messages)."""
+    names = []
+    for base, recipes in RECIPES.items():
+        for method in (None, *PRETRAINING_METHODS) if base in PINS_METHOD else (None,):
+            for recipe in recipes:
+                for length in ("", *LENGTHS):
+                    name = compose_name(base, method, recipe, length)
+                    if parse_name(name) is not None:
+                        names.append(name)
+    return names
+
+
+def __getattr__(name: str) -> type:  # classes made here resolve by module + name (pickle, nnU-Net)
+    cls = trainer_class(name) if not name.startswith("__") else None
+    if cls is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return cls

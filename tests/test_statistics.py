@@ -1,0 +1,41 @@
+"""Paired statistics on hand-made differences with known answers."""
+import numpy as np
+import pytest
+
+from nnunet_ssl.benchmark.statistics import compare, hierarchical_bootstrap_ci, pooled_mean, verdict, wilcoxon_p
+
+
+def test_constant_differences_give_a_point_interval():
+    folds = [np.full(5, 0.1), np.full(7, 0.1), np.full(3, 0.1)]
+    assert hierarchical_bootstrap_ci(folds, samples=500) == pytest.approx((0.1, 0.1))
+    assert verdict((0.1, 0.1)) == "better"
+
+
+def test_one_fold_two_cases_has_the_binomial_interval():
+    # resampling {0, 1} twice: mean 0, 0.5, 1 with probability 1/4, 1/2, 1/4 -> the 95% interval is [0, 1]
+    assert hierarchical_bootstrap_ci([np.array([0.0, 1.0])], samples=4000) == pytest.approx((0.0, 1.0))
+
+
+def test_folds_are_resampled_not_only_cases():
+    # within-fold spread is 0, so only fold resampling can widen the interval: folds at -0.2 and +0.2
+    low, high = hierarchical_bootstrap_ci([np.full(50, -0.2), np.full(50, 0.2)], samples=4000)
+    assert low == pytest.approx(-0.2) and high == pytest.approx(0.2)
+    assert verdict((low, high)) == "no detectable difference"
+    assert verdict((-0.3, -0.01)) == "worse"
+
+
+def test_pooled_mean_weighs_folds_equally():
+    assert pooled_mean([np.array([1.0]), np.array([0.0, 0.0, 0.0])]) == pytest.approx(0.5)
+
+
+def test_wilcoxon_exact_p_values():
+    assert wilcoxon_p(np.array([0.1, 0.2, 0.3, 0.4, 0.5])) == pytest.approx(2 / 32)  # all 5 ranks positive
+    # W- = 2 + 4 = 6; 14 of the 64 sign patterns of ranks 1..6 give W <= 6, two-sided: 28 / 64
+    assert wilcoxon_p(np.array([0.1, -0.2, 0.3, -0.4, 0.5, 0.6])) == pytest.approx(28 / 64)
+    assert np.isnan(wilcoxon_p(np.zeros(4)))
+
+
+def test_compare_reports_everything_a_table_needs():
+    result = compare([np.array([0.1, 0.3]), np.array([0.2, 0.2])])
+    assert result["mean"] == pytest.approx(0.2) and result["cases"] == 4 and result["cases_better"] == 4
+    assert result["folds"] == 2 and result["verdict"] == "better" and 0.1 <= result["ci_low"] <= result["ci_high"] <= 0.3

@@ -1,0 +1,75 @@
+"""Trainer names parsed from the registry's tables: every length, recipe and pinned method."""
+import pickle
+
+import pytest
+
+from nnunet_ssl.integration.trainers import registry
+from nnunet_ssl.integration.trainers.finetune import SSLInitTrainer, SSLInitTrainer_lowEncoderLR, SSLScratchTrainer
+from nnunet_ssl.integration.trainers.lengths import LENGTHS
+from nnunet_ssl.integration.trainers.sized import nnUNetStockTrainer
+
+
+def test_method_names_match_the_method_registry():
+    from nnunet_ssl.methods import list_methods
+    assert sorted(registry.PRETRAINING_METHODS) == list_methods()
+
+
+def test_recipe_names_are_single_tokens():  # parse_name splits on "_"
+    assert all("_" not in recipe for recipes in registry.RECIPES.values() for recipe in recipes)
+
+
+@pytest.mark.parametrize("name, parsed", [
+    ("SSLInitTrainer", ("SSLInitTrainer", None, "default", "")),
+    ("SSLInitTrainer_cpu2000it", ("SSLInitTrainer", None, "default", "cpu2000it")),
+    ("SSLInitTrainer_pcl_lowEncoderLR_cpu500it", ("SSLInitTrainer", "pcl", "lowEncoderLR", "cpu500it")),
+    ("SSLInitTrainer_mlsscl_longshort_decoderFirst", ("SSLInitTrainer", "mlsscl_longshort", "decoderFirst", "")),
+    ("SSLScratchTrainer_rerun_cpu4000it", ("SSLScratchTrainer", None, "rerun", "cpu4000it")),
+    ("nnUNetTrainer_cpu1000it", ("nnUNetTrainer", None, "default", "cpu1000it")),
+    ("nnUNetTrainer", None),  # nnU-Net's own
+    ("nnUNetTrainer_500epochs", None),  # nnU-Net's own variant
+    ("SSLScratchTrainer_pcl", None),  # scratch pins no method
+    ("SSLInitTrainer_unknownmethod_cpu500it", None),
+    ("SSLInitTrainer_cpu3it", None),
+])
+def test_parse_name(name, parsed):
+    assert registry.parse_name(name) == parsed
+    if parsed:
+        assert registry.compose_name(*parsed) == name
+
+
+def test_classes_carry_length_method_and_recipe():
+    cls = registry.trainer_class("SSLInitTrainer_pcl_lowEncoderLR_cpu2000it")
+    assert issubclass(cls, SSLInitTrainer_lowEncoderLR) and cls.PRETRAINING_METHOD == "pcl"
+    assert (cls.NUM_EPOCHS, cls.ITERATIONS_PER_EPOCH, cls.WARMUP_EPOCHS, cls.TEST_TIME_MIRRORING) == (80, 25, 4, False)
+    assert cls.ENCODER_LR_SCALE == 0.1
+    assert registry.trainer_class("SSLInitTrainer_pcl_lowEncoderLR_cpu2000it") is cls  # cached: one class per name
+    assert registry.trainer_class("SSLInitTrainer") is SSLInitTrainer
+    assert registry.trainer_class("SSLScratchTrainer_cpu500it").__mro__[1] is SSLScratchTrainer
+    assert pickle.loads(pickle.dumps(cls)) is cls
+    stock = registry.trainer_class("nnUNetTrainer_cpu4000it")
+    assert issubclass(stock, nnUNetStockTrainer) and stock.NUM_EPOCHS * stock.ITERATIONS_PER_EPOCH == 4000
+
+
+def test_existing_lengths_keep_their_values():  # earlier benchmark results stay reproducible
+    assert {k: (v.epochs, v.iterations_per_epoch, v.val_iterations_per_epoch, v.warmup_epochs, v.test_time_mirroring)
+            for k, v in LENGTHS.items() if k in ("cpu500it", "cpuDemo", "cpu2000it", "cpu1200it", "tiny")} == {
+        "cpu500it": (20, 25, 1, 1, False), "cpuDemo": (40, 25, 1, 2, False), "cpu2000it": (80, 25, 1, 4, False),
+        "cpu1200it": (48, 25, 2, 2, True), "tiny": (2, 2, 1, 1, False)}
+
+
+def test_every_listed_name_resolves_and_none_is_duplicated():
+    names = registry.trainer_names()
+    assert len(names) == len(set(names)) > 100
+    assert all(registry.trainer_class(n).__name__ == n for n in names)
+
+
+def test_shim_answers_nnunet_lookup_without_importing_methods(tmp_path):
+    """A fresh interpreter resolves names through the shim's __getattr__ and never imports a method."""
+    import subprocess
+    import sys
+    code = ("import sys, nnunet_ssl.integration.ext_trainers.nnunet_ssl_trainers as shim;"
+            "c = shim.SSLInitTrainer_pcl_cpu500it; assert c.PRETRAINING_METHOD == 'pcl';"
+            "assert not hasattr(shim, 'nnUNetTrainer_DA5');"
+            "print(sorted(m for m in sys.modules if m.startswith('nnunet_ssl.methods')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
