@@ -70,6 +70,15 @@ def test_paired_difference_to_scratch_is_per_fold(tmp_path):
     assert report["statistics"][("pcl", 2, 0)]["cases"] == 2
 
 
+@pytest.mark.parametrize("length", ["cpu500it", "cpu1000it", "cpu2000it", "cpu4000it", "cpu8000it", "tiny"])
+def test_curve_points_train_the_iterations_they_report(length):
+    from nnunet_ssl.integration.trainers import trainer_class
+    cells = plan_cells(["scratch", "nnunet", "pcl"], [{"labeled": 5, "base_fold": 0, "fold": 6}], [length])
+    for cell in cells:
+        cls = trainer_class(cell.trainer)
+        assert cls.NUM_EPOCHS * cls.ITERATIONS_PER_EPOCH == cell.iterations
+
+
 def test_learning_curve_rows_are_grouped_by_iterations(tmp_path):
     rows = [{"method": m, "labeled": 5, "iterations": it, "fold": f, "case": c, "dice_foreground": v}
             for m, it, f, c, v in (("scratch", 500, 6, "a", 0.2), ("scratch", 500, 6, "b", 0.4),
@@ -85,12 +94,13 @@ def test_learning_curve_rows_are_grouped_by_iterations(tmp_path):
 
 def test_tiny_matrix_runs_resumes_and_writes_results(pretrained, tmp_path):
     out = tmp_path / "bench"
-    args = [script("nnUNetv2_ssl_benchmark"), "-d", str(DATASET_ID), "-p", PLANS, "--methods", "scratch", "pcl",
-            "--labeled", "2", "--base-folds", "0", "--length", "tiny", "--finetune", "default", "lowEncoderLR",
+    args = [script("nnUNetv2_ssl_benchmark"), "-d", str(DATASET_ID), "-p", PLANS, "--methods", "scratch", "nnunet",
+            "pcl", "--labeled", "2", "--base-folds", "0", "--length", "tiny", "--finetune", "default", "lowEncoderLR",
             "-device", "cpu", "-o", str(out)]
     first = run_command(args)
-    assert "| scratch | 2 | 1 |" in first.stdout and "| pcl | 2 | 1 |" in first.stdout
-    assert "| pcl+lowEncoderLR | 2 | 1 |" in first.stdout
+    assert "| scratch | 2 | 4 | 1 |" in first.stdout and "| pcl | 2 | 4 | 1 |" in first.stdout
+    assert "| pcl+lowEncoderLR | 2 | 4 | 1 |" in first.stdout and "| nnunet | 2 | 4 | 1 |" in first.stdout
+    assert "Pretraining:" in first.stdout and "| pcl | " in first.stdout.split("Pretraining:")[1]
     mapping = json.load(open(os.path.join(pretrained["env"]["nnUNet_preprocessed"], pretrained["name"],
                                           "label_budget_folds.json")))["folds"]
     fold = next(r["fold"] for r in mapping if r["labeled"] == 2 and r["base_fold"] == 0)
@@ -98,12 +108,20 @@ def test_tiny_matrix_runs_resumes_and_writes_results(pretrained, tmp_path):
                                          "splits_final.json")))
     with open(out / "benchmark.csv") as f:
         rows = list(csv.DictReader(f))
-    assert {r["method"] for r in rows} == {"scratch", "pcl", "pcl+lowEncoderLR"} and {r["fold"] for r in rows} == {str(fold)}
+    assert {r["method"] for r in rows} == {"scratch", "nnunet", "pcl", "pcl+lowEncoderLR"}
+    assert {r["fold"] for r in rows} == {str(fold)} and {r["iterations"] for r in rows} == {"4"}
     assert sorted(r["case"] for r in rows if r["method"] == "pcl") == sorted(splits[fold]["val"])
     assert all(0 <= float(r["dice_foreground"]) <= 1 for r in rows)
     assert {"ppv", "ltpr", "lfpr", "dice_1"} <= set(rows[0])  # binary task: lesion-wise metrics too
     for ext in ("md", "json", "png"):
         assert (out / f"benchmark.{ext}").is_file()
 
+    import torch  # the stock arm is nnU-Net's own trainer (no warm-up) at the requested length
+    stock = torch.load(os.path.join(pretrained["env"]["nnUNet_results"], pretrained["name"],
+                                    f"nnUNetTrainer_tiny__{PLANS}__3d_fullres", f"fold_{fold}", "checkpoint_final.pth"),
+                       map_location="cpu", weights_only=False)
+    assert stock["trainer_name"] == "nnUNetTrainer_tiny" and stock["current_epoch"] == 2
+    assert stock["logging"]["lrs"][0] == pytest.approx(0.01)  # nnU-Net's poly starts at 1e-2
+
     second = run_command(args)  # resumable: finished cells are skipped
-    assert second.stdout.count("already done") == 3
+    assert second.stdout.count("already done") == 4

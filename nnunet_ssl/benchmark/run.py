@@ -115,6 +115,31 @@ def evaluate_cells(cells: list[Cell], dataset_name: str, configuration: str, pla
     return rows
 
 
+def class_onsets_of_training(fold_folder: str, labels: list[str]) -> dict[str, int | None]:
+    """When each class started in one nnU-Net training: its checkpoint_final's per-epoch pseudo-Dice."""
+    import torch
+
+    from nnunet_ssl.benchmark.report import class_onsets
+    checkpoint = torch.load(join(fold_folder, "checkpoint_final.pth"), map_location="cpu", weights_only=False)
+    return class_onsets(checkpoint["logging"]["dice_per_class_or_region"], labels)
+
+
+def pretraining_summary(method: str, folder: str) -> dict:
+    """Steps, wall time and the last epoch's metrics of a finished pretraining (its
+    checkpoint_final.json and progress.json), for the benchmark's pretraining table."""
+    import json
+    with open(join(folder, "checkpoint_final.json")) as f:
+        meta = json.load(f)
+    history = []
+    if isfile(join(folder, "progress.json")):
+        with open(join(folder, "progress.json")) as f:
+            history = json.load(f)
+    schedule = meta["hparams"]["schedule"]
+    return {"method": method, "epochs": meta["epochs_completed"],
+            "steps": meta["epochs_completed"] * schedule["iterations_per_epoch"], "batch_size": schedule["batch_size"],
+            "minutes": sum(e.get("seconds", 0.0) for e in history) / 60, "final_metrics": meta["final_metrics"]}
+
+
 def missing_summaries(cells: list[Cell], dataset_name: str, configuration: str, plans: str,
                       results_root: str) -> list[Cell]:
     return [c for c in cells if not isfile(join(results_root, dataset_name, f"{c.trainer}__{plans}__{configuration}",

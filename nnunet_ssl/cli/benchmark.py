@@ -25,8 +25,9 @@ def benchmark(dataset: str, methods: list[str], budgets: list[int], base_folds: 
 
     from nnunetv2.paths import nnUNet_preprocessed, nnUNet_results
 
-    from nnunet_ssl.benchmark.report import benchmark_report
-    from nnunet_ssl.benchmark.run import REFERENCE_ARMS, evaluate_cells, missing_summaries, plan_cells, run_matrix
+    from nnunet_ssl.benchmark.report import benchmark_report, pretraining_table
+    from nnunet_ssl.benchmark.run import (REFERENCE_ARMS, evaluate_cells, missing_summaries, plan_cells,
+                                          pretraining_summary, run_matrix)
     from nnunet_ssl.benchmark.steps import StepRunner
     from nnunet_ssl.cli.splits import splits
     from nnunet_ssl.integration import locations
@@ -61,6 +62,14 @@ def benchmark(dataset: str, methods: list[str], budgets: list[int], base_folds: 
                                str(nnUNet_preprocessed), data.dataset_json)
     class_names = {str(v): k for k, v in data.dataset_json["labels"].items() if isinstance(v, int)}
     report = benchmark_report(case_rows, join(out_dir, "benchmark"), class_names)
+    pretrained = [pretraining_summary(m, locations.pretraining_folder(data.dataset_name, m, plans, configuration))
+                  for m in methods if m not in REFERENCE_ARMS]
+    if pretrained:  # how long each method pretrained, and where its health metrics ended
+        report["markdown"] += "\n\nPretraining:\n\n" + pretraining_table(pretrained)
+        with open(join(out_dir, "benchmark.md"), "a") as f:
+            f.write("\nPretraining:\n\n" + pretraining_table(pretrained) + "\n")
+        with open(join(out_dir, "benchmark_pretraining.json"), "w") as f:
+            json.dump(pretrained, f, indent=1)
     with open(join(out_dir, "benchmark_setup.json"), "w") as f:
         json.dump({"dataset": data.dataset_name, "configuration": configuration, "plans": plans,
                    "methods": methods, "budgets": budgets, "base_folds": base_folds, "seed": seed,

@@ -18,6 +18,7 @@ from nnunet_ssl.cli import run_cli
 from nnunet_ssl.benchmark.steps import StepRunner
 from nnunet_ssl.errors import SSLUserError
 from nnunet_ssl.benchmark.report import paired_dice_report
+from nnunet_ssl.benchmark.run import class_onsets_of_training
 
 DEFAULT_WORKDIR = os.path.join(os.path.expanduser("~"), "nnunet_ssl_demo")
 NNUNET_VARS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
@@ -124,8 +125,11 @@ def demo(workdir: str | None = None, device: str = "cpu") -> dict:
                                         "-device", device], skip_if=summary, progress=r"Epoch \d+$", env=cpu_env)
         summaries[label] = summary
     labels = json.load(open(os.path.join(folders["nnUNet_raw"], ds_name, "dataset.json")))["labels"]
+    foreground = [str(v) for v in sorted(v for v in labels.values() if v > 0)]
+    onsets = {label: class_onsets_of_training(os.path.dirname(os.path.dirname(summary)), foreground)
+              for label, summary in summaries.items()}
     report = paired_dice_report(summaries, baseline="scratch", out_prefix=os.path.join(results, "demo_result"),
-                                class_names={str(v): k for k, v in labels.items()})
+                                class_names={str(v): k for k, v in labels.items()}, onsets=onsets)
     print("\n" + report["markdown"])
     print(f"\nplot: {report['plot']}\ntable: {report['markdown_file']}\nper-case numbers: {report['json']}")
     print(f"total time {(time.time() - start) / 60:.1f} min")
