@@ -89,6 +89,7 @@ def test_learning_curve_rows_are_grouped_by_iterations(tmp_path):
     assert "| scratch | 5 | 2000 | 1 | 0.700 ± 0.000 |" in report["markdown"]
     assert "| nnunet | 5 | 500 | 1 | 0.400 ± 0.000 | 0.100 ± 0.000 | 1/1 | +0.100 [+0.100, +0.100] |" \
         in report["markdown"]
+    assert "- scratch, M = 5: not reached within the measured lengths" in report["markdown"]  # 500 -> 2000 only
     assert (tmp_path / "curve.png").is_file()
 
 

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from nnunet_ssl.benchmark.statistics import compare, hierarchical_bootstrap_ci, pooled_mean, verdict, wilcoxon_p
+from nnunet_ssl.benchmark.statistics import (compare, hierarchical_bootstrap_ci, plateau_length, pooled_mean, verdict,
+                                             wilcoxon_p)
 
 
 def test_constant_differences_give_a_point_interval():
@@ -39,3 +40,10 @@ def test_compare_reports_everything_a_table_needs():
     result = compare([np.array([0.1, 0.3]), np.array([0.2, 0.2])])
     assert result["mean"] == pytest.approx(0.2) and result["cases"] == 4 and result["cases_better"] == 4
     assert result["folds"] == 2 and result["verdict"] == "better" and 0.1 <= result["ci_low"] <= result["ci_high"] <= 0.3
+
+
+def test_plateau_is_the_shortest_length_whose_doubling_adds_little():
+    curve = {500: 0.30, 1000: 0.50, 2000: 0.70, 4000: 0.705, 8000: 0.70}
+    assert plateau_length(curve) == 2000
+    assert plateau_length({500: 0.3, 1000: 0.5}) is None  # still rising at every measured doubling
+    assert plateau_length({500: 0.3, 2000: 0.3}) is None  # no doubling measured

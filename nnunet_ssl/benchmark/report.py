@@ -169,7 +169,7 @@ def benchmark_report(rows: list[dict], out_prefix: str, class_names: dict[str, s
     several lengths (a learning curve), else against the number of labeled cases."""
     import csv
 
-    from nnunet_ssl.benchmark.statistics import compare
+    from nnunet_ssl.benchmark.statistics import compare, plateau_length
     methods = list(dict.fromkeys(r["method"] for r in rows))
     groups = sorted({_group(r) for r in rows}, key=lambda g: (methods.index(g[0]), g[1], g[2]))
     iterations = sorted({g[2] for g in groups})
@@ -198,6 +198,13 @@ def benchmark_report(rows: list[dict], out_prefix: str, class_names: dict[str, s
                 _p_value(stats["wilcoxon_p"]), stats["verdict"]]
         lines.append(f"| {method} | {labeled} | {n_iterations or '—'} | {len(folds)} | " + " | ".join(cells) + " |")
     n_cases = len({(r["fold"], r["case"]) for r in rows})
+    if len(iterations) > 1:  # a learning curve: where does each arm stop gaining?
+        lines += ["", "Plateau (shortest length whose doubling adds < 0.01 mean foreground Dice):"]
+        for method, labeled in dict.fromkeys((g[0], g[1]) for g in groups):
+            curve = {g[2]: float(np.mean(aggregated["dice_foreground"][g])) for g in groups if g[:2] == (method, labeled)}
+            found = plateau_length(curve)
+            lines.append(f"- {method}, M = {labeled}: " + (f"{found} iterations" if found else
+                                                           "not reached within the measured lengths"))
     markdown = "\n".join(lines) + (
         f"\n\nEach fold's validation cases are untouched by its training; a fold's value is the mean of "
         f"per-case 3D metrics over its validation cases, and the table shows mean ± std over folds "

@@ -59,3 +59,15 @@ def compare(differences_by_fold: list[np.ndarray], seed: int = 0) -> dict:
     return {"mean": pooled_mean(differences_by_fold), "ci_low": ci[0], "ci_high": ci[1],
             "wilcoxon_p": wilcoxon_p(pooled), "verdict": verdict(ci), "folds": len(differences_by_fold),
             "cases": int(pooled.size), "cases_better": int((pooled > 0).sum())}
+
+
+PLATEAU_GAIN = 0.01  # Dice a doubling of the training length must add to count as still rising [issue 12]
+
+
+def plateau_length(curve: dict[int, float], gain: float = PLATEAU_GAIN) -> int | None:
+    """The shortest length L whose doubling adds less than ``gain`` mean Dice (curve: {iterations:
+    mean Dice}, with 2L measured); None while every measured doubling still adds more."""
+    for length in sorted(curve):
+        if 2 * length in curve and curve[2 * length] - curve[length] < gain:
+            return length
+    return None
