@@ -126,3 +126,14 @@ def test_tiny_matrix_runs_resumes_and_writes_results(pretrained, tmp_path):
 
     second = run_command(args)  # resumable: finished cells are skipped
     assert second.stdout.count("already done") == 4
+
+    # a cell stopped before its validation continues from its checkpoint with --c instead of starting over
+    scratch_fold = os.path.join(pretrained["env"]["nnUNet_results"], pretrained["name"],
+                                f"SSLScratchTrainer_tiny__{PLANS}__3d_fullres", f"fold_{fold}")
+    os.remove(os.path.join(scratch_fold, "validation", "summary.json"))
+    logs_before = {f for f in os.listdir(scratch_fold) if f.startswith("training_log")}
+    third = run_command(args)
+    assert third.stdout.count("already done") == 3
+    assert os.path.isfile(os.path.join(scratch_fold, "validation", "summary.json"))
+    new_log = [f for f in os.listdir(scratch_fold) if f.startswith("training_log") and f not in logs_before]
+    assert len(new_log) == 1 and "Epoch 0" not in open(os.path.join(scratch_fold, new_log[0])).read()  # not retrained

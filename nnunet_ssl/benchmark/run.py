@@ -82,9 +82,11 @@ def run_matrix(dataset_id: int, dataset_name: str, configuration: str, plans: st
                device: str, runner: StepRunner, results_root: str, env: dict | None = None) -> None:
     for cell in cells:
         folder = join(results_root, dataset_name, f"{cell.trainer}__{plans}__{configuration}", f"fold_{cell.fold}")
-        runner.run(f"{cell.arm}_labeled{cell.labeled}_fold{cell.fold}",
+        # a cell stopped part-way (a session ended) continues from its last checkpoint with nnU-Net's --c
+        resume = any(isfile(join(folder, f)) for f in ("checkpoint_latest.pth", "checkpoint_final.pth"))
+        runner.run(f"{cell.arm}_labeled{cell.labeled}_fold{cell.fold}_{cell.iterations}it",
                    ["nnUNetv2_train", str(dataset_id), configuration, str(cell.fold), "-p", plans, "-tr",
-                    cell.trainer, "-device", device],
+                    cell.trainer, "-device", device] + (["--c"] if resume else []),
                    skip_if=join(folder, "validation", "summary.json"), progress=r"Epoch \d+$", env=env)
 
 

@@ -5,6 +5,7 @@ entry into class attributes of SizedTrainer / WarmupPolyTrainer. Warm-up is abou
 as nnssl's 50 of 1000 [nnssl PretrainedTrainer]. CPU lengths use 25 iterations per epoch, one
 validation iteration (only nnU-Net's pseudo-Dice log reads it) and, except cpu1200it, no test-time
 mirroring: with it, CPU evaluation of 52 hippocampus cases takes longer than a short training.
+Resumed (``--c``) runs continue the schedule at the saved epoch; only the random data stream differs.
 """
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ class Length:
     val_iterations_per_epoch: int | None = None  # None: nnU-Net's 50
     warmup_epochs: int = 50  # only warm-up trainers read it
     test_time_mirroring: bool = True
+    save_every: int | None = None  # epochs between checkpoint_latest writes; None: nnU-Net's 50
 
     @property
     def iterations(self) -> int:
@@ -24,12 +26,14 @@ class Length:
     def class_attributes(self) -> dict:
         return {"NUM_EPOCHS": self.epochs, "ITERATIONS_PER_EPOCH": self.iterations_per_epoch,
                 "VAL_ITERATIONS_PER_EPOCH": self.val_iterations_per_epoch, "WARMUP_EPOCHS": self.warmup_epochs,
-                "TEST_TIME_MIRRORING": self.test_time_mirroring}
+                "TEST_TIME_MIRRORING": self.test_time_mirroring, "SAVE_EVERY": self.save_every}
 
 
 def _cpu(iterations: int) -> Length:
+    # a checkpoint every 10 epochs (250 iterations): a CPU cell stopped with its session loses little,
+    # and the benchmark continues it with nnU-Net's --c
     epochs = iterations // 25
-    return Length(epochs, 25, 1, max(1, round(0.05 * epochs)), test_time_mirroring=False)
+    return Length(epochs, 25, 1, max(1, round(0.05 * epochs)), test_time_mirroring=False, save_every=10)
 
 
 LENGTHS: dict[str, Length] = {

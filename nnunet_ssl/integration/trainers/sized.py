@@ -14,6 +14,7 @@ class SizedTrainer:
     ITERATIONS_PER_EPOCH: int | None = None  # 250 [nnU-Net]
     VAL_ITERATIONS_PER_EPOCH: int | None = None  # 50 [nnU-Net]
     TEST_TIME_MIRRORING: bool = True  # False: validation/prediction without mirroring (8x faster on CPU)
+    SAVE_EVERY: int | None = None  # epochs between checkpoint_latest.pth writes; None: nnU-Net's 50
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -26,7 +27,7 @@ class SizedTrainer:
             if threads is not None:
                 torch.set_num_threads(threads)
         for attribute, field in (("NUM_EPOCHS", "num_epochs"), ("ITERATIONS_PER_EPOCH", "num_iterations_per_epoch"),
-                                 ("VAL_ITERATIONS_PER_EPOCH", "num_val_iterations_per_epoch")):
+                                 ("VAL_ITERATIONS_PER_EPOCH", "num_val_iterations_per_epoch"), ("SAVE_EVERY", "save_every")):
             if getattr(self, attribute) is not None:
                 setattr(self, field, getattr(self, attribute))
 
