@@ -1,7 +1,7 @@
 """Run a benchmark matrix: pretraining methods x label budgets x folds, through the stock commands.
 
 Each cell is ``nnUNetv2_train ID CONFIG FOLD -tr <trainer>`` on a label-budget fold (see
-benchmark/splits.py); finished cells (a validation summary exists) are skipped, so an interrupted
+data/folds.py); finished cells (a validation summary exists) are skipped, so an interrupted
 benchmark resumes where it stopped. Cells are evaluated on nnU-Net's validation predictions of
 ``checkpoint_final``: no checkpoint is ever selected on the fold that is reported.
 """

@@ -13,7 +13,6 @@ import sys
 import time
 from importlib import resources
 
-from nnunet_ssl.atomic_io import atomic_save_json
 from nnunet_ssl.cli import run_cli
 from nnunet_ssl.benchmark.steps import StepRunner
 from nnunet_ssl.errors import SSLUserError
@@ -76,15 +75,8 @@ def write_demo_split(preprocessed_root: str, protocol: dict, cases: list[str]) -
     n_labeled, n_eval = protocol["labeled_cases"], protocol["evaluation_cases"]
     order = np.random.default_rng(protocol["split_seed"]).permutation(cases).tolist()
     split = {"train": sorted(order[:n_labeled]), "val": sorted(order[n_labeled:n_labeled + n_eval])}
-    path = os.path.join(preprocessed_root, protocol["dataset_name"], "splits_final.json")
-    if os.path.isfile(path):
-        existing = json.load(open(path))
-        if existing[:1] != [split]:
-            raise SSLUserError(f"{path} exists with another fold 0; the demo does not overwrite it.",
-                               "run the demo with --workdir pointing to a fresh folder")
-        return split
-    atomic_save_json([split], path)
-    return split
+    from nnunet_ssl.integration.splits import write_single_fold
+    return write_single_fold(preprocessed_root, protocol["dataset_name"], split)
 
 
 def demo(workdir: str | None = None, device: str = "cpu") -> dict:
