@@ -12,6 +12,7 @@ from os.path import isfile, join
 from nnunet_ssl.benchmark.metrics import case_metrics
 from nnunet_ssl.benchmark.steps import StepRunner
 from nnunet_ssl.errors import SSLUserError
+from nnunet_ssl.integration.locations import model_folder
 
 SCRATCH = "scratch"
 
@@ -62,7 +63,7 @@ def plan_cells(methods: list[str], rows: list[dict], length: str, finetunes: tup
 def run_matrix(dataset_id: int, dataset_name: str, configuration: str, plans: str, cells: list[Cell],
                device: str, runner: StepRunner, results_root: str, env: dict | None = None) -> None:
     for cell in cells:
-        folder = join(results_root, dataset_name, f"{cell.trainer}__{plans}__{configuration}", f"fold_{cell.fold}")
+        folder = join(model_folder(dataset_name, cell.trainer, plans, configuration, results_root), f"fold_{cell.fold}")
         runner.run(f"{cell.arm}_labeled{cell.labeled}_fold{cell.fold}",
                    ["nnUNetv2_train", str(dataset_id), configuration, str(cell.fold), "-p", plans, "-tr",
                     cell.trainer, "-device", device],
@@ -79,7 +80,7 @@ def evaluate_cells(cells: list[Cell], dataset_name: str, configuration: str, pla
     reference = join(preprocessed_root, dataset_name, "gt_segmentations")
     rows = []
     for cell in cells:
-        validation = join(results_root, dataset_name, f"{cell.trainer}__{plans}__{configuration}",
+        validation = join(model_folder(dataset_name, cell.trainer, plans, configuration, results_root),
                           f"fold_{cell.fold}", "validation")
         cases = sorted(f[: -len(ending)] for f in os.listdir(validation) if f.endswith(ending))
         for case in cases:
@@ -98,5 +99,5 @@ def evaluate_cells(cells: list[Cell], dataset_name: str, configuration: str, pla
 
 def missing_summaries(cells: list[Cell], dataset_name: str, configuration: str, plans: str,
                       results_root: str) -> list[Cell]:
-    return [c for c in cells if not isfile(join(results_root, dataset_name, f"{c.trainer}__{plans}__{configuration}",
+    return [c for c in cells if not isfile(join(model_folder(dataset_name, c.trainer, plans, configuration, results_root),
                                                 f"fold_{c.fold}", "validation", "summary.json"))]

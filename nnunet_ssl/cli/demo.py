@@ -80,6 +80,8 @@ def write_demo_split(preprocessed_root: str, protocol: dict, cases: list[str]) -
 
 
 def demo(workdir: str | None = None, device: str = "cpu") -> dict:
+    from nnunet_ssl.integration.locations import FINAL, PREFIX, model_folder
+
     protocol = load_protocol()
     folders = demo_folders(workdir)
     for path in folders.values():
@@ -107,11 +109,12 @@ def demo(workdir: str | None = None, device: str = "cpu") -> dict:
           f"{len(split['val'])} evaluation cases")
     steps.run("pretrain", ["nnUNetv2_ssl_pretrain", "-d", ds_id, "-c", cfg, "-p", plans, "-m", "pcl",
                            "-device", device, "--recipe", protocol["pretraining_recipe"]],
-              skip_if=os.path.join(results, f"SSLPretrain_pcl__{plans}__{cfg}", "checkpoint_final.pth"),
+              skip_if=os.path.join(model_folder(ds_name, PREFIX + "pcl", plans, cfg, folders["nnUNet_results"]), FINAL),
               progress=r"epoch \d+, loss", env=cpu_env)
     summaries = {}
     for label, trainer in protocol["trainers"].items():
-        summary = os.path.join(results, f"{trainer}__{plans}__{cfg}", "fold_0", "validation", "summary.json")
+        summary = os.path.join(model_folder(ds_name, trainer, plans, cfg, folders["nnUNet_results"]), "fold_0",
+                               "validation", "summary.json")
         steps.run(f"finetune_{label}", ["nnUNetv2_train", ds_id, cfg, "0", "-p", plans, "-tr", trainer,
                                         "-device", device], skip_if=summary, progress=r"Epoch \d+$", env=cpu_env)
         summaries[label] = summary

@@ -4,7 +4,7 @@ from nnunetv2.training.lr_scheduler.warmup import Lin_incr_LRScheduler, PolyLRSc
 from nnunetv2.training.nnUNetTrainer.variants.lr_schedule.nnUNetTrainer_warmup import nnUNetTrainer_warmup
 
 from nnunet_ssl.errors import SSLUserError
-from nnunet_ssl.integration.cpu import requested_threads
+from nnunet_ssl.integration.device import requested_threads
 from nnunet_ssl.integration.encoder_loader import load_pretrained_encoder, unwrap
 from nnunet_ssl.integration.locations import find_pretrained_checkpoint
 
