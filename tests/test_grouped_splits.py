@@ -224,3 +224,16 @@ def test_benchmark_passes_the_groups_through(nnunet_env, monkeypatch, capsys):
     budget = splits[-1]
     assert len(splits) == 11 and len({GROUPS[c] for c in budget["train"]}) == 3
     assert split_patients(budget, GROUPS) == [] and budget["val"] == splits[5]["val"]
+
+
+def test_benchmark_without_nnunet_results_says_so_before_writing_folds(nnunet_env, monkeypatch, capsys):
+    from nnunet_ssl.cli.benchmark import benchmark_entry
+    folder = _preprocessed(nnunet_env, plans=True)
+    monkeypatch.delenv("nnUNet_results")
+    monkeypatch.setattr(sys, "argv", ["nnUNetv2_ssl_benchmark", "-d", "322", "--labeled", "3", "--methods", "scratch",
+                                      "--length", "tiny", "--group-pattern", PATTERN])
+    with pytest.raises(SystemExit) as e:
+        benchmark_entry()
+    output = capsys.readouterr()
+    assert e.value.code == 2 and "nnUNet_results is not set" in output.err and "Traceback" not in output.err
+    assert not os.path.exists(os.path.join(folder, "splits_final.json"))

@@ -24,7 +24,7 @@ def benchmark(dataset: str, methods: list[str], budgets: list[int], base_folds: 
               group_pattern: str | None = None) -> dict:
     import json
 
-    from nnunetv2.paths import nnUNet_preprocessed, nnUNet_results
+    from nnunetv2.paths import nnUNet_preprocessed
 
     from nnunet_ssl.benchmark.report import benchmark_report
     from nnunet_ssl.benchmark.run import SCRATCH, evaluate_cells, missing_summaries, plan_cells, run_matrix
@@ -37,9 +37,9 @@ def benchmark(dataset: str, methods: list[str], budgets: list[int], base_folds: 
     require_methods(methods, "--methods", also=(SCRATCH,))
     data = open_preprocessed(dataset, configuration, plans)
     dataset_id = dataset_id_of(data.dataset_name)
+    results_root = locations.results_root()  # checked before any fold is written
     rows = add_label_budget_folds(data.dataset_name, budgets, base_folds, seed, groups_file, group_pattern)
     cells = plan_cells(methods, rows, length, tuple(finetunes))
-    results_root = str(nnUNet_results)
     out_dir = output or join(results_root, data.dataset_name, "ssl_benchmark")
     os.makedirs(out_dir, exist_ok=True)
     cpu_env = {"nnUNet_n_proc_DA": os.environ.get("nnUNet_n_proc_DA", "0"),
