@@ -1,6 +1,9 @@
 """CPU-sized plans: patch shrinking and the plans rewrite."""
 import copy
+import json
 import math
+import os
+import sys
 
 import numpy as np
 import pytest
@@ -141,8 +144,7 @@ def test_make_cpu_plans_rewrites_architecture_patch_and_batch():
 
     flat = new["configurations"]["2d"]
     assert flat["architecture"]["arch_kwargs"]["features_per_stage"] == [8, 16, 32, 64]
-    assert flat["patch_size"] == [40, 32]
-    assert math.prod(flat["patch_size"]) <= BUDGET_2D
+    assert flat["patch_size"] == [56, 40]  # 2240 voxels: within the budget, nnU-Net's own patch stays
     assert flat["batch_size"] == 4
     assert flat["data_identifier"] == "nnUNetPlans_2d"
 
@@ -177,7 +179,9 @@ def test_make_cpu_plans_options():
     assert math.prod(full["patch_size"]) <= 16 * 16 * 16
     assert all(s % 8 == 0 for s in full["patch_size"])
     two_d = new["configurations"]["2d"]
-    assert math.prod(two_d["patch_size"]) <= int(round((16 * 16 * 16) ** (2 / 3)))
+    assert two_d["patch_size"] == [56, 40]  # 2240 voxels, within the budget of 4096
+    tiny = make_cpu_plans(hand_written_plans(), "smaller", max_patch_voxels=1000)["configurations"]["2d"]
+    assert tiny["patch_size"] == [40, 24]  # factor (1000/2240)^(1/2): 37.4, 26.7 -> nearest multiples of 8
 
 
 def test_make_cpu_plans_inherited_strides_set_the_divisors():
@@ -188,3 +192,80 @@ def test_make_cpu_plans_inherited_strides_set_the_divisors():
     low = make_cpu_plans(plans, "p")["configurations"]["3d_lowres"]
     assert low["patch_size"][0] % 4 == 0 and low["patch_size"][1] % 8 == 0 and low["patch_size"][2] % 8 == 0
     assert math.prod(low["patch_size"]) <= BUDGET_3D
+
+
+# --- 2d gets the 3d voxel budget (issue 14, item 5) ---------------------------------------------------------------
+
+SLICES_PLANS = os.path.join(os.path.dirname(__file__), "data", "nnUNetPlans_256x216.json")
+
+
+def slices_plans() -> dict:
+    """What nnU-Net 2.8.1's ExperimentPlanner writes for a cine-like fingerprint: 20 cases of
+    10x256x216 voxels at 10x1.5625x1.5625 mm (2d: patch 256x224, five 2x2 poolings)."""
+    with open(SLICES_PLANS) as f:
+        return json.load(f)
+
+
+def test_2d_on_256x216_slices_gets_about_the_3d_voxel_budget_not_the_3d_edge_length():
+    plans = slices_plans()
+    assert plans["configurations"]["2d"]["patch_size"] == [256, 224]
+    new = make_cpu_plans(plans, "nnUNetPlans_cpu")["configurations"]
+    flat, full = new["2d"], new["3d_fullres"]
+    # before: the budget 1342 (= 49152^(2/3)) gave 32x32; now the same voxel budget as 3d
+    assert flat["patch_size"] == [224, 192]
+    assert BUDGET_3D * 0.75 <= math.prod(flat["patch_size"]) <= BUDGET_3D
+    assert [s % 32 for s in flat["patch_size"]] == [0, 0]  # 2^5 poolings per axis
+    assert full["patch_size"] == [4, 128, 96]
+    assert math.prod(full["patch_size"]) <= BUDGET_3D
+    assert [s % d for s, d in zip(full["patch_size"], [2, 32, 32])] == [0, 0, 0]
+
+
+@pytest.mark.parametrize("configuration", ["2d", "3d_fullres"])
+def test_the_cpu_patch_passes_through_the_planned_network(configuration, single_torch_thread):
+    """nnU-Net's own network from the CPU plans accepts the patch: every pooling divides it."""
+    import torch
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    plans_manager = PlansManager(make_cpu_plans(slices_plans(), "nnUNetPlans_cpu"))
+    config = plans_manager.get_configuration(configuration)
+    network = nnUNetTrainer.build_network_architecture(plans_manager, config, 1, 4, enable_deep_supervision=False)
+    with torch.no_grad():
+        out = network(torch.zeros(1, 1, *config.patch_size))
+    assert tuple(out.shape) == (1, 4, *config.patch_size)
+
+
+def test_plan_cpu_command_writes_the_2d_patch_and_refuses_to_overwrite_older_plans(nnunet_env, monkeypatch, capsys):
+    from nnunet_ssl.cli.plan_cpu import plan_cpu_entry
+    folder = os.path.join(nnunet_env["nnUNet_preprocessed"], "Dataset777_Slices")
+    os.makedirs(folder)
+    with open(os.path.join(folder, "nnUNetPlans.json"), "w") as f:
+        json.dump(slices_plans(), f)
+
+    def run(*args):
+        monkeypatch.setattr(sys, "argv", ["nnUNetv2_ssl_plan_cpu", "-d", "Dataset777_Slices", *args])
+        try:
+            plan_cpu_entry()
+            code = 0
+        except SystemExit as e:
+            code = e.code
+        captured = capsys.readouterr()
+        return code, captured.out + captured.err
+
+    code, out = run()
+    assert code == 0, out
+    with open(os.path.join(folder, "nnUNetPlans_cpu.json")) as f:
+        written = json.load(f)
+    assert written["configurations"]["2d"]["patch_size"] == [224, 192]
+    assert "2d: patch [224, 192]" in out
+    # plans an older version wrote (2d 32x32) are the user's: kept, with the way out named
+    written["configurations"]["2d"]["patch_size"] = [32, 32]
+    with open(os.path.join(folder, "nnUNetPlans_cpu.json"), "w") as f:
+        json.dump(written, f)
+    code, out = run()
+    assert code == 2 and "was not overwritten" in out and "--overwrite" in out and "Traceback" not in out
+    with open(os.path.join(folder, "nnUNetPlans_cpu.json")) as f:
+        assert json.load(f)["configurations"]["2d"]["patch_size"] == [32, 32]
+    code, out = run("--max-patch-voxels", "0")
+    assert code == 2 and "--max-patch-voxels" in out and "Traceback" not in out

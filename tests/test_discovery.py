@@ -54,3 +54,37 @@ def test_doctor_hook_works_from_a_site_dir(tmp_path):
     before, after = result.stdout.strip().splitlines()
     assert before == "/user", result.stderr
     assert after.split(os.pathsep) == ["/user", discovery.TRAINER_FOLDER]
+
+
+def test_wait_policy_default_is_passive_and_keeps_a_users_choice():
+    from nnunet_ssl.integration.device import wait_policy_default
+    env = {}
+    assert wait_policy_default(env) == "PASSIVE" and env == {"OMP_WAIT_POLICY": "PASSIVE"}
+    for chosen in ({"OMP_WAIT_POLICY": "ACTIVE"}, {"GOMP_SPINCOUNT": "10000"}, {"KMP_BLOCKTIME": "0"}):
+        env = dict(chosen)
+        assert wait_policy_default(env) is None and env == chosen
+
+
+def test_startup_hook_sets_the_wait_policy_before_torch_starts_its_threads(tmp_path):
+    """The hook runs before any import: OMP_WAIT_POLICY is in the environment when torch loads libgomp
+    (which reads it once, then), and an explicit value is left alone."""
+    discovery.install_startup_hook(str(tmp_path))
+    package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(discovery.__file__))))
+    code = (f"import sys, os; sys.path.insert(0, {package_parent!r}); import site; "
+            f"site.addsitedir({str(tmp_path)!r}); assert 'torch' not in sys.modules; "
+            f"print(os.environ.get('OMP_WAIT_POLICY'))")
+    for user_value, expected in ((None, "PASSIVE"), ("ACTIVE", "ACTIVE")):
+        env = {"PATH": os.environ.get("PATH", ""), **({"OMP_WAIT_POLICY": user_value} if user_value else {})}
+        result = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, env=env)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == expected
+
+
+def test_an_older_hook_is_reported_as_outdated(tmp_path):
+    assert not discovery.hook_outdated(str(tmp_path))  # none there: nothing to update
+    (tmp_path / discovery.PTH_NAME).write_text("import importlib.util as _u; _u.find_spec('nnunet_ssl') and "
+                                               "__import__('nnunet_ssl.integration.discovery').integration."
+                                               "discovery.register_trainer_folder()\n")
+    assert discovery.hook_outdated(str(tmp_path))
+    discovery.install_startup_hook(str(tmp_path))
+    assert not discovery.hook_outdated(str(tmp_path))

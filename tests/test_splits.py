@@ -10,7 +10,7 @@ import sys
 import pytest
 from conftest import script
 
-from nnunet_ssl.benchmark.splits import budget_subset, label_budget_folds, stale_rows
+from nnunet_ssl.data.folds import budget_subset, label_budget_folds, stale_rows
 
 CASES = [f"case_{i:03d}" for i in range(40)]
 NAME = "Dataset321_Synthetic"
@@ -182,7 +182,7 @@ def test_bad_budgets_and_base_folds_fail_cleanly_and_change_nothing(nnunet_env, 
 
 
 def test_missing_splits_file_is_created_as_nnunet_would_then_extended(nnunet_env, monkeypatch, capsys):
-    from nnunet_ssl.cli.splits import splits
+    from nnunet_ssl.integration.splits import add_label_budget_folds as splits
     cases = CASES[:12]
     folder = _preprocessed(nnunet_env, None, cases)
     rows = splits("321", [2, 4], base_folds=[1], seed=0)
@@ -221,7 +221,7 @@ def test_a_mapping_of_another_splits_file_is_refused(nnunet_env, monkeypatch, ca
 
 
 def test_before_preprocessing_writes_cases_the_raw_training_cases_are_split(nnunet_env, capsys):
-    from nnunet_ssl.cli.splits import splits
+    from nnunet_ssl.integration.splits import add_label_budget_folds as splits
     folder = _preprocessed(nnunet_env)  # planned only: dataset.json, no case files
     images = os.path.join(nnunet_env["nnUNet_raw"], NAME, "imagesTr")
     os.makedirs(images)
@@ -230,3 +230,18 @@ def test_before_preprocessing_writes_cases_the_raw_training_cases_are_split(nnun
     splits("321", [1], base_folds=[0])
     assert _load(folder, "splits_final.json")[:5] == _standard_splits(CASES[:6])
     assert "raw training cases" in capsys.readouterr().out
+
+
+def test_the_demo_fold_is_written_once_and_another_fold_0_is_refused(tmp_path):
+    from nnunet_ssl.errors import SSLUserError
+    from nnunet_ssl.integration.splits import write_single_fold
+    os.makedirs(tmp_path / NAME)
+    split = {"train": CASES[:5], "val": CASES[5:35]}
+    assert write_single_fold(str(tmp_path), NAME, split) == split
+    path = tmp_path / NAME / "splits_final.json"
+    assert json.loads(path.read_text()) == [split]
+    before = path.read_bytes()
+    assert write_single_fold(str(tmp_path), NAME, split) == split  # the same fold again: nothing to do
+    with pytest.raises(SSLUserError, match="exists with another fold 0"):
+        write_single_fold(str(tmp_path), NAME, {"train": CASES[:4], "val": CASES[5:35]})
+    assert path.read_bytes() == before

@@ -1,7 +1,7 @@
 """Run a benchmark matrix: pretraining methods x label budgets x folds, through the stock commands.
 
 Each cell is ``nnUNetv2_train ID CONFIG FOLD -tr <trainer>`` on a label-budget fold (see
-benchmark/splits.py); finished cells (a validation summary exists) are skipped, so an interrupted
+data/folds.py); finished cells (a validation summary exists) are skipped, so an interrupted
 benchmark resumes where it stopped. Cells are evaluated on nnU-Net's validation predictions of
 ``checkpoint_final``: no checkpoint is ever selected on the fold that is reported.
 """
@@ -12,6 +12,7 @@ from os.path import isfile, join
 from nnunet_ssl.benchmark.metrics import case_metrics
 from nnunet_ssl.benchmark.steps import StepRunner
 from nnunet_ssl.errors import SSLUserError
+from nnunet_ssl.integration.locations import model_folder
 
 SCRATCH = "scratch"  # the matched control: SSLScratchTrainer, the schedule every pretrained arm uses
 SCRATCH_RERUN = "scratch_rerun"  # the same again in its own folder: the run-to-run noise floor
@@ -81,7 +82,7 @@ def plan_cells(methods: list[str], rows: list[dict], lengths: list[str] | str,
 def run_matrix(dataset_id: int, dataset_name: str, configuration: str, plans: str, cells: list[Cell],
                device: str, runner: StepRunner, results_root: str, env: dict | None = None) -> None:
     for cell in cells:
-        folder = join(results_root, dataset_name, f"{cell.trainer}__{plans}__{configuration}", f"fold_{cell.fold}")
+        folder = join(model_folder(dataset_name, cell.trainer, plans, configuration, results_root), f"fold_{cell.fold}")
         # a cell stopped part-way (a session ended) continues from its last checkpoint with nnU-Net's --c
         resume = any(isfile(join(folder, f)) for f in ("checkpoint_latest.pth", "checkpoint_final.pth"))
         runner.run(f"{cell.arm}_labeled{cell.labeled}_fold{cell.fold}_{cell.iterations}it",
@@ -100,7 +101,7 @@ def evaluate_cells(cells: list[Cell], dataset_name: str, configuration: str, pla
     reference = join(preprocessed_root, dataset_name, "gt_segmentations")
     rows = []
     for cell in cells:
-        validation = join(results_root, dataset_name, f"{cell.trainer}__{plans}__{configuration}",
+        validation = join(model_folder(dataset_name, cell.trainer, plans, configuration, results_root),
                           f"fold_{cell.fold}", "validation")
         cases = sorted(f[: -len(ending)] for f in os.listdir(validation) if f.endswith(ending))
         for case in cases:
@@ -144,5 +145,5 @@ def pretraining_summary(method: str, folder: str) -> dict:
 
 def missing_summaries(cells: list[Cell], dataset_name: str, configuration: str, plans: str,
                       results_root: str) -> list[Cell]:
-    return [c for c in cells if not isfile(join(results_root, dataset_name, f"{c.trainer}__{plans}__{configuration}",
+    return [c for c in cells if not isfile(join(model_folder(dataset_name, c.trainer, plans, configuration, results_root),
                                                 f"fold_{c.fold}", "validation", "summary.json"))]

@@ -20,26 +20,27 @@ from nnunet_ssl.errors import SSLUserError
 def benchmark(dataset: str, methods: list[str], budgets: list[int], base_folds: list[int], lengths: list[str],
               configuration: str = "3d_fullres", plans: str = "nnUNetPlans", seed: int = 0, device: str = "cuda",
               pretrain_recipe: str | None = None, output: str | None = None, report_only: bool = False,
-              finetunes: tuple[str, ...] = ("default",)) -> dict:
+              finetunes: tuple[str, ...] = ("default",), groups_file: str | None = None,
+              group_pattern: str | None = None) -> dict:
     import json
 
-    from nnunetv2.paths import nnUNet_preprocessed, nnUNet_results
+    from nnunetv2.paths import nnUNet_preprocessed
 
     from nnunet_ssl.benchmark.report import benchmark_report, pretraining_table
     from nnunet_ssl.benchmark.run import (REFERENCE_ARMS, evaluate_cells, missing_summaries, plan_cells,
                                           pretraining_summary, run_matrix)
     from nnunet_ssl.benchmark.steps import StepRunner
-    from nnunet_ssl.cli.splits import splits
     from nnunet_ssl.integration import locations
-    from nnunet_ssl.integration.dataset import open_preprocessed
+    from nnunet_ssl.integration.dataset import dataset_id_of, open_preprocessed
+    from nnunet_ssl.integration.splits import add_label_budget_folds
     from nnunet_ssl.methods import require_methods
 
     require_methods(methods, "--methods", also=tuple(REFERENCE_ARMS))
     data = open_preprocessed(dataset, configuration, plans)
-    dataset_id = int(data.dataset_name[7:10])
-    rows = splits(data.dataset_name, budgets, base_folds, seed)
+    dataset_id = dataset_id_of(data.dataset_name)
+    results_root = locations.results_root()  # checked before any fold is written
+    rows = add_label_budget_folds(data.dataset_name, budgets, base_folds, seed, groups_file, group_pattern)
     cells = plan_cells(methods, rows, lengths, tuple(finetunes))
-    results_root = str(nnUNet_results)
     out_dir = output or join(results_root, data.dataset_name, "ssl_benchmark")
     os.makedirs(out_dir, exist_ok=True)
     cpu_env = {"nnUNet_n_proc_DA": os.environ.get("nnUNet_n_proc_DA", "0"),
@@ -73,7 +74,8 @@ def benchmark(dataset: str, methods: list[str], budgets: list[int], base_folds: 
     with open(join(out_dir, "benchmark_setup.json"), "w") as f:
         json.dump({"dataset": data.dataset_name, "configuration": configuration, "plans": plans,
                    "methods": methods, "budgets": budgets, "base_folds": base_folds, "seed": seed,
-                   "lengths": lengths, "finetunes": list(finetunes), "cells": [c.__dict__ for c in cells]}, f, indent=1)
+                   "lengths": lengths, "finetunes": list(finetunes), "groups": groups_file,
+                   "group_pattern": group_pattern, "cells": [c.__dict__ for c in cells]}, f, indent=1)
     print("\n" + report["markdown"] + "\n\nwritten: " + ", ".join(report["files"]))
     return report
 
@@ -98,6 +100,11 @@ def benchmark_entry() -> None:
                         help="fine-tuning recipes for each pretrained method: default (SSLInitTrainer), lowEncoderLR, "
                              "decoderFirst; scratch runs once (default: default)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the label-budget draw")
+    grouping = parser.add_mutually_exclusive_group()
+    grouping.add_argument("--groups", metavar="FILE.json",
+                          help="JSON {case id: patient id}: grouped folds, --labeled counts patients "
+                               "(as nnUNetv2_ssl_splits --groups)")
+    grouping.add_argument("--group-pattern", metavar="REGEX", help="patient id = first group of REGEX in the case id")
     parser.add_argument("-device", default="cuda", choices=["cpu", "cuda", "mps"])
     parser.add_argument("--pretrain-recipe", help="recipe for methods that still need pretraining")
     parser.add_argument("-o", dest="output", help="folder for the results (default: <results>/DatasetX/ssl_benchmark)")
@@ -105,4 +112,4 @@ def benchmark_entry() -> None:
     args = parser.parse_args()
     run_cli(lambda: benchmark(args.dataset, args.methods, args.labeled, args.base_folds, args.length,
                               args.configuration, args.plans, args.seed, args.device, args.pretrain_recipe,
-                              args.output, args.report_only, args.finetune))
+                              args.output, args.report_only, args.finetune, args.groups, args.group_pattern))

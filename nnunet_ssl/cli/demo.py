@@ -13,7 +13,6 @@ import sys
 import time
 from importlib import resources
 
-from nnunet_ssl.atomic_io import atomic_save_json
 from nnunet_ssl.cli import run_cli
 from nnunet_ssl.benchmark.steps import StepRunner
 from nnunet_ssl.errors import SSLUserError
@@ -77,18 +76,13 @@ def write_demo_split(preprocessed_root: str, protocol: dict, cases: list[str]) -
     n_labeled, n_eval = protocol["labeled_cases"], protocol["evaluation_cases"]
     order = np.random.default_rng(protocol["split_seed"]).permutation(cases).tolist()
     split = {"train": sorted(order[:n_labeled]), "val": sorted(order[n_labeled:n_labeled + n_eval])}
-    path = os.path.join(preprocessed_root, protocol["dataset_name"], "splits_final.json")
-    if os.path.isfile(path):
-        existing = json.load(open(path))
-        if existing[:1] != [split]:
-            raise SSLUserError(f"{path} exists with another fold 0; the demo does not overwrite it.",
-                               "run the demo with --workdir pointing to a fresh folder")
-        return split
-    atomic_save_json([split], path)
-    return split
+    from nnunet_ssl.integration.splits import write_single_fold
+    return write_single_fold(preprocessed_root, protocol["dataset_name"], split)
 
 
 def demo(workdir: str | None = None, device: str = "cpu") -> dict:
+    from nnunet_ssl.integration.locations import FINAL, PREFIX, model_folder
+
     protocol = load_protocol()
     folders = demo_folders(workdir)
     for path in folders.values():
@@ -116,11 +110,12 @@ def demo(workdir: str | None = None, device: str = "cpu") -> dict:
           f"{len(split['val'])} evaluation cases")
     steps.run("pretrain", ["nnUNetv2_ssl_pretrain", "-d", ds_id, "-c", cfg, "-p", plans, "-m", "pcl",
                            "-device", device, "--recipe", protocol["pretraining_recipe"]],
-              skip_if=os.path.join(results, f"SSLPretrain_pcl__{plans}__{cfg}", "checkpoint_final.pth"),
+              skip_if=os.path.join(model_folder(ds_name, PREFIX + "pcl", plans, cfg, folders["nnUNet_results"]), FINAL),
               progress=r"epoch \d+, loss", env=cpu_env)
     summaries = {}
     for label, trainer in protocol["trainers"].items():
-        summary = os.path.join(results, f"{trainer}__{plans}__{cfg}", "fold_0", "validation", "summary.json")
+        summary = os.path.join(model_folder(ds_name, trainer, plans, cfg, folders["nnUNet_results"]), "fold_0",
+                               "validation", "summary.json")
         steps.run(f"finetune_{label}", ["nnUNetv2_train", ds_id, cfg, "0", "-p", plans, "-tr", trainer,
                                         "-device", device], skip_if=summary, progress=r"Epoch \d+$", env=cpu_env)
         summaries[label] = summary

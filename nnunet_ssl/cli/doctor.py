@@ -37,12 +37,14 @@ def doctor(dataset: str | None = None, fix: bool = False) -> bool:
 
     hook = discovery.startup_hook_path()
     found, detail = trainer_found_in_new_process()
-    if not found and fix:
+    if (not found or discovery.hook_outdated()) and fix:
         print(f"writing start-up hook {discovery.install_startup_hook()}")
         found, detail = trainer_found_in_new_process()
     report(found, f"nnUNetv2_train/-predict find -tr SSLInitTrainer ({detail or 'no output'})",
            f"nnUNetv2_ssl_doctor --fix   (writes {hook}; needed once after `pip install -e`), or "
            f"export {discovery.ENV}={discovery.TRAINER_FOLDER}")
+    report(not discovery.hook_outdated(), f"start-up hook {hook} is this version's (it also sets OpenMP's passive "
+                                          f"wait policy)", "nnUNetv2_ssl_doctor --fix")
 
     if dataset is not None:
         from nnunet_ssl.errors import SSLUserError

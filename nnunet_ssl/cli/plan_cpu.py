@@ -17,6 +17,10 @@ def plan_cpu(dataset: str, source_plans: str = "nnUNetPlans", target_plans: str 
     from nnunet_ssl.integration.cpu_plans import CPU_PLANS_SUFFIX, make_cpu_plans
     from nnunet_ssl.integration.dataset import resolve_dataset_name
 
+    for option, value in (("--features-divisor", features_divisor), ("--batch-size", batch_size),
+                          ("--max-patch-voxels", max_patch_voxels)):
+        if value < 1:
+            raise SSLUserError(f"{option} {value} is not a positive number.", f"pass {option} of at least 1")
     name = resolve_dataset_name(dataset)
     source = join(str(nnUNet_preprocessed), name, source_plans + ".json")
     if not isfile(source):
@@ -47,7 +51,8 @@ def plan_cpu_entry() -> None:
     parser.add_argument("-o", dest="target_plans", help="name of the new plans (default <source>_cpu)")
     parser.add_argument("--features-divisor", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--max-patch-voxels", type=int, default=32 * 48 * 32)
+    parser.add_argument("--max-patch-voxels", type=int, default=32 * 48 * 32,
+                        help="voxels per patch, for 2d and 3d alike (default 32*48*32 = 49152)")
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args()
     run_cli(lambda: plan_cpu(args.dataset, args.source_plans, args.target_plans, args.features_divisor,

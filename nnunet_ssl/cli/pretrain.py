@@ -4,10 +4,9 @@ import json
 import os
 from importlib import resources
 
-import torch
-
 from nnunet_ssl.cli import run_cli
 from nnunet_ssl.errors import SSLUserError
+from nnunet_ssl.integration.device import select_device
 from nnunet_ssl.methods import list_methods, require_methods
 
 
@@ -80,26 +79,6 @@ def pretrain(dataset: str, configuration: str = "3d_fullres", plans: str = "nnUN
             return final
         trainer.resume()
     return trainer.run()
-
-
-def select_device(name: str) -> torch.device:
-    """The device; under torchrun (WORLD_SIZE > 1) also joins the process group (NCCL on CUDA,
-    gloo on CPU) and picks this process's GPU."""
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SSLUserError("-device cuda was requested but no CUDA GPU is available.", "pass -device cpu")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise SSLUserError("-device mps was requested but MPS is not available.", "pass -device cpu")
-    if distributed and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if name == "cuda" else "gloo")
-    if name == "cuda" and distributed:
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local_rank)
-        return torch.device("cuda", local_rank)
-    if name == "cpu" and not distributed:
-        from nnunet_ssl.integration.cpu import requested_threads
-        torch.set_num_threads(requested_threads() or os.cpu_count() or 1)
-    return torch.device(name)
 
 
 def pretrain_entry() -> None:

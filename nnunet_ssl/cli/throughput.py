@@ -21,7 +21,7 @@ def throughput_entry() -> None:
 
     def main():
         from nnunet_ssl.atomic_io import atomic_save_json
-        from nnunet_ssl.cli.pretrain import select_device
+        from nnunet_ssl.integration.device import select_device
         rows = module.throughput(args.dataset, args.methods, select_device(args.device), args.configuration,
                                  args.plans, args.batch_size, args.patch_size, args.iterations)
         if args.output:

@@ -6,7 +6,7 @@ from os.path import isdir, isfile, join
 from batchgenerators.utilities.file_and_folder_operations import load_json
 from nnunetv2.paths import nnUNet_preprocessed
 from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
-from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+from nnunetv2.utilities.dataset_name_id_conversion import convert_dataset_name_to_id, maybe_convert_to_dataset_name
 from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
@@ -56,16 +56,21 @@ def resolve_dataset_name(dataset: str | int) -> str:
                            "in nnUNet_raw (DatasetXXX_Name) first") from None
 
 
+def dataset_id_of(dataset_name: str) -> int:
+    """501 for "Dataset501_Hippocampus" (nnU-Net's own conversion)."""
+    return int(convert_dataset_name_to_id(dataset_name))
+
+
 def open_preprocessed(dataset: str | int, configuration: str, plans_identifier: str,
                       unlabeled_folders: list[str] = (), include_images_ts: bool = False) -> PreprocessedDataset:
     """The dataset's plans and preprocessed cases. ``unlabeled_folders`` (raw images named like
     nnU-Net's) and, with ``include_images_ts``, ``$nnUNet_raw/DatasetXXX/imagesTs`` are added as
     unlabeled cases, preprocessed with the same plans (see integration.unlabeled)."""
     name = resolve_dataset_name(dataset)
-    dataset_id = name[7:10]
+    dataset_id = dataset_id_of(name)
     folder = join(str(nnUNet_preprocessed), name)
     plans_file = join(folder, plans_identifier + ".json")
-    preprocess_cmd = f"nnUNetv2_plan_and_preprocess -d {int(dataset_id)} -c {configuration}"
+    preprocess_cmd = f"nnUNetv2_plan_and_preprocess -d {dataset_id} -c {configuration}"
     if not isfile(plans_file):
         available = sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".json")
                            and f not in ("dataset.json", "dataset_fingerprint.json", "splits_final.json")) \
@@ -73,7 +78,7 @@ def open_preprocessed(dataset: str | int, configuration: str, plans_identifier: 
         raise SSLUserError(f"no plans {plans_identifier!r} for {name} (looked for {plans_file}; "
                            f"available: {available or 'none'}).",
                            preprocess_cmd if plans_identifier == "nnUNetPlans" or not available
-                           else f"pass -p with one of {available}, or run nnUNetv2_ssl_plan_cpu -d {int(dataset_id)}")
+                           else f"pass -p with one of {available}, or run nnUNetv2_ssl_plan_cpu -d {dataset_id}")
     plans_manager = PlansManager(plans_file)
     if configuration not in plans_manager.available_configurations:
         raise SSLUserError(f"configuration {configuration!r} is not in {plans_identifier} "
@@ -83,7 +88,7 @@ def open_preprocessed(dataset: str | int, configuration: str, plans_identifier: 
     data_folder = join(folder, config.data_identifier)
     if not isdir(data_folder) or not any(f.endswith(".pkl") for f in os.listdir(data_folder)):
         raise SSLUserError(f"{name} is not preprocessed for {configuration} (no data in {data_folder}).",
-                           f"nnUNetv2_preprocess -d {int(dataset_id)} -c {configuration} -plans_name {plans_identifier}")
+                           f"nnUNetv2_preprocess -d {dataset_id} -c {configuration} -plans_name {plans_identifier}")
     dataset_json = load_json(join(folder, "dataset.json"))
     dataset_class = infer_dataset_class(data_folder)
     case_ids = sorted(dataset_class.get_identifiers(data_folder))

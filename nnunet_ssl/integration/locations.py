@@ -10,6 +10,7 @@ import os
 from os.path import isdir, isfile, join
 
 from nnunetv2.paths import nnUNet_results
+from nnunetv2.utilities.file_path_utilities import convert_trainer_plans_config_to_identifier
 
 from nnunet_ssl.errors import SSLUserError
 
@@ -20,16 +21,34 @@ WEIGHTS_ENV = "nnUNet_ssl_weights"  # explicit checkpoint path, overrides the lo
 METHOD_ENV = "nnUNet_ssl_method"  # which pretraining to use when several exist
 
 
-def pretraining_folder(dataset_name: str, method: str, plans_identifier: str, configuration: str) -> str:
+def model_folder_name(trainer: str, plans_identifier: str, configuration: str) -> str:
+    """nnU-Net's model folder name, <trainer>__<plans>__<configuration>, by nnU-Net's own function."""
+    return convert_trainer_plans_config_to_identifier(trainer, plans_identifier, configuration)
+
+
+def results_root(root: str | None = None) -> str:
+    """``root``, else $nnUNet_results; a message, not a traceback, when neither is there."""
+    if root:
+        return root
     if not nnUNet_results.is_set():
         raise SSLUserError("nnUNet_results is not set.", "export nnUNet_results=/path/to/nnUNet_results")
-    return join(str(nnUNet_results), dataset_name, f"{PREFIX}{method}__{plans_identifier}__{configuration}")
+    return str(nnUNet_results)
+
+
+def model_folder(dataset_name: str, trainer: str, plans_identifier: str, configuration: str,
+                 root: str | None = None) -> str:
+    """<results>/DatasetXXX/<trainer>__<plans>__<configuration>, in ``root`` or $nnUNet_results."""
+    return join(results_root(root), dataset_name, model_folder_name(trainer, plans_identifier, configuration))
+
+
+def pretraining_folder(dataset_name: str, method: str, plans_identifier: str, configuration: str) -> str:
+    return model_folder(dataset_name, PREFIX + method, plans_identifier, configuration)
 
 
 def available_pretrainings(dataset_name: str, plans_identifier: str, configuration: str) -> dict[str, str]:
     """{method: checkpoint_final path} for every finished pretraining of this dataset/plans/config."""
-    root = join(str(nnUNet_results), dataset_name)
-    suffix = f"__{plans_identifier}__{configuration}"
+    root = join(results_root(), dataset_name)
+    suffix = model_folder_name("", plans_identifier, configuration)  # "__<plans>__<configuration>"
     found = {}
     if isdir(root):
         for name in sorted(os.listdir(root)):

@@ -3,7 +3,7 @@ CPU settings that let two jobs share a small machine. Nothing here changes what 
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnunet_ssl.integration.cpu import requested_threads
+from nnunet_ssl.integration.device import requested_threads
 
 
 class SizedTrainer:
