@@ -5,7 +5,7 @@ from nnunetv2.training.nnUNetTrainer.variants.lr_schedule.nnUNetTrainer_warmup i
 
 from nnunet_ssl.errors import SSLUserError
 from nnunet_ssl.integration.cpu import requested_threads
-from nnunet_ssl.integration.encoder_loader import load_pretrained_encoder, unwrap
+from nnunet_ssl.integration.encoder_loader import load_pretrained_encoder, load_pretrained_network, unwrap
 from nnunet_ssl.integration.locations import find_pretrained_checkpoint
 
 
@@ -113,11 +113,16 @@ class SSLInitTrainer(WarmupPolyTrainer):
         try:
             path = find_pretrained_checkpoint(plans_manager.dataset_name, plans_manager.plans_name,
                                               self.configuration_name, self.PRETRAINING_METHOD)
-            report = load_pretrained_encoder(network, path)
+            report = self.load_pretrained(network, path)
         except SSLUserError as e:
             raise SystemExit(f"\nnnunet-ssl error: {e.problem}" + (f"\n  Fix: {e.fix}" if e.fix else "")) from None
         self.print_to_log_file(report.summary())
         return network
+
+    @staticmethod
+    def load_pretrained(network, path: str):
+        """What of the checkpoint goes into the network; variants override (default: the encoder)."""
+        return load_pretrained_encoder(network, path)
 
 
 class SSLInitTrainer_decoderFirst(SSLInitTrainer):
@@ -140,9 +145,20 @@ class SSLInitTrainer_lowEncoderLR(SSLInitTrainer):
         return self.ENCODER_LR_SCALE
 
 
+class SSLInitTrainer_fullNetwork(SSLInitTrainer):
+    """Loads encoder *and* decoder of a reconstruction pretraining (-m mae, -m models_genesis), all but the
+    segmentation output layers, which start random (the load report lists both). The same schedule as
+    SSLInitTrainer; a checkpoint without a decoder (contrastive methods) is refused."""
+
+    @staticmethod
+    def load_pretrained(network, path: str):
+        return load_pretrained_network(network, path)
+
+
 # fine-tuning recipes for a pretrained encoder, by the name the benchmark's --finetune takes
 FINETUNE_VARIANTS: dict[str, type[SSLInitTrainer]] = {
-    "default": SSLInitTrainer, "decoderFirst": SSLInitTrainer_decoderFirst, "lowEncoderLR": SSLInitTrainer_lowEncoderLR}
+    "default": SSLInitTrainer, "decoderFirst": SSLInitTrainer_decoderFirst, "lowEncoderLR": SSLInitTrainer_lowEncoderLR,
+    "fullNetwork": SSLInitTrainer_fullNetwork}
 
 
 def variant_suffix(finetune: str) -> str:
