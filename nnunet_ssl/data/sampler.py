@@ -161,11 +161,10 @@ class PatchSampler(DataLoader):
         return batch
 
 
-def random_mirror(image: np.ndarray, target: np.ndarray, rng: np.random.Generator,
-                  probability: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
-    """Mirror every spatial axis with ``probability``, image and target alike [code: nnssl MAE's
-    batchgenerators MirrorTransform, p = 0.5 per axis]."""
+def random_mirror(image: np.ndarray, rng: np.random.Generator, probability: float = 0.5) -> np.ndarray:
+    """Mirror every spatial axis of (C, *spatial) with ``probability`` [code: nnssl MAE's batchgenerators
+    MirrorTransform, p = 0.5 per axis]."""
     for axis in range(1, image.ndim):
         if rng.random() < probability:
-            image, target = np.flip(image, axis), np.flip(target, axis)
-    return np.ascontiguousarray(image), np.ascontiguousarray(target)
+            image = np.flip(image, axis)
+    return np.ascontiguousarray(image)
