@@ -74,3 +74,21 @@ def test_refuses_a_decoder_of_another_shape(tmp_path):
     with pytest.raises(SSLUserError) as excinfo:
         load_pretrained_network(build("PlainConvUNet", 1, 2, True), path)
     assert key in excinfo.value.problem and "decoder" in excinfo.value.problem
+
+
+@pytest.mark.parametrize("arch", ["PlainConvUNet", "ResidualEncoderUNet"])
+def test_mae_trains_the_whole_network_and_saves_the_decoder_without_output_layers(arch):
+    from test_methods_contract import geometry
+
+    from nnunet_ssl.methods import MAE
+    from nnunet_ssl.methods.mae import MAEConfig
+    network = build(arch, 0, 1, False)  # as build_reconstruction_network makes it: 1 output, no deep supervision
+    method = MAE(network, 16, MAEConfig(), geometry())
+    loss, _ = method.training_step({"image": torch.randn(2, 1, 16, 32, 32)})
+    loss.backward()
+    assert network.decoder.seg_layers[-1].weight.grad.abs().sum() > 0  # the full-resolution output trains
+    assert all(p.grad is None and not p.requires_grad for layer in network.decoder.seg_layers[:-1]
+               for p in layer.parameters())  # the unused deep-supervision outputs are frozen
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in network.decoder.stages.parameters())
+    saved = decoder_weights(network)
+    assert saved and not any(k.startswith(("encoder.", "seg_layers.")) for k in saved)

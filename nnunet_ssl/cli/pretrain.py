@@ -1,4 +1,4 @@
-"""nnUNetv2_ssl_pretrain: pretrain the planned encoder of a dataset with a contrastive method."""
+"""nnUNetv2_ssl_pretrain: pretrain the planned network (encoder, or the whole U-Net for reconstruction methods) of a dataset, self-supervised."""
 import argparse
 import json
 import os

@@ -13,8 +13,8 @@ from nnunet_ssl.errors import SSLUserError
 from nnunet_ssl.methods.base import DataGeometry, Hyperparameters, PretrainingMethod
 
 # nnU-Net's (and nnssl's) optimiser: SGD, lr 1e-2, momentum 0.99, weight decay 3e-5 [code: nnUNetTrainer
-# __init__ / configure_optimizers, inherited by nnssl's AbstractBaseTrainer]. Not Nesterov and cosine instead
-# of poly decay: the pretraining loop's optimizer is shared by every method [assumption: close enough].
+# __init__ / configure_optimizers; the same values in nnssl's AbstractBaseTrainer]. Not Nesterov and cosine
+# instead of poly decay: the pretraining loop's optimizer is shared by every method [assumption: close enough].
 NNUNET_SCHEDULE = {"initial_lr": 1e-2, "momentum": 0.99, "weight_decay": 3e-5}
 
 
