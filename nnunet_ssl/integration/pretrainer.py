@@ -123,7 +123,8 @@ class Pretrainer:
             # in place, before DDP as in nnU-Net: the encoder's state_dict keeps its plain keys (no
             # _orig_mod.), so checkpoints do not depend on it. The heads and the loss stay eager (small,
             # and the queues' Python bookkeeping would break the graph anyway)
-            self.method.encoder.compile()
+            # reconstruction methods run the whole network: compile all of it
+            (self.method.network if self.method.needs_full_network else self.method.encoder).compile()
         self.model = self.method  # what the loop calls; DDP-wrapped under torchrun
         if world_size() > 1:
             if device.type == "cuda":
@@ -252,5 +253,6 @@ class Pretrainer:
         if hasattr(batches, "_finish"):
             batches._finish()
         path = self.save_final()
-        self.log.print(f"saved pretrained encoder: {path}")
+        what = "encoder and decoder" if self.method.needs_full_network else "encoder"
+        self.log.print(f"saved pretrained {what}: {path}")
         return path
