@@ -6,7 +6,7 @@ import os
 
 import pytest
 import torch
-from conftest import DATASET_ID, PLANS, run_command, script
+from conftest import DATASET_ID, PLANS, script
 from test_e2e import _trainer
 
 pytestmark = pytest.mark.slow
