@@ -18,15 +18,15 @@ def test_not_preprocessed_names_the_command(nnunet_env):
 
 
 def test_unknown_method(nnunet_env):
-    fails_cleanly([script("nnUNetv2_ssl_pretrain"), "-d", "1", "-m", "byol", "-device", "cpu"],
-                   "unknown method(s) ['byol']", "pcl")
+    fails_cleanly([script("nnUNetv2_ssl_pretrain"), "-d", "1", "-m", "no_such_method", "-device", "cpu"],
+                   "unknown method(s) ['no_such_method']", "pcl")
 
 
 def test_throughput_refuses_unknown_dataset_and_method(nnunet_env):
     fails_cleanly([script("nnUNetv2_ssl_throughput"), "-d", "555", "-device", "cpu"],
                    "dataset '555' was not found", "Fix:")
-    fails_cleanly([script("nnUNetv2_ssl_throughput"), "-d", "1", "-m", "byol", "-device", "cpu"],
-                   "unknown method(s) ['byol']", "pcl")
+    fails_cleanly([script("nnUNetv2_ssl_throughput"), "-d", "1", "-m", "no_such_method", "-device", "cpu"],
+                   "unknown method(s) ['no_such_method']", "pcl")
     fails_cleanly([script("nnUNetv2_ssl_throughput"), "-d", "1", "--iterations", "0", "-device", "cpu"],
                    "need at least 1 timed iteration", "--iterations 20")
 

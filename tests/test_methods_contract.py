@@ -17,12 +17,30 @@ pytestmark = pytest.mark.usefixtures("single_torch_thread")
 STRIDES = [[1, 1, 1], [2, 2, 2], [2, 2, 2]]
 
 
-def tiny_encoder(seed=0, conv_bias=False) -> nn.Module:
+def tiny_network(seed=0, conv_bias=False, outputs=2, deep_supervision=True) -> nn.Module:
     # conv_bias=False: a bias right before InstanceNorm is cancelled by the normalisation, so its gradient is
     # zero by construction and the "every parameter gets a non-zero gradient" check would be meaningless for it
     torch.manual_seed(seed)
-    return PlainConvUNet(1, 3, FEATURES, nn.Conv3d, 3, STRIDES, 2, 2, 2, conv_bias, nn.InstanceNorm3d,
-                         {"eps": 1e-5, "affine": True}, None, None, nn.LeakyReLU, {"inplace": True}).encoder
+    return PlainConvUNet(1, 3, FEATURES, nn.Conv3d, 3, STRIDES, 2, outputs, 2, conv_bias, nn.InstanceNorm3d,
+                         {"eps": 1e-5, "affine": True}, None, None, nn.LeakyReLU, {"inplace": True},
+                         deep_supervision=deep_supervision)
+
+
+def tiny_encoder(seed=0, conv_bias=False) -> nn.Module:
+    return tiny_network(seed, conv_bias).encoder
+
+
+def tiny_input(method_class, seed=0, conv_bias=False) -> nn.Module:
+    """What a method's __init__ takes: the encoder, or for full-network methods the whole U-Net as the
+    pretrainer builds it (one output per input channel, deep supervision off)."""
+    if method_class.needs_full_network:
+        return tiny_network(seed, conv_bias, outputs=1, deep_supervision=False)
+    return tiny_encoder(seed, conv_bias)
+
+
+# per-method settings for the generic tests: MoCo's queue holds one batch, so that every step has the same
+# number of negatives and "the loss falls on a fixed batch" is not swamped by the queue filling up
+CONTRACT_CONFIG = {"moco": {"queue_size": 4}}
 
 
 def geometry(**overrides) -> DataGeometry:
@@ -33,7 +51,9 @@ def geometry(**overrides) -> DataGeometry:
 
 def build(name, seed=0, conv_bias=False, **config) -> PretrainingMethod:
     method_class = get_method(name)
-    return method_class(tiny_encoder(seed, conv_bias), FEATURES[-1], method_class.config_class(**config), geometry())
+    config = {**CONTRACT_CONFIG.get(name, {}), **config}
+    return method_class(tiny_input(method_class, seed, conv_bias), FEATURES[-1], method_class.config_class(**config),
+                        geometry())
 
 
 def synthetic_batch(seed=0, method=None) -> dict:
@@ -41,6 +61,9 @@ def synthetic_batch(seed=0, method=None) -> dict:
     if isinstance(method, MLSSCL):  # four clips of the method's clip shape
         from nnunet_ssl.data.clip_sampler import CLIP_KEYS
         return {k: torch.randn(4, 1, *method.clip_shape, generator=g) for k in CLIP_KEYS}
+    if method is not None and method.needs_full_network:  # a target and a changed copy of it
+        image = torch.randn(4, 1, 16, 32, 32, generator=g)
+        return {"image": image, "corrupted": image + torch.randn(image.shape, generator=g)}
     return {"view1": torch.randn(4, 1, 16, 32, 32, generator=g),
             "view2": torch.randn(4, 1, 16, 32, 32, generator=g),
             "positions": torch.tensor([0.2, 0.23, 0.5, 0.8])}
@@ -63,7 +86,7 @@ def test_training_step_gives_finite_loss_metrics_and_gradients(name):
     loss, metrics = method.training_step(synthetic_batch(method=method))
     assert loss.ndim == 0 and torch.isfinite(loss)
     assert "loss" in metrics and metrics["loss"] == pytest.approx(loss.item())
-    if not issubclass(get_method(name), MLSSCL):
+    if issubclass(get_method(name), PCL):
         assert "positive_fraction" in metrics and 0.0 <= metrics["positive_fraction"] <= 1.0
     assert all(isinstance(v, float) and math.isfinite(v) for v in metrics.values())
     loss.backward()
@@ -77,9 +100,10 @@ def test_training_step_gives_finite_loss_metrics_and_gradients(name):
 
 @pytest.mark.parametrize("name", list_methods())
 def test_encoder_is_the_one_passed_in(name):
-    encoder = tiny_encoder()
     method_class = get_method(name)
-    method = method_class(encoder, FEATURES[-1], method_class.config_class(), geometry())
+    given = tiny_input(method_class)
+    encoder = given.encoder if method_class.needs_full_network else given
+    method = method_class(given, FEATURES[-1], method_class.config_class(), geometry())
     assert method.encoder is encoder
     assert set(f"encoder.{k}" for k in encoder.state_dict()) <= set(method.state_dict())
     derived = method.derived_values()

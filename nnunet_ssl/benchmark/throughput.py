@@ -3,7 +3,9 @@
 Both sides use the network the plans define, the same patch and the same batch size, and count the
 whole step as a user sees it: data loading and augmentation (nnU-Net's data loader / the method's
 sampler), forward, backward and optimizer step. A pretraining *sample* is one case drawn for a step
-(PCL: one patch seen as 2 views; MLSSCL: 4 clips through the online branch and 3 through the target),
+(PCL: one patch seen as 2 views; MLSSCL: 4 clips through the online branch and 3 through the target;
+MAE, Models Genesis: one patch through the whole network, as in the supervised step; MoCo: 2 views, one
+through each branch; BYOL: 2 views through both branches),
 so the two numbers answer "how long does pretraining take per case-visit compared with training".
 
     nnUNetv2_ssl_throughput -d 501 -p nnUNetPlans_cpu -device cpu -m pcl mlsscl

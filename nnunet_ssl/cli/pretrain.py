@@ -1,4 +1,4 @@
-"""nnUNetv2_ssl_pretrain: pretrain the planned encoder of a dataset with a contrastive method."""
+"""nnUNetv2_ssl_pretrain: pretrain the planned network (encoder, or the whole U-Net for reconstruction methods) of a dataset, self-supervised."""
 import argparse
 import json
 import os
@@ -7,7 +7,7 @@ from importlib import resources
 from nnunet_ssl.cli import run_cli
 from nnunet_ssl.errors import SSLUserError
 from nnunet_ssl.integration.device import select_device
-from nnunet_ssl.methods import list_methods, require_methods
+from nnunet_ssl.methods import get_method, list_methods, require_methods
 
 
 def load_recipe(name_or_path: str) -> dict:
@@ -55,7 +55,9 @@ def pretrain(dataset: str, configuration: str = "3d_fullres", plans: str = "nnUN
         raise SSLUserError(f"recipe {recipe!r} is for method {recipe_values['method']!r}, not {method!r}.",
                            f"pass -m {recipe_values['method']}")
     method_config = {**recipe_values.get("method_config", {}), **(method_overrides or {})}
-    schedule_values = {**recipe_values.get("schedule", {}), **(schedule_overrides or {})}
+    # the method's own starting point (e.g. nnU-Net's optimiser for reconstruction), then recipe, then options
+    schedule_values = {**get_method(method).schedule_defaults, **recipe_values.get("schedule", {}),
+                       **(schedule_overrides or {})}
     try:
         schedule = PretrainSchedule.from_dict(schedule_values)
     except (TypeError, ValueError) as e:

@@ -119,3 +119,52 @@ class TwoViewSliceSampler(DataLoader):
                 slices.append(z)
         return {"view1": torch.from_numpy(np.concatenate(views1)), "view2": torch.from_numpy(np.concatenate(views2)),
                 "positions": torch.tensor(positions, dtype=torch.float32), "keys": list(keys), "slices": slices}
+
+
+class PatchSampler(DataLoader):
+    """Reconstruction methods: yields {'image': (B, C, *patch), 'keys': [case ids]} and, with ``corrupt``,
+    'corrupted' (the network's input; 'image' is the target).
+
+    A case is drawn uniformly with replacement and a patch uniformly inside it with nnU-Net's padding
+    rule (``random_patch_start``, zero padding: the mean intensity after z-scoring), no foreground
+    oversampling. ``augment(image, rng) -> image`` changes the patch (target and input alike: it runs
+    before ``corrupt``), ``corrupt(image, rng) -> image`` makes the input. Both are numpy, per sample, with a generator seeded
+    from numpy's global one, which batchgenerators reseeds in every worker.
+    """
+
+    def __init__(self, dataset, case_ids: Sequence[str], batch_size: int, patch_size: Sequence[int],
+                 augment=None, corrupt=None):
+        super().__init__(dataset, batch_size, num_threads_in_multithreaded=1, seed_for_shuffle=None,
+                         return_incomplete=False, shuffle=True, infinite=True)
+        self.indices = list(case_ids)
+        self.patch_size = [int(s) for s in patch_size]
+        self.augment, self.corrupt = augment, corrupt
+
+    def generate_train_batch(self) -> dict:
+        keys = self.get_indices()
+        rng = np.random.default_rng(np.random.randint(0, 2 ** 31 - 1))
+        images, corrupted = [], []
+        with threadpool_limits(limits=1, user_api=None):
+            for key in keys:
+                data, _seg, _prev, _properties = self._data.load_case(key)
+                start = random_patch_start(data.shape[1:], self.patch_size)
+                bbox = [[s, s + p] for s, p in zip(start, self.patch_size)]
+                image = np.asarray(crop_and_pad_nd(data, bbox, 0), dtype=np.float32)
+                if self.augment is not None:
+                    image = self.augment(image, rng)
+                images.append(image)
+                if self.corrupt is not None:
+                    corrupted.append(self.corrupt(image, rng))
+        batch = {"image": torch.from_numpy(np.stack(images)), "keys": list(keys)}
+        if self.corrupt is not None:
+            batch["corrupted"] = torch.from_numpy(np.stack(corrupted).astype(np.float32))
+        return batch
+
+
+def random_mirror(image: np.ndarray, rng: np.random.Generator, probability: float = 0.5) -> np.ndarray:
+    """Mirror every spatial axis of (C, *spatial) with ``probability`` [code: nnssl MAE's batchgenerators
+    MirrorTransform, p = 0.5 per axis]."""
+    for axis in range(1, image.ndim):
+        if rng.random() < probability:
+            image = np.flip(image, axis)
+    return np.ascontiguousarray(image)

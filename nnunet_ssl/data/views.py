@@ -108,3 +108,21 @@ def pcl_slice_view_transform(patch_size: Sequence[int], p_spatial: float = PCL_2
     angle = PCL_2D_ANGLE_X if rotation_degrees >= 180 else (-np.deg2rad(rotation_degrees),
                                                               np.deg2rad(rotation_degrees))
     return PCLSliceViews(patch_size, p_spatial=p_spatial, angle_x=angle, scale=tuple(scaling))
+
+
+def instance_view_transform(patch_size: Sequence[int]) -> BasicTransform:
+    """One view for instance discrimination (MoCo v2, BYOL) of a 3D patch [assumption: the papers' 2D
+    recipe, random resized crop + colour jitter + flip, translated to 3D with the transforms this plugin
+    already uses]: PCL's spatial view (rotation about array axis 0, scaling 0.7-1.3, mirroring of axes 1
+    and 2) followed by MLSSCL's intensity jitter and noise (and its in-plane mirroring, which adds nothing)."""
+    from nnunet_ssl.data.clip_sampler import clip_view_transform  # clip_sampler imports nothing from here
+    return ComposeTransforms([pcl_view_transform(patch_size, 0), clip_view_transform()])
+
+
+def instance_view_sampler(cases, case_ids, batch_size: int, patch_size: Sequence[int]):
+    """Two views of one uniformly placed patch per case (``TwoViewPatchSampler``; positions unused), from a
+    crop large enough for the rotation and the smallest scale of ``instance_view_transform``."""
+    from nnunet_ssl.data.positions import rotation_safe_crop_size
+    from nnunet_ssl.data.sampler import TwoViewPatchSampler
+    crop = rotation_safe_crop_size(patch_size, 0, 0.7)
+    return TwoViewPatchSampler(cases, case_ids, batch_size, patch_size, crop, instance_view_transform(patch_size), 0)

@@ -1,7 +1,9 @@
 """The pretrained-encoder checkpoint format: encoder weights plus versioned metadata.
 
-One file, ``checkpoint_final.pth``: ``{"format": FORMAT_NAME, "meta": {...}, "encoder_state_dict": {...}}``.
-Weights are ``network.encoder.state_dict()`` (no ``decoder.encoder.*`` alias, no optimizer), and
+One file, ``checkpoint_final.pth``: ``{"format": FORMAT_NAME, "meta": {...}, "encoder_state_dict": {...}}``
+and, for methods that train the whole network (reconstruction), ``"decoder_state_dict": {...}``.
+Weights are ``network.encoder.state_dict()`` (no ``decoder.encoder.*`` alias, no optimizer) and the
+decoder's without its encoder alias and without the output layers (``seg_layers.*``), and
 the metadata is plain JSON-able data, so the file loads with ``torch.load(weights_only=True)``.
 Every write goes to a temporary file first and is renamed into place, so a crash never leaves a
 half-written checkpoint under the final name.
@@ -67,13 +69,33 @@ def _numpy_scalar(value):
     raise TypeError(f"{type(value).__name__} is not JSON-serialisable: {value!r}")
 
 
-def save_encoder_checkpoint(path: str, encoder_state_dict: dict, meta: SSLCheckpointMeta) -> None:
-    state = {k: v.detach().cpu() for k, v in encoder_state_dict.items()}
-    atomic_torch_save({"format": FORMAT_NAME, "meta": meta.to_dict(), "encoder_state_dict": state}, path)
+DECODER_EXCLUDED_PREFIXES = ("encoder.", "seg_layers.")  # the encoder alias; output layers are task-specific
+
+
+def decoder_weights(network) -> dict:
+    """What a checkpoint keeps of ``network.decoder``: everything but the encoder alias and the output layers
+    (a reconstruction network's have one channel per input channel, a segmentation network's one per class)."""
+    return {k: v for k, v in network.decoder.state_dict().items() if not k.startswith(DECODER_EXCLUDED_PREFIXES)}
+
+
+def save_encoder_checkpoint(path: str, encoder_state_dict: dict, meta: SSLCheckpointMeta,
+                            decoder_state_dict: dict | None = None) -> None:
+    """Encoder weights (and, when given, decoder weights from ``decoder_weights``) with the metadata."""
+    state = {"format": FORMAT_NAME, "meta": meta.to_dict(),
+             "encoder_state_dict": {k: v.detach().cpu() for k, v in encoder_state_dict.items()}}
+    if decoder_state_dict is not None:
+        state["decoder_state_dict"] = {k: v.detach().cpu() for k, v in decoder_state_dict.items()}
+    atomic_torch_save(state, path)
 
 
 def load_encoder_checkpoint(path: str) -> tuple[dict, SSLCheckpointMeta]:
     """Return (encoder state dict on CPU, metadata); a clear SSLUserError for every bad file."""
+    encoder_state, _decoder_state, meta = load_checkpoint(path)
+    return encoder_state, meta
+
+
+def load_checkpoint(path: str) -> tuple[dict, dict | None, SSLCheckpointMeta]:
+    """Return (encoder state dict, decoder state dict or None, metadata), on CPU; SSLUserError for bad files."""
     rerun = "re-run nnUNetv2_ssl_pretrain for this dataset, plans and configuration"
     if not os.path.isfile(path):
         raise SSLUserError(f"no pretrained checkpoint at {path}.", rerun)
@@ -89,4 +111,4 @@ def load_encoder_checkpoint(path: str) -> tuple[dict, SSLCheckpointMeta]:
     if meta.get("format_version", 0) > FORMAT_VERSION:
         raise SSLUserError(f"{path} uses checkpoint format {meta['format_version']}, newer than this nnunet-ssl "
                            f"understands ({FORMAT_VERSION}).", "pip install --upgrade nnunet-ssl")
-    return checkpoint["encoder_state_dict"], SSLCheckpointMeta.from_dict(meta)
+    return checkpoint["encoder_state_dict"], checkpoint.get("decoder_state_dict"), SSLCheckpointMeta.from_dict(meta)

@@ -15,6 +15,15 @@ def build_planned_network(plans_manager: PlansManager, configuration: Configurat
                                                     num_outputs, enable_deep_supervision=True)
 
 
+def build_reconstruction_network(plans_manager: PlansManager, configuration: ConfigurationManager,
+                                 num_input_channels: int) -> nn.Module:
+    """The same U-Net for reconstruction pretraining: the segmentation output layers become one output
+    channel per input channel (the only layers that differ), and deep supervision is off, so the network
+    returns only its full-resolution output."""
+    return nnUNetTrainer.build_network_architecture(plans_manager, configuration, num_input_channels,
+                                                    num_input_channels, enable_deep_supervision=False)
+
+
 def bottleneck_channels(configuration: ConfigurationManager) -> int:
     return int(configuration.network_arch_init_kwargs["features_per_stage"][-1])
 

@@ -15,7 +15,8 @@ import torch
 from torch import Tensor, nn
 
 from nnunet_ssl.errors import SSLUserError
-from nnunet_ssl.integration.checkpoint import SSLCheckpointMeta, load_encoder_checkpoint
+from nnunet_ssl.integration.checkpoint import (DECODER_EXCLUDED_PREFIXES, SSLCheckpointMeta, load_checkpoint,
+                                               load_encoder_checkpoint)
 
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DDP and torch.compile
 ENCODER_PREFIX = "encoder."  # keys_to_in_proj are relative to the full network
@@ -27,13 +28,22 @@ class LoadReport:
     meta: SSLCheckpointMeta
     loaded: int  # distinct tensors (aliases counted once)
     adapted: list[str] = field(default_factory=list)  # "key: from N to M channels"
+    decoder_loaded: list[str] | None = None  # full-network loading: decoder keys taken from the checkpoint
+    random_keys: list[str] = field(default_factory=list)  # full-network loading: keys left at their random init
 
     def summary(self) -> str:
         m = self.meta
-        lines = [f"loaded pretrained encoder ({self.loaded} tensors) from {self.path}",
+        what = "encoder" if self.decoder_loaded is None else "encoder and decoder"
+        lines = [f"loaded pretrained {what} ({self.loaded} tensors) from {self.path}",
                  f"    method {m.method}, pretrained on {m.dataset_name} / {m.plans_identifier} / {m.configuration}, "
-                 f"{len(m.case_ids)} cases, {m.epochs_completed} epochs",
-                 "    every encoder tensor loaded, none skipped; the decoder stays randomly initialised"]
+                 f"{len(m.case_ids)} cases, {m.epochs_completed} epochs"]
+        if self.decoder_loaded is None:
+            lines.append("    every encoder tensor loaded, none skipped; the decoder stays randomly initialised")
+        else:
+            lines.append(f"    every encoder tensor and {len(self.decoder_loaded)} decoder tensors loaded: "
+                         + ", ".join(self.decoder_loaded))
+            lines.append(f"    randomly initialised ({len(self.random_keys)}, the segmentation output layers): "
+                         + ", ".join(self.random_keys))
         if self.adapted:
             lines.append("    input channels adapted (kernel summed over the pretraining channels, spread evenly "
                          "over the new ones): " + "; ".join(self.adapted))
@@ -159,3 +169,32 @@ def load_pretrained_encoder(network: nn.Module, path: str) -> LoadReport:
     # count distinct tensors: nnU-Net's conv blocks expose each one twice (conv / all_modules.N)
     return LoadReport(path=path, meta=meta, loaded=len({v.data_ptr() for v in encoder.state_dict().values()}),
                       adapted=adapted)
+
+
+def load_pretrained_network(network: nn.Module, path: str) -> LoadReport:
+    """Encoder (as ``load_pretrained_encoder``) and decoder from a full-network checkpoint (reconstruction
+    methods), except the segmentation output layers (``decoder.seg_layers.*``), which keep their random
+    init: the checkpoint's had one output per input channel, not one per class. The report lists the
+    decoder keys loaded and the keys left random; a checkpoint without a decoder is refused."""
+    _encoder_state, decoder_state, meta = load_checkpoint(path)
+    if decoder_state is None:
+        raise SSLUserError(f"{path} ({meta.method}) holds only an encoder, no decoder to load.",
+                           "fine-tune it with SSLInitTrainer (encoder only), or pretrain a method that trains the "
+                           "whole network (-m mae or -m models_genesis)")
+    report = load_pretrained_encoder(network, path)
+    decoder = unwrap(network).decoder
+    target = {k: v for k, v in decoder.state_dict().items() if not k.startswith(DECODER_EXCLUDED_PREFIXES)}
+    source = strip_wrapper_prefixes(decoder_state)
+    problems = encoder_mismatches(target, source)
+    if problems:
+        shown = "\n    ".join(problems[:10]) + (f"\n    ... and {len(problems) - 10} more" if len(problems) > 10 else "")
+        raise SSLUserError(
+            f"the pretrained decoder in {path} does not fit this network (pretrained with plans "
+            f"{meta.plans_identifier!r}, configuration {meta.configuration!r}):\n    {shown}",
+            "fine-tune with the plans and configuration used for pretraining (-p/-c), or pretrain for these")
+    missing, unexpected = decoder.load_state_dict(source, strict=False)
+    assert not unexpected, unexpected  # checked above
+    report.decoder_loaded = sorted(f"decoder.{k}" for k in source)
+    report.random_keys = sorted(f"decoder.{k}" for k in missing if not k.startswith("encoder."))
+    report.loaded += len({v.data_ptr() for k, v in decoder.state_dict().items() if k in source})
+    return report

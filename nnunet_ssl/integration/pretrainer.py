@@ -21,11 +21,11 @@ from nnunet_ssl.blocks.distributed import rank, world_size
 from nnunet_ssl.errors import SSLUserError
 from nnunet_ssl.integration import locations
 from nnunet_ssl.atomic_io import atomic_save_json, atomic_torch_save
-from nnunet_ssl.integration.checkpoint import SSLCheckpointMeta, save_encoder_checkpoint
+from nnunet_ssl.integration.checkpoint import SSLCheckpointMeta, decoder_weights, save_encoder_checkpoint
 from nnunet_ssl.integration.dataset import PreprocessedDataset
 from nnunet_ssl.integration.encoder import (architecture_description, architecture_hash, bottleneck_channels,
-                                            build_planned_network)
-from nnunet_ssl.integration.progress import ProgressLog
+                                            build_planned_network, build_reconstruction_network)
+from nnunet_ssl.integration.progress import ProgressLog, save_preview
 from nnunet_ssl.methods import DataGeometry, Hyperparameters, get_method
 
 
@@ -111,15 +111,20 @@ class Pretrainer:
             raise SSLUserError(str(e), f"fix the {method_name} options (--set or the recipe)") from None
         self.cases = data.open_cases()
         geometry = _data_geometry(data, self.cases, schedule.patch_size)
-        network = build_planned_network(data.plans_manager, data.configuration, data.dataset_json,
-                                        data.num_input_channels)
-        self.method = method_class(network.encoder, bottleneck_channels(data.configuration), config, geometry)
+        if method_class.needs_full_network:
+            network = build_reconstruction_network(data.plans_manager, data.configuration, data.num_input_channels)
+            self.method = method_class(network, bottleneck_channels(data.configuration), config, geometry)
+        else:
+            network = build_planned_network(data.plans_manager, data.configuration, data.dataset_json,
+                                            data.num_input_channels)
+            self.method = method_class(network.encoder, bottleneck_channels(data.configuration), config, geometry)
         self.method.to(device)
         if compile_wanted(device):
             # in place, before DDP as in nnU-Net: the encoder's state_dict keeps its plain keys (no
             # _orig_mod.), so checkpoints do not depend on it. The heads and the loss stay eager (small,
             # and the queues' Python bookkeeping would break the graph anyway)
-            self.method.encoder.compile()
+            # reconstruction methods run the whole network: compile all of it
+            (self.method.network if self.method.needs_full_network else self.method.encoder).compile()
         self.model = self.method  # what the loop calls; DDP-wrapped under torchrun
         if world_size() > 1:
             if device.type == "cuda":
@@ -186,9 +191,21 @@ class Pretrainer:
         path = os.path.join(self.output_folder, locations.FINAL)
         if not self.is_main:
             return path
-        save_encoder_checkpoint(path, self.method.encoder.state_dict(), meta)
+        decoder = decoder_weights(self.method.network) if self.method.needs_full_network else None
+        save_encoder_checkpoint(path, self.method.encoder.state_dict(), meta, decoder)
         atomic_save_json(meta.to_dict(), os.path.join(self.output_folder, "checkpoint_final.json"), indent=1)
         return path
+
+    def _write_preview(self, batch: dict) -> None:
+        """The method's preview images of the epoch's last batch, as middle slices in a PNG."""
+        was_training = self.method.training
+        self.method.eval()
+        with torch.no_grad(), _autocast(self.device):
+            panels = self.method.preview(batch)
+        self.method.train(was_training)
+        if panels:
+            path = os.path.join(self.output_folder, "previews", f"epoch_{self.epoch:04d}.png")
+            save_preview(panels, path, f"{self.method.name}, epoch {self.epoch}")
 
     # --- the loop ----------------------------------------------------------------------------
     def run(self) -> str:
@@ -214,6 +231,9 @@ class Pretrainer:
                                        "lower the learning rate (--lr) or check the data normalisation")
                 self.optimizer.zero_grad(set_to_none=True)
                 (loss * world_size()).backward()  # DDP averages over ranks; see gather_with_local_grad
+                clip = self.method.gradient_clip_norm()
+                if clip is not None:
+                    torch.nn.utils.clip_grad_norm_(self.method.parameters(), clip)
                 self.optimizer.step()
                 self.lr_scheduler.step()
                 self.method.after_optimizer_step(self.lr_scheduler.last_epoch, self.lr_scheduler.T_max)
@@ -227,9 +247,12 @@ class Pretrainer:
                                 "seconds": seconds, "samples_per_s": s.iterations_per_epoch * s.batch_size / seconds})
             for warning in self.method.health_warnings(epoch_metrics):
                 self.log.print(f"WARNING: {warning}")
+            if self.is_main and self.method.wants_preview(self.epoch, s.num_epochs):
+                self._write_preview(batch)
             self.save_latest()
         if hasattr(batches, "_finish"):
             batches._finish()
         path = self.save_final()
-        self.log.print(f"saved pretrained encoder: {path}")
+        what = "encoder and decoder" if self.method.needs_full_network else "encoder"
+        self.log.print(f"saved pretrained {what}: {path}")
         return path

@@ -47,3 +47,32 @@ class ProgressLog:
         fig.tight_layout()
         fig.savefig(os.path.join(self.folder, "progress.png"), dpi=90)
         plt.close(fig)
+
+
+def middle_slices(volume, count: int = 3) -> list:
+    """``count`` slices of a (Z, Y, X) array along axis 0 at the quarter points (1/4, 1/2, 3/4 for 3)."""
+    depth = volume.shape[0]
+    return [volume[min(depth - 1, depth * (i + 1) // (count + 1))] for i in range(count)]
+
+
+def save_preview(panels: dict, path: str, title: str, samples: int = 2, slices: int = 3) -> None:
+    """A grid of middle slices: one row per (sample, slice), one column per panel ({title: (B, C, Z, Y, X)}),
+    channel 0, every column on the first panel's grey scale so that intensities compare."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    arrays = {name: tensor.detach().float().cpu().numpy()[:, 0] for name, tensor in panels.items()}
+    reference = next(iter(arrays.values()))
+    low, high = float(reference.min()), float(reference.max())
+    rows = [(b, s) for b in range(min(samples, len(reference))) for s in range(slices)]
+    fig, axes = plt.subplots(len(rows), len(arrays), figsize=(2.4 * len(arrays), 2.4 * len(rows)), squeeze=False)
+    for column, (name, array) in enumerate(arrays.items()):
+        for row, (b, s) in enumerate(rows):
+            ax = axes[row][column]
+            ax.imshow(middle_slices(array[b], slices)[s], cmap="gray", vmin=low, vmax=high)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(name, fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)

@@ -41,6 +41,11 @@ class PretrainingMethod(nn.Module):
 
     name: str = ""
     config_class: type[Hyperparameters] = Hyperparameters
+    # False: __init__ gets ``network.encoder``. True: it gets the whole planned U-Net, built with one output
+    # channel per input channel and deep supervision off (integration.encoder.build_reconstruction_network)
+    needs_full_network: bool = False
+    # pretraining schedule values this method starts from (a recipe and command-line options override them)
+    schedule_defaults: dict = {}
 
     def __init__(self, encoder: nn.Module, bottleneck_channels: int, config: Hyperparameters):
         super().__init__()
@@ -67,6 +72,19 @@ class PretrainingMethod(nn.Module):
 
     def after_optimizer_step(self, step: int, total_steps: int) -> None:
         """Called after every optimizer step (e.g. a momentum encoder's update); default: nothing."""
+
+    def gradient_clip_norm(self) -> float | None:
+        """Clip the global gradient norm to this before each step; None: no clipping."""
+        return None
+
+    def wants_preview(self, epoch: int, num_epochs: int) -> bool:
+        """Whether to write a preview after this (1-based) epoch; default: never."""
+        return False
+
+    def preview(self, batch: dict) -> dict[str, torch.Tensor] | None:
+        """Images to show the user, {title: (B, C, *spatial)} (e.g. input, masked input, reconstruction);
+        None: nothing to show. Called without gradients on a training batch."""
+        return None
 
     def health_warnings(self, epoch_metrics: dict[str, float]) -> list[str]:
         """Warnings from an epoch's mean metrics (e.g. collapse); the loop logs them."""

@@ -4,7 +4,7 @@ from nnunetv2.training.lr_scheduler.warmup import Lin_incr_LRScheduler, PolyLRSc
 from nnunetv2.training.nnUNetTrainer.variants.lr_schedule.nnUNetTrainer_warmup import nnUNetTrainer_warmup
 
 from nnunet_ssl.errors import SSLUserError
-from nnunet_ssl.integration.encoder_loader import load_pretrained_encoder, unwrap
+from nnunet_ssl.integration.encoder_loader import load_pretrained_encoder, load_pretrained_network, unwrap
 from nnunet_ssl.integration.locations import find_pretrained_checkpoint
 from nnunet_ssl.integration.trainers.sized import SizedTrainer
 
@@ -97,11 +97,16 @@ class SSLInitTrainer(WarmupPolyTrainer):
         try:
             path = find_pretrained_checkpoint(plans_manager.dataset_name, plans_manager.plans_name,
                                               self.configuration_name, self.PRETRAINING_METHOD)
-            report = load_pretrained_encoder(network, path)
+            report = self.load_pretrained(network, path)
         except SSLUserError as e:
             raise SystemExit(f"\nnnunet-ssl error: {e.problem}" + (f"\n  Fix: {e.fix}" if e.fix else "")) from None
         self.print_to_log_file(report.summary())
         return network
+
+    @staticmethod
+    def load_pretrained(network, path: str):
+        """What of the checkpoint goes into the network; variants override (default: the encoder)."""
+        return load_pretrained_encoder(network, path)
 
 
 class SSLInitTrainer_decoderFirst(SSLInitTrainer):
@@ -122,3 +127,13 @@ class SSLInitTrainer_lowEncoderLR(SSLInitTrainer):
 
     def encoder_lr_scale(self, epoch: int) -> float:
         return self.ENCODER_LR_SCALE
+
+
+class SSLInitTrainer_fullNetwork(SSLInitTrainer):
+    """Loads encoder *and* decoder of a reconstruction pretraining (-m mae, -m models_genesis), all but the
+    segmentation output layers, which start random (the load report lists both). The same schedule as
+    SSLInitTrainer; a checkpoint without a decoder (contrastive methods) is refused."""
+
+    @staticmethod
+    def load_pretrained(network, path: str):
+        return load_pretrained_network(network, path)

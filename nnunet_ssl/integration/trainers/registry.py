@@ -15,18 +15,19 @@ pretraining method: the method names are a plain tuple, checked against the meth
 from functools import cache
 
 from nnunet_ssl.integration.trainers.finetune import (SSLInitTrainer, SSLInitTrainer_decoderFirst,
-                                                     SSLInitTrainer_lowEncoderLR, SSLScratchTrainer,
-                                                     SSLScratchTrainer_rerun)
+                                                     SSLInitTrainer_fullNetwork, SSLInitTrainer_lowEncoderLR,
+                                                     SSLScratchTrainer, SSLScratchTrainer_rerun)
 from nnunet_ssl.integration.trainers.lengths import LENGTHS
 from nnunet_ssl.integration.trainers.sized import nnUNetStockTrainer
 
 # nnunet_ssl.methods.METHODS by name (tests/test_trainer_registry.py keeps the two equal)
-PRETRAINING_METHODS = ("gcl", "mlsscl", "mlsscl_longshort", "mlsscl_multiview", "pcl", "simclr")
+PRETRAINING_METHODS = ("byol", "gcl", "mae", "mlsscl", "mlsscl_longshort", "mlsscl_multiview", "models_genesis", "moco",
+                       "pcl", "simclr")
 
 # per base: its recipes by the name the trainer name and the benchmark's --finetune use; "default" is the base
 RECIPES: dict[str, dict[str, type]] = {
     "SSLInitTrainer": {"default": SSLInitTrainer, "decoderFirst": SSLInitTrainer_decoderFirst,
-                       "lowEncoderLR": SSLInitTrainer_lowEncoderLR},
+                       "lowEncoderLR": SSLInitTrainer_lowEncoderLR, "fullNetwork": SSLInitTrainer_fullNetwork},
     "SSLScratchTrainer": {"default": SSLScratchTrainer, "rerun": SSLScratchTrainer_rerun},
     "nnUNetTrainer": {"default": nnUNetStockTrainer},
 }

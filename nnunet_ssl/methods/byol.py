@@ -1,0 +1,94 @@
+"""BYOL (Grill et al., NeurIPS 2020) on the planned encoder: an online encoder -> projector -> predictor
+regresses the projection of the other view by a momentum target; normalised MSE, no negatives.
+"""
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from nnunet_ssl.blocks.heads import ProjectionHead, global_average_pool
+from nnunet_ssl.blocks.momentum import cosine_schedule, make_momentum_copy, update_momentum
+from nnunet_ssl.blocks.similarity import normalized_mse
+from nnunet_ssl.data.views import instance_view_sampler
+from nnunet_ssl.errors import SSLUserError
+from nnunet_ssl.methods.base import DataGeometry, Hyperparameters, PretrainingMethod
+from nnunet_ssl.methods.mlsscl import normalised_std
+
+
+@dataclass(frozen=True)
+class BYOLConfig(Hyperparameters):
+    projection_dim: int = 256  # [paper: BYOL sec. 3.3, projector output 256]
+    hidden_dim: int = 4096  # [paper: BYOL, hidden 4096, BatchNorm + ReLU, same for the predictor]
+    head_batch_norm: bool = True  # [paper: BYOL]
+    base_momentum: float = 0.996  # tau_base [paper: BYOL sec. 3.3]
+    final_momentum: float = 1.0  # tau -> 1 with a cosine schedule [paper: BYOL sec. 3.3]
+    # collapse warning when the embeddings' per-dimension std falls below this fraction of 1/sqrt(D) [assumption,
+    # as MLSSCL's]
+    collapse_std_ratio: float = 0.1
+
+
+class BYOL(PretrainingMethod):
+    """Symmetrised: each view's prediction regresses the other view's target projection [paper: L + L~]."""
+    name = "byol"
+    config_class = BYOLConfig
+    # [assumption] BYOL uses LARS at lr 0.2 x batch/256; the pretraining loop's SGD keeps its defaults (lr 0.1,
+    # momentum 0.9, cosine)
+
+    def __init__(self, encoder, bottleneck_channels: int, config: BYOLConfig, geometry: DataGeometry):
+        super().__init__(encoder, bottleneck_channels, config)
+        if not 0.0 <= config.base_momentum <= config.final_momentum <= 1.0:
+            raise SSLUserError(f"byol needs 0 <= base_momentum <= final_momentum <= 1, got {config.base_momentum}, "
+                               f"{config.final_momentum}.", "e.g. --set base_momentum=0.996 --set final_momentum=1")
+        self.patch_size = [int(s) for s in (geometry.requested_patch_size or geometry.plans_patch_size)]
+        self.projector = ProjectionHead(bottleneck_channels, config.hidden_dim, config.projection_dim,
+                                        config.head_batch_norm)
+        self.predictor = ProjectionHead(config.projection_dim, config.hidden_dim, config.projection_dim,
+                                        config.head_batch_norm)
+        self.target = make_momentum_copy(self._online_branch())
+        self.current_momentum = config.base_momentum
+
+    def _online_branch(self) -> nn.ModuleDict:
+        return nn.ModuleDict({"encoder": self.encoder, "projector": self.projector})
+
+    def derived_values(self) -> dict:
+        return {"patch_size": self.patch_size}
+
+    def make_sampler(self, cases, case_ids: list[str], batch_size: int):
+        if len(self.patch_size) != 3:
+            raise SSLUserError(f"{self.name} makes 3D views, but the patch is {self.patch_size}.", "use -c 3d_fullres")
+        if batch_size < 2:
+            raise SSLUserError(f"byol needs at least 2 patches per step (BatchNorm in the heads), got {batch_size}.",
+                               "use --batch-size 2 or more")
+        return instance_view_sampler(cases, case_ids, batch_size, self.patch_size)
+
+    def _target_projection(self, images: torch.Tensor) -> torch.Tensor:
+        features = self.target["encoder"](images)
+        features = features[-1] if isinstance(features, (list, tuple)) else features
+        return self.target["projector"](global_average_pool(features))
+
+    def training_step(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        views = torch.cat([batch["view1"], batch["view2"]])
+        projections = self.projector(global_average_pool(self.bottleneck(views)))
+        predictions = self.predictor(projections)
+        with torch.no_grad():
+            targets = self._target_projection(views)
+        p1, p2 = predictions.chunk(2)
+        z1, z2 = targets.chunk(2)
+        loss = normalized_mse(p1, z2) + normalized_mse(p2, z1)
+        return loss, {"loss": loss.item(), "embedding_std": normalised_std(projections.detach()),
+                      "momentum": float(self.current_momentum)}
+
+    def after_optimizer_step(self, step: int, total_steps: int) -> None:
+        """tau = 1 - (1 - tau_base)(cos(pi k / K) + 1) / 2 [paper: BYOL sec. 3.3], then xi <- tau xi + (1 - tau) theta."""
+        c = self.config
+        self.current_momentum = cosine_schedule(min(step, total_steps), total_steps, c.base_momentum, c.final_momentum)
+        update_momentum(self._online_branch(), self.target, self.current_momentum)
+
+    def health_warnings(self, epoch_metrics: dict[str, float]) -> list[str]:
+        std = epoch_metrics.get("embedding_std")
+        limit = self.config.collapse_std_ratio / math.sqrt(self.config.projection_dim)
+        if std is not None and std < limit:
+            return [f"byol: embedding std {std:.4f} is below {limit:.4f}: the embeddings are collapsing. Lower the "
+                    "learning rate or raise the batch size."]
+        return []

@@ -1,0 +1,73 @@
+"""MoCo v2 and BYOL: what reaches which branch, the queue, the momentum update, the loss."""
+import pytest
+import torch
+import torch.nn.functional as F
+from test_methods_contract import build, synthetic_batch
+
+from nnunet_ssl.blocks.similarity import normalized_mse
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
+
+def test_normalized_mse_hand_computed():
+    p = torch.tensor([[1.0, 0.0], [3.0, 4.0], [0.0, 2.0]])
+    z = torch.tensor([[0.0, 5.0], [6.0, 8.0], [0.0, -1.0]])  # orthogonal, aligned, opposite: 2, 0, 4
+    assert normalized_mse(p, z).item() == pytest.approx((2 + 0 + 4) / 3)
+
+
+@pytest.mark.parametrize("name,online", [("moco", ("encoder.", "projector.")),
+                                         ("byol", ("encoder.", "projector.", "predictor."))])
+def test_gradients_reach_the_online_branch_and_never_the_target(name, online):
+    method = build(name)
+    method.train()
+    loss, _ = method.training_step(synthetic_batch(method=method))
+    loss.backward()
+    for param_name, param in method.named_parameters():
+        if param_name.startswith(online):
+            assert param.grad is not None and param.grad.abs().sum() > 0, param_name
+    target = list(method.target.parameters())
+    assert target and all(not p.requires_grad and p.grad is None for p in target)
+
+
+@pytest.mark.parametrize("name", ["moco", "byol"])
+def test_momentum_update_moves_the_target_towards_the_online_weights(name):
+    method = build(name)
+    online = method.encoder.stages[0][0].convs[0].conv.weight
+    target = method.target["encoder"].stages[0][0].convs[0].conv.weight
+    with torch.no_grad():
+        online.add_(1.0)  # as if an optimizer step had moved it
+    before = target.clone()
+    method.after_optimizer_step(step=0, total_steps=10)
+    m = method.config.momentum if name == "moco" else method.config.base_momentum  # BYOL: tau at step 0
+    assert torch.allclose(target, m * before + (1 - m) * online)
+    if name == "byol":  # cosine schedule to 1 at the end: the target stops moving
+        method.after_optimizer_step(step=10, total_steps=10)
+        assert method.current_momentum == pytest.approx(1.0)
+
+
+def test_moco_enqueues_the_target_keys_of_the_second_view():
+    method = build("moco", queue_size=6)
+    method.train()
+    batch = synthetic_batch(method=method)
+    with torch.no_grad():
+        target = {k: v.clone() for k, v in method.target.state_dict().items()}
+        method.training_step(batch)  # 4 keys into an empty queue of 6
+        assert int(method.queue.num_filled) == 4
+        keys, _ = method.queue.contents()
+        method.target.load_state_dict(target)
+        features = method.target["encoder"](batch["view2"])[-1]
+        expected = F.normalize(method.target["projector"](features.flatten(2).mean(2)), dim=1)
+        assert torch.allclose(keys, expected, atol=1e-5)
+        method.training_step(batch)  # 4 more: wraps around, the queue stays at its size
+        assert int(method.queue.num_filled) == 6
+
+
+def test_moco_uses_the_queue_as_negatives():
+    method = build("moco", queue_size=64)
+    method.eval()  # BatchNorm with running statistics: the same batch gives the same embeddings
+    batch = synthetic_batch(method=method)
+    with torch.no_grad():
+        _, first = method.training_step(batch)
+        _, second = method.training_step(batch)
+    assert first["top1_chance"] == pytest.approx(1 / 4)  # in-batch negatives while the queue is empty
+    assert second["top1_chance"] == pytest.approx(1 / 5)  # 4 queued keys + the positive
