@@ -60,6 +60,7 @@ def export(dataset: str, configuration: str, trainer: str, plans: str, output_re
             if file == "checkpoint_final.pth":
                 checkpoint = torch.load(src, map_location="cpu", weights_only=False)
                 checkpoint["trainer_name"] = "nnUNetTrainer"
+                checkpoint.pop("nnunet_ssl_mean_teacher", None)  # a mean teacher's student: only --c needs it
                 atomic_torch_save(checkpoint, dst)
             else:
                 shutil.copy2(src, dst)
