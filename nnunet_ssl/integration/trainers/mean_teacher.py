@@ -33,7 +33,7 @@ from nnunet_ssl.errors import SSLUserError
 from nnunet_ssl.integration.encoder_loader import unwrap
 from nnunet_ssl.integration.trainers.finetune import (SSLInitTrainer, SSLInitTrainer_decoderFirst,
                                                      SSLInitTrainer_lowEncoderLR, SSLScratchTrainer)
-from nnunet_ssl.integration.unlabeled import CombinedCases, plugin_folder
+from nnunet_ssl.integration.unlabeled import CombinedCases, WithoutClassLocations, plugin_folder
 
 CHECKPOINT_KEY = "nnunet_ssl_mean_teacher"  # the student's weights; 'network_weights' is the teacher
 CASES_FILE = "mean_teacher_cases.json"  # in the fold folder: labeled / validation / unlabeled case ids
@@ -126,9 +126,9 @@ class MeanTeacherMixin:
         if cases.unlabeled_from_dataset:
             parts.append(self.dataset_class(self.preprocessed_dataset_folder, cases.unlabeled_from_dataset))
         if cases.unlabeled_extra:
-            parts.append(nnUNetDatasetBlosc2(plugin_folder(self.plans_manager.dataset_name,
-                                                           self.configuration_manager.data_identifier),
-                                             cases.unlabeled_extra))
+            parts.append(WithoutClassLocations(nnUNetDatasetBlosc2(
+                plugin_folder(self.plans_manager.dataset_name, self.configuration_manager.data_identifier),
+                cases.unlabeled_extra)))
         dataset = parts[0] if len(parts) == 1 else CombinedCases(*parts)
         rotation, dummy_2d, initial_patch_size, mirror_axes = \
             self.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
