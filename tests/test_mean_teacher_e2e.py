@@ -102,6 +102,7 @@ def test_ema_update_no_teacher_gradient_and_resume(pretrained, tmp_path):
             assert torch.allclose(t, decay * old + (1 - decay) * s.detach(), atol=1e-6)
     assert any(not torch.equal(a, b) for a, b in zip(student.parameters(), trainer.teacher.parameters()))
 
+    trainer.on_train_epoch_end([out, out])  # nnU-Net logs numpy scalars: --c must still load the checkpoint
     trainer.save_checkpoint(str(tmp_path / "checkpoint_latest.pth"))
     saved = torch.load(tmp_path / "checkpoint_latest.pth", map_location="cpu", weights_only=False)
     assert all(torch.equal(saved["network_weights"][k], v) for k, v in trainer.teacher.state_dict().items())
