@@ -19,6 +19,9 @@ SCRATCH_RERUN = "scratch_rerun"  # the same again in its own folder: the run-to-
 STOCK = "nnunet"  # nnU-Net's own nnUNetTrainer at the same length: is the matched schedule handicapped?
 REFERENCE_ARMS = {SCRATCH: ("SSLScratchTrainer", "default"), SCRATCH_RERUN: ("SSLScratchTrainer", "rerun"),
                   STOCK: ("nnUNetTrainer", "default")}
+# --finetune choices that change the base trainer rather than the recipe: (scratch base, pretrained base).
+# Unlike a recipe they apply to the scratch arm too (arm "scratch+meanTeacher"), so each has its own control.
+BASE_FINETUNES = {"meanTeacher": ("SSLMeanTeacherTrainer", "SSLInitMeanTeacherTrainer")}
 
 
 @dataclass(frozen=True)
@@ -43,8 +46,18 @@ class Cell:
 
 
 def trainer_name(method: str, length: str, finetune: str = "default") -> str:
-    """The trainer of an arm: a reference arm's, or SSLInitTrainer pinned to one pretraining and recipe."""
+    """The trainer of an arm: a reference arm's, or SSLInitTrainer pinned to one pretraining and recipe;
+    a BASE_FINETUNES choice swaps the base (scratch -> SSLMeanTeacherTrainer, a method ->
+    SSLInitMeanTeacherTrainer_<method>)."""
     from nnunet_ssl.integration.trainers.registry import compose_name
+    if finetune in BASE_FINETUNES:
+        scratch_base, init_base = BASE_FINETUNES[finetune]
+        if method == SCRATCH:
+            return compose_name(scratch_base, None, "default", length)
+        if method in REFERENCE_ARMS:
+            raise SSLUserError(f"--finetune {finetune} has no {method!r} arm.",
+                               f"it runs for scratch and for pretraining methods")
+        return compose_name(init_base, method, "default", length)
     if method in REFERENCE_ARMS:
         base, recipe = REFERENCE_ARMS[method]
         return compose_name(base, None, recipe if finetune == "default" else finetune, length)
@@ -54,15 +67,16 @@ def trainer_name(method: str, length: str, finetune: str = "default") -> str:
 def plan_cells(methods: list[str], rows: list[dict], lengths: list[str] | str,
                finetunes: tuple[str, ...] = ("default",)) -> list[Cell]:
     """Every arm at every length: length by length (a learning curve fills evenly), the reference arms
-    once each, every pretraining method once per fine-tuning recipe."""
+    once each, every pretraining method once per fine-tuning recipe; scratch also once per
+    BASE_FINETUNES choice (its matched control, e.g. scratch+meanTeacher)."""
     from nnunet_ssl.integration.trainers.lengths import LENGTHS
     from nnunet_ssl.integration.trainers.registry import RECIPES, trainer_class
     lengths = [lengths] if isinstance(lengths, str) else list(lengths)
-    known_recipes = {r for recipes in RECIPES.values() for r in recipes}
+    known_recipes = {r for recipes in RECIPES.values() for r in recipes} | set(BASE_FINETUNES)
     unknown = [f for f in finetunes if f not in known_recipes]
     if unknown:
         raise SSLUserError(f"unknown fine-tuning recipe(s) {unknown}.",
-                           f"use --finetune with {sorted(RECIPES['SSLInitTrainer'])}")
+                           f"use --finetune with {sorted(RECIPES['SSLInitTrainer']) + sorted(BASE_FINETUNES)}")
     bad_lengths = [length for length in lengths if length and length not in LENGTHS]
     if bad_lengths:
         raise SSLUserError(f"no trainer length {bad_lengths[0]!r}.",
@@ -70,7 +84,9 @@ def plan_cells(methods: list[str], rows: list[dict], lengths: list[str] | str,
     cells = []
     for length in lengths:
         for method in methods:
-            for finetune in ("default",) if method in REFERENCE_ARMS else finetunes:
+            scratch_finetunes = ("default", *(f for f in finetunes if f in BASE_FINETUNES))
+            for finetune in (scratch_finetunes if method == SCRATCH else ("default",) if method in REFERENCE_ARMS
+                             else finetunes):
                 name = trainer_name(method, length, finetune)
                 if trainer_class(name) is None:
                     raise SSLUserError(f"no trainer {name!r} for method {method!r} and length {length!r}.",

@@ -93,3 +93,22 @@ def _matching(online, target, kind: str) -> tuple[list[torch.Tensor], list[torch
             raise ValueError(f"{kind[:-1]} {name!r} has shape {tuple(a.shape)} online "
                              f"but {tuple(b.shape)} in the target")
     return [t for _, t in online], [t for _, t in target]
+
+
+def mean_teacher_decay(step: int, decay: float, decay_after_rampup: float | None = None,
+                       rampup_steps: int = 0) -> float:
+    """EMA decay of a mean teacher at optimiser step ``step`` (0-based, the update after that step).
+
+    ``min(1 - 1 / (step + 1), decay)``: the true average of the student's weights until the
+    exponential average is the better estimate [code: CuriousAI/mean-teacher and yulequan/UA-MT,
+    ``update_ema_variables``], so step 0 copies the student, step 1 is the mean of two. With
+    ``decay_after_rampup`` the decay switches to it once ``step >= rampup_steps`` (Tarvainen & Valpola
+    2017: 0.99 during the consistency ramp-up, 0.999 after [paper]).
+    """
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step}")
+    for name, value in (("decay", decay), ("decay_after_rampup", decay_after_rampup)):
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {value}")
+    target = decay_after_rampup if decay_after_rampup is not None and step >= rampup_steps else decay
+    return min(1.0 - 1.0 / (step + 1), target)

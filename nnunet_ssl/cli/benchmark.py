@@ -98,7 +98,9 @@ def benchmark_entry() -> None:
                              "run's end) and plot a learning curve")
     parser.add_argument("--finetune", nargs="+", default=["default"], metavar="RECIPE",
                         help="fine-tuning recipes for each pretrained method: default (SSLInitTrainer), lowEncoderLR, "
-                             "decoderFirst; scratch runs once (default: default)")
+                             "decoderFirst, meanTeacher (SSLInitMeanTeacherTrainer: consistency on the fold's "
+                             "unlabeled cases; scratch then also runs as scratch+meanTeacher); scratch runs once "
+                             "otherwise (default: default)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the label-budget draw")
     grouping = parser.add_mutually_exclusive_group()
     grouping.add_argument("--groups", metavar="FILE.json",

@@ -22,6 +22,7 @@ def rewrite_checkpoint(source: str, target: str) -> None:
     import torch
     checkpoint = torch.load(source, map_location="cpu", weights_only=False)
     checkpoint["trainer_name"] = STOCK_TRAINER
+    checkpoint.pop("nnunet_ssl_mean_teacher", None)  # a mean teacher's student: only --c needs it
     atomic_torch_save(checkpoint, target)
 
 

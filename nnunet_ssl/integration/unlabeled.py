@@ -75,6 +75,28 @@ class CombinedCases:
         return len(self.identifiers)
 
 
+class WithoutClassLocations:
+    """The plugin folder's cases for nnU-Net's ``nnUNetDataLoader``, which reads
+    ``properties['class_locations']``: preprocessing without a label writes none. The loader only
+    uses it to oversample foreground (or to find annotated voxels with an ignore label), so an
+    unlabeled loader without oversampling gets an empty entry."""
+
+    def __init__(self, cases):
+        self.cases = cases
+        self.identifiers = list(cases.identifiers)
+
+    def load_case(self, identifier: str):
+        data, seg, seg_prev, properties = self.cases.load_case(identifier)
+        properties.setdefault("class_locations", {})
+        return data, seg, seg_prev, properties
+
+    def __getitem__(self, identifier: str):
+        return self.load_case(identifier)
+
+    def __len__(self) -> int:
+        return len(self.identifiers)
+
+
 def plugin_folder(dataset_name: str, data_identifier: str) -> str:
     return join(str(nnUNet_preprocessed), dataset_name, PLUGIN_FOLDER, data_identifier)
 

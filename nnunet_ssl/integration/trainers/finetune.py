@@ -1,4 +1,5 @@
 """SSLInitTrainer and its matched from-scratch control: same schedule, only the init differs."""
+import numpy as np
 import torch
 from nnunetv2.training.lr_scheduler.warmup import Lin_incr_LRScheduler, PolyLRScheduler_offset
 from nnunetv2.training.nnUNetTrainer.variants.lr_schedule.nnUNetTrainer_warmup import nnUNetTrainer_warmup
@@ -28,6 +29,15 @@ class WarmupPolyTrainer(SizedTrainer, nnUNetTrainer_warmup):
     def encoder_lr_scale(self, epoch: int) -> float:
         """Encoder learning rate as a fraction of the schedule's; variants override (1 = one rate)."""
         return 1.0
+
+    def load_checkpoint(self, filename_or_checkpoint):
+        """nnUNetTrainer_warmup.load_checkpoint (what --c and --val call) uses torch.load's default
+        weights_only=True, which torch >= 2.6 refuses for nnU-Net's checkpoints: their log holds numpy
+        scalars. Allow exactly those types (nnUNetTrainer itself loads with weights_only=False)."""
+        numpy_core = getattr(np, "_core", None) or np.core
+        allowed = [numpy_core.multiarray.scalar, np.dtype, *(getattr(np.dtypes, n) for n in np.dtypes.__all__)]
+        with torch.serialization.safe_globals(allowed):
+            super().load_checkpoint(filename_or_checkpoint)
 
     def configure_optimizers(self, stage: str = "warmup_all"):
         """nnUNetTrainer_warmup's optimizer and schedulers, with the encoder in its own parameter

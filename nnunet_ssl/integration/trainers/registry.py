@@ -1,9 +1,11 @@
 """Every trainer name this plugin answers to, parsed from three tables instead of made up front.
 
 A name is ``BASE[_METHOD][_RECIPE][_LENGTH]``:
-- BASE: ``SSLInitTrainer`` (pretrained encoder), ``SSLScratchTrainer`` (its matched control) or
-  ``nnUNetTrainer`` (nnU-Net's own trainer, only with a length: the stock arm);
-- METHOD (SSLInitTrainer only): the pretraining it loads, from PRETRAINING_METHODS;
+- BASE: ``SSLInitTrainer`` (pretrained encoder), ``SSLScratchTrainer`` (its matched control),
+  ``SSLInitMeanTeacherTrainer`` / ``SSLMeanTeacherTrainer`` (the same two with mean-teacher
+  consistency on unlabeled cases) or ``nnUNetTrainer`` (nnU-Net's own trainer, only with a length:
+  the stock arm);
+- METHOD (the SSLInit* bases only): the pretraining it loads, from PRETRAINING_METHODS;
 - RECIPE: a fine-tuning recipe of that base (``RECIPES``, e.g. ``lowEncoderLR``);
 - LENGTH: a named length of lengths.py (``cpu2000it``).
 
@@ -18,6 +20,9 @@ from nnunet_ssl.integration.trainers.finetune import (SSLInitTrainer, SSLInitTra
                                                      SSLInitTrainer_fullNetwork, SSLInitTrainer_lowEncoderLR,
                                                      SSLScratchTrainer, SSLScratchTrainer_rerun)
 from nnunet_ssl.integration.trainers.lengths import LENGTHS
+from nnunet_ssl.integration.trainers.mean_teacher import (SSLInitMeanTeacherTrainer,
+                                                          SSLInitMeanTeacherTrainer_decoderFirst,
+                                                          SSLInitMeanTeacherTrainer_lowEncoderLR, SSLMeanTeacherTrainer)
 from nnunet_ssl.integration.trainers.sized import nnUNetStockTrainer
 
 # nnunet_ssl.methods.METHODS by name (tests/test_trainer_registry.py keeps the two equal)
@@ -29,9 +34,13 @@ RECIPES: dict[str, dict[str, type]] = {
     "SSLInitTrainer": {"default": SSLInitTrainer, "decoderFirst": SSLInitTrainer_decoderFirst,
                        "lowEncoderLR": SSLInitTrainer_lowEncoderLR, "fullNetwork": SSLInitTrainer_fullNetwork},
     "SSLScratchTrainer": {"default": SSLScratchTrainer, "rerun": SSLScratchTrainer_rerun},
+    "SSLInitMeanTeacherTrainer": {"default": SSLInitMeanTeacherTrainer,
+                                  "decoderFirst": SSLInitMeanTeacherTrainer_decoderFirst,
+                                  "lowEncoderLR": SSLInitMeanTeacherTrainer_lowEncoderLR},
+    "SSLMeanTeacherTrainer": {"default": SSLMeanTeacherTrainer},
     "nnUNetTrainer": {"default": nnUNetStockTrainer},
 }
-PINS_METHOD = {"SSLInitTrainer"}
+PINS_METHOD = {"SSLInitTrainer", "SSLInitMeanTeacherTrainer"}
 
 
 def compose_name(base: str, method: str | None = None, recipe: str = "default", length: str = "") -> str:
