@@ -18,6 +18,7 @@ from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 from tqdm import tqdm
 
 from nnunet_ssl.blocks.distributed import rank, world_size
+from nnunet_ssl.blocks.health import learning_verdict, weight_scale_ratios
 from nnunet_ssl.errors import SSLUserError
 from nnunet_ssl.integration import locations
 from nnunet_ssl.atomic_io import atomic_save_json, atomic_torch_save
@@ -124,8 +125,10 @@ class Pretrainer:
         if world_size() > 1:
             if device.type == "cuda":
                 self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            # a pre-norm readout leaves the last norm's affine parameters out of the loss
             self.model = torch.nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[device.index] if device.type == "cuda" else None)
+                self.model, device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=self.method.readout.kind != "postnorm")
         self.optimizer = torch.optim.SGD(self.method.parameters(), schedule.initial_lr, momentum=schedule.momentum,
                                          weight_decay=schedule.weight_decay)
         total = schedule.num_epochs * schedule.iterations_per_epoch
@@ -148,7 +151,18 @@ class Pretrainer:
             channel_names=dict(d.dataset_json.get("channel_names", d.dataset_json.get("modality", {}))),
             normalization_schemes=list(cfg.normalization_schemes), seed=self.schedule.seed,
             case_ids=list(d.case_ids), epochs_completed=self.epoch,
-            final_metrics=self.log.history[-1] if self.log.history else {})
+            final_metrics=self.log.history[-1] if self.log.history else {}, health=self.health())
+
+    def health(self) -> dict:
+        """The last epoch's learning verdict (blocks.health) and the encoder's conv weight std against He init."""
+        ratios = sorted(weight_scale_ratios(self.method.encoder).values())
+        result = {"conv_weight_std_over_he": {"min": ratios[0], "median": ratios[len(ratios) // 2],
+                                              "max": ratios[-1]} if ratios else {}}
+        last = self.log.history[-1] if self.log.history else {}
+        if "loss" in last and "loss_collapse" in last:
+            result.update(learning_verdict(last["loss"], last["loss_collapse"], last.get("top1_retrieval"),
+                                           last.get("top1_chance")))
+        return result
 
     def save_latest(self) -> None:
         if not self.is_main:
@@ -232,4 +246,10 @@ class Pretrainer:
             batches._finish()
         path = self.save_final()
         self.log.print(f"saved pretrained encoder: {path}")
+        health = self.health()
+        if health.get("verdict") == "no_learning":
+            self.log.print(
+                f"WARNING: this pretraining shows no learning: {health['reason']}. Fine-tuning from it is likely "
+                "no better than from scratch and can be worse; SSLInitTrainer refuses it unless "
+                "nnUNet_ssl_allow_unhealthy=1. Try another --set readout=..., a longer run or a different --lr.")
         return path

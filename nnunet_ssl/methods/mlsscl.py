@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from nnunet_ssl.blocks.distributed import gather_with_local_grad, world_size
-from nnunet_ssl.blocks.heads import ProjectionHead, global_average_pool
+from nnunet_ssl.blocks.health import feature_spread, infonce_collapse_loss, normalised_std
+from nnunet_ssl.blocks.heads import ProjectionHead
 from nnunet_ssl.blocks.infonce import InfoNCELoss, retrieval_top1
 from nnunet_ssl.blocks.momentum import cosine_schedule, make_momentum_copy, update_momentum
 from nnunet_ssl.blocks.queue import MemoryQueue
@@ -28,7 +28,7 @@ from nnunet_ssl.data.clip_sampler import ClipSampler, clip_view_transform
 from nnunet_ssl.data.clips import (VIEWS, anatomical_array_axes, auto_in_plane, auto_num_slices, clip_span,
                                    misfits, view_extents, view_permutation)
 from nnunet_ssl.errors import SSLUserError
-from nnunet_ssl.methods.base import DataGeometry, Hyperparameters, PretrainingMethod
+from nnunet_ssl.methods.base import DataGeometry, PretrainingMethod, ReadoutConfig
 
 MAX_QUEUE_FRACTION = 0.7  # K <= ~0.7 x #training scans [spec 2.5, assumption]
 MAX_QUEUE_SIZE = 4096  # per view [spec 2.5, assumption: MoCo's 65536 exceeds an epoch of ADNI]
@@ -36,7 +36,7 @@ PAIRS = (("axial", "coronal"), ("axial", "sagittal"), ("coronal", "sagittal"))
 
 
 @dataclass(frozen=True)
-class MLSSCLConfig(Hyperparameters):
+class MLSSCLConfig(ReadoutConfig):
     # --- clips [spec 2.3]; None = sized from the data and the plans at start-up (derived_values) ---
     # C, slices per clip: 16 [spec 2.3, assumption], lowered in steps of the network's stride along the
     # slice axis until the long clips fit the smallest case (or raised to one stride). An explicit value
@@ -124,7 +124,7 @@ class MLSSCL(PretrainingMethod):
         # online branch. BatchNorm in both MLPs [spec 2.2, MoCo v2/BYOL]: nnU-Net encoders end in
         # InstanceNorm + LeakyReLU, so pooled bottleneck features start almost equal for every sample and
         # contrastive training stalls without a batch-level norm in the head (docs/methods/pcl.md).
-        self.projector = ProjectionHead(bottleneck_channels, config.hidden_dim, config.projection_dim,
+        self.projector = ProjectionHead(self.feature_dim, config.hidden_dim, config.projection_dim,
                                         config.head_batch_norm)
         self.predictor = ProjectionHead(config.projection_dim, config.hidden_dim, config.projection_dim,
                                         config.head_batch_norm)
@@ -229,7 +229,7 @@ class MLSSCL(PretrainingMethod):
     def derived_values(self) -> dict:
         c = self.config
         permutations = {view: sorted({view_permutation(axes, view) for axes in self.case_axes}) for view in VIEWS}
-        return {"clip_shape": self.clip_shape, "long_span": clip_span(self.clip_shape[0], c.long_stride),
+        return {**super().derived_values(), "clip_shape": self.clip_shape, "long_span": clip_span(self.clip_shape[0], c.long_stride),
                 "short_span": clip_span(self.clip_shape[0], c.short_stride), "queue_size": self.queue_size,
                 "num_cases": self.num_cases, "view_axes_source": self.view_axes_source,
                 "view_array_axes": {view: [list(p) for p in perms] for view, perms in permutations.items()}}
@@ -244,9 +244,7 @@ class MLSSCL(PretrainingMethod):
 
     # --- training ----------------------------------------------------------------------------------------
     def _target_keys(self, clips: torch.Tensor) -> torch.Tensor:
-        features = self.target["encoder"](clips)
-        features = features[-1] if isinstance(features, (list, tuple)) else features
-        return self.target["projector"](global_average_pool(features))
+        return self.target["projector"](self.pooled_features(clips, encoder=self.target["encoder"]))
 
     def training_step(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         """One step on a batch of {'axial', 'coronal', 'sagittal', 'short': (B, c, C, H, W)}.
@@ -270,7 +268,7 @@ class MLSSCL(PretrainingMethod):
         key_views = tuple(v for v in self.queues if v in query_views)
         queries, projections, features = {}, {}, {}
         for view in query_views:
-            pooled = global_average_pool(self.bottleneck(batch[view]))
+            pooled = self.pooled_features(batch[view])
             projections[view] = self.projector(pooled)
             queries[view] = gather_with_local_grad(self.predictor(projections[view]))
             features[view] = pooled.detach()
@@ -306,12 +304,18 @@ class MLSSCL(PretrainingMethod):
         filled = int(self.queues["axial"].num_filled)
         candidates = len(keys["axial"]) if negatives["axial"] is None else len(negatives["axial"]) + 1
         long_views = [v for v in VIEWS if v in projections]
-        metrics = {"loss": loss.item(), **metrics, "top1_chance": 1.0 / candidates,
+        # collapsed embeddings score every candidate alike: log(candidates) per InfoNCE term
+        terms = (3 * c.alpha if c.alpha > 0 else 0.0) + (c.beta if c.beta > 0 else 0.0)
+        top1_main = metrics["top1_multiview"] if "top1_multiview" in metrics else metrics["top1_long_short"]
+        metrics = {"loss": loss.item(), **metrics, "top1_retrieval": top1_main, "top1_chance": 1.0 / candidates,
+                   "loss_collapse": terms * infonce_collapse_loss(candidates),
                    "queue_fill": filled / self.queue_size,
                    "embedding_std": float(np.mean([normalised_std(gather_with_local_grad(projections[v].detach()))
                                                    for v in long_views])),
                    "feature_std": float(np.mean([normalised_std(gather_with_local_grad(features[v]))
                                                  for v in long_views])),
+                   "feature_spread": float(np.mean([feature_spread(gather_with_local_grad(features[v]))
+                                                    for v in long_views])),
                    "momentum": float(self.current_momentum)}
         return loss, metrics
 
@@ -336,13 +340,6 @@ class MLSSCL(PretrainingMethod):
                             "the embeddings are collapsing. Lower the learning rate, raise the momentum or the "
                             "batch size.")
         return messages
-
-
-def normalised_std(embeddings: torch.Tensor) -> float:
-    """Mean over dimensions of the batch std of L2-normalised embeddings (N, D): ~1/sqrt(D) spread, 0 collapsed."""
-    if embeddings.shape[0] < 2:
-        return float("nan")
-    return F.normalize(embeddings.float(), dim=1).std(dim=0).mean().item()
 
 
 # The poster's ablation [poster: long-short only, multiview only, both] as methods of their own, so that
