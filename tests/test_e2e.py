@@ -46,10 +46,15 @@ def _trainer(trainer_class):
     return trainer_class(plans, "3d_fullres", 0, load_json(os.path.join(folder, "dataset.json")), torch.device("cpu"))
 
 
-def test_ssl_init_trainer_loads_encoder_and_leaves_decoder_random(pretrained):
+def test_ssl_init_trainer_loads_encoder_and_leaves_decoder_random(pretrained, monkeypatch):
+    from nnunet_ssl.blocks.health import weight_scale_ratios
     from nnunet_ssl.integration.checkpoint import load_encoder_checkpoint
     from nnunet_ssl.integration.trainers import SSLInitTrainer_tiny, SSLScratchTrainer_tiny
     saved, _ = load_encoder_checkpoint(os.path.join(pretrained["folder"], "checkpoint_final.pth"))
+    trainer = _trainer(SSLInitTrainer_tiny)  # the default: convs rescaled to He std, reported in the log
+    trainer.initialize()
+    assert all(r == pytest.approx(1.0, rel=1e-4) for r in weight_scale_ratios(trainer.network.encoder).values())
+    monkeypatch.setenv("nnUNet_ssl_keep_weight_scale", "1")  # below: the exact pretrained tensors
     networks = {}
     for cls in (SSLInitTrainer_tiny, SSLScratchTrainer_tiny):
         torch.manual_seed(0)  # same random init for both: only the pretrained encoder may differ

@@ -24,6 +24,7 @@ from nnunet_ssl.integration import locations
 from nnunet_ssl.atomic_io import atomic_save_json, atomic_torch_save
 from nnunet_ssl.integration.checkpoint import SSLCheckpointMeta, save_encoder_checkpoint
 from nnunet_ssl.integration.dataset import PreprocessedDataset
+from nnunet_ssl.integration.encoder_loader import rescale_convs_to_he_std
 from nnunet_ssl.integration.encoder import (architecture_description, architecture_hash, bottleneck_channels,
                                             build_planned_network)
 from nnunet_ssl.integration.progress import ProgressLog
@@ -38,6 +39,10 @@ class PretrainSchedule(Hyperparameters):
     initial_lr: float = 0.1  # SGD, cosine to 0 per iteration [code: train_contrast.py, lr_scheduler.py]
     momentum: float = 0.9  # [code]
     weight_decay: float = 1e-5  # [code]
+    # "he": after every step, every encoder conv that feeds an InstanceNorm is rescaled to nnU-Net's He-init
+    # std (the same function; keeps its effective learning rate, lr / |w|^2, from decaying as |w| grows).
+    # "free": plain SGD, the weights grow (issue 10: 2.8-7.1x He std after the demo's PCL run)
+    conv_weight_scale: str = "free"  # [assumption, measured: docs/methods/readouts.md]
     patch_size: tuple | None = None  # None: the method chooses (PCL: plans patch, shorter on the position axis)
     seed: int = 0
 
@@ -97,6 +102,9 @@ class Pretrainer:
     def __init__(self, data: PreprocessedDataset, method_name: str, method_config: dict, schedule: PretrainSchedule,
                  device: torch.device, output_folder: str):
         self.data, self.schedule, self.device, self.output_folder = data, schedule, device, output_folder
+        if schedule.conv_weight_scale not in ("free", "he"):
+            raise SSLUserError(f"conv_weight_scale must be 'free' or 'he', got {schedule.conv_weight_scale!r}.",
+                               "e.g. --conv-weight-scale he")
         if schedule.batch_size % world_size():
             raise SSLUserError(f"batch size {schedule.batch_size} does not split over {world_size()} processes.",
                                f"use a --batch-size divisible by {world_size()}")
@@ -229,6 +237,8 @@ class Pretrainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 (loss * world_size()).backward()  # DDP averages over ranks; see gather_with_local_grad
                 self.optimizer.step()
+                if s.conv_weight_scale == "he":
+                    rescale_convs_to_he_std(self.method.encoder)
                 self.lr_scheduler.step()
                 self.method.after_optimizer_step(self.lr_scheduler.last_epoch, self.lr_scheduler.T_max)
                 for k, v in metrics.items():

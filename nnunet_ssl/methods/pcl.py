@@ -172,8 +172,11 @@ class PCL(PretrainingMethod):
         if self.queue is not None:
             self.queue.enqueue(embeddings.detach(), position=positions)
         chance = retrieval_chance(mask)  # = the fraction of positive pairs
+        pooled = gather_with_local_grad(pooled.detach())
         return loss, {"loss": loss.item(), "positive_fraction": chance,
                       "loss_collapse": supcon_collapse_loss(mask.shape[0], 0 if keys is None else len(keys),
                                                             self.loss.scale),
                       "top1_retrieval": top1_positive_retrieval(embeddings.detach(), mask), "top1_chance": chance,
-                      "feature_spread": feature_spread(gather_with_local_grad(pooled.detach()))}
+                      # the same on the readout's features, without the head: what fine-tuning inherits
+                      "top1_feature_retrieval": top1_positive_retrieval(pooled, mask),
+                      "feature_spread": feature_spread(pooled)}
