@@ -71,7 +71,7 @@ def test_training_step_gives_finite_loss_metrics_and_gradients(name):
     assert any(n.startswith("encoder.") for n, _ in named)
     # the default pre-norm readout reads the last conv before its norm: only that norm's affine parameters
     # are outside the loss
-    assert method.readout.kind == "prenorm"
+    assert method.readout.kind != "postnorm"
     last_norm = "encoder." + method.readout.conv_paths[0].removesuffix(".conv") + ".norm."
     after_readout = [n for n, _ in named if n.startswith(last_norm)]
     assert len(after_readout) == 2 and all(dict(named)[n].grad is None for n in after_readout)
@@ -154,7 +154,9 @@ def test_pcl_effective_threshold_is_theta_times_one_minus_h():
     derived = method.derived_values()
     assert derived == {"patch_size": [16, 32, 32], "patch_fraction": pytest.approx(0.4),
                        "effective_theta": pytest.approx(0.06), "position_axis": 0,
-                       "readout": {"readout": "prenorm", "conv_modules": ["stages.2.0.convs.1.conv"], "features": 16}}
+                       "readout": method.readout.describe()}
+    assert derived["readout"] == {"readout": "multiscale", "conv_modules": ["stages.2.0.convs.1.conv",
+                                                                            "stages.1.0.convs.1.conv"], "features": 24}
 
     shapes = [[50, 40, 40], [60, 40, 40], [70, 40, 40]]
     method = PCL(tiny_encoder(), FEATURES[-1], PCLConfig(theta=0.2),

@@ -42,7 +42,9 @@ class PretrainSchedule(Hyperparameters):
     # "he": after every step, every encoder conv that feeds an InstanceNorm is rescaled to nnU-Net's He-init
     # std (the same function; keeps its effective learning rate, lr / |w|^2, from decaying as |w| grows).
     # "free": plain SGD, the weights grow (issue 10: 2.8-7.1x He std after the demo's PCL run)
-    conv_weight_scale: str = "free"  # [assumption, measured: docs/methods/readouts.md]
+    # [measured, hippocampus PCL 3d, 60 steps at lr 0.1]: "free" grew every conv to 1.6-4.9x He std, "he" kept
+    # 1.0x with the same health (loss 0.78 vs 0.77 x collapse, retrieval 0.78 vs 0.78); docs/methods/readouts.md
+    conv_weight_scale: str = "he"
     patch_size: tuple | None = None  # None: the method chooses (PCL: plans patch, shorter on the position axis)
     seed: int = 0
 

@@ -25,8 +25,7 @@ from nnunet_ssl.blocks.infonce import InfoNCELoss, retrieval_top1
 from nnunet_ssl.blocks.momentum import cosine_schedule, make_momentum_copy, update_momentum
 from nnunet_ssl.blocks.queue import MemoryQueue
 from nnunet_ssl.data.clip_sampler import ClipSampler, clip_view_transform
-from nnunet_ssl.data.clips import (VIEWS, anatomical_array_axes, auto_in_plane, auto_num_slices, clip_span,
-                                   misfits, view_extents, view_permutation)
+from nnunet_ssl.data.clips import VIEWS, anatomical_array_axes, clip_span, plan_clip_shape, view_permutation
 from nnunet_ssl.errors import SSLUserError
 from nnunet_ssl.methods.base import DataGeometry, PretrainingMethod, ReadoutConfig
 
@@ -116,7 +115,9 @@ class MLSSCL(PretrainingMethod):
                                f"{list(geometry.plans_patch_size)} (a 2D network).", "use -c 3d_fullres")
         self._pending_warnings: list[str] = []
         self._resolve_views(geometry)
-        self._size_clips(config, geometry)
+        self.clip_shape = plan_clip_shape(geometry.image_shapes, self.case_axes, geometry.divisors,
+                                          geometry.plans_patch_size, config.num_slices, config.in_plane_size,
+                                          config.long_stride, config.short_stride, geometry.requested_patch_size)
         self._size_queue(config, len(geometry.image_shapes))
         for message in self._pending_warnings:
             warnings.warn(message, stacklevel=2)
@@ -152,65 +153,6 @@ class MLSSCL(PretrainingMethod):
             self._pending_warnings.append(
                 "mlsscl: the dataset records no image direction, so preprocessed array axes 0, 1, 2 are taken as "
                 "the axial (SI), coronal (AP) and sagittal (LR) slice axes; check that this holds for your data.")
-
-    def _size_clips(self, config: MLSSCLConfig, geometry: DataGeometry) -> None:
-        """C and the in-plane window: requested or automatic, multiples of the network's strides, and
-        every long clip of every case inside the volume (clips are never padded: padding would tell the
-        network each case's size, a shortcut for matching the views of one case)."""
-        divisors = [int(d) for d in geometry.divisors]
-        extents = [view_extents(shape, axes, view) for shape, axes in zip(geometry.image_shapes, self.case_axes)
-                   for view in VIEWS]
-        min_slices = min(e[0] for e in extents)
-        min_plane = [min(e[i] for e in extents) for i in (1, 2)]
-        num_slices, in_plane = config.num_slices, config.in_plane_size
-        requested = geometry.requested_patch_size
-        if requested is not None:
-            if (num_slices is not None and num_slices != requested[0]) or \
-                    (in_plane is not None and list(in_plane) != list(requested[1:])):
-                raise SSLUserError(f"--patch-size {list(requested)} disagrees with num_slices = {num_slices}, "
-                                   f"in_plane_size = {in_plane}.", "give the clip size one way only")
-            num_slices, in_plane = int(requested[0]), [int(s) for s in requested[1:]]
-        stride_hint = (f"a smaller long_stride (>= {config.short_stride + 1}), num_slices or in_plane_size, or leave "
-                       "out the cases that are too small")
-        if num_slices is None:
-            num_slices = auto_num_slices(divisors[0], config.long_stride, min_slices)
-            if num_slices is None:
-                fewest = max(divisors[0], 2)
-                fitting = (min_slices - 1) // (fewest - 1)  # the largest δL at which that many slices fit
-                raise SSLUserError(
-                    f"the smallest case is only {min_slices} voxels long along one of its view axes; even "
-                    f"{fewest} slices at stride {config.long_stride} span "
-                    f"{clip_span(fewest, config.long_stride)} voxels.",
-                    f"use {stride_hint}" + (f" (long_stride={fitting} fits)" if fitting > config.short_stride
-                                            else ""))
-        elif num_slices % divisors[0]:
-            raise SSLUserError(f"num_slices = {num_slices} is not a multiple of the network's total stride along "
-                               f"the slice axis ({divisors[0]}).",
-                               f"use a multiple of {divisors[0]}, or leave num_slices unset")
-        if in_plane is None:
-            in_plane = auto_in_plane(geometry.plans_patch_size[1:], divisors[1:], min_plane)
-            if min(in_plane) == 0:
-                raise SSLUserError(f"the smallest in-plane extent of a view is {min_plane} voxels, less than the "
-                                   f"network's total stride {divisors[1:]}.",
-                                   "leave out the cases that are too small")
-        elif any(s % d for s, d in zip(in_plane, divisors[1:])):
-            raise SSLUserError(f"in_plane_size = {list(in_plane)} is not a multiple of the network's total "
-                               f"strides {divisors[1:]}.",
-                               f"use multiples of {divisors[1:]}, or leave in_plane_size unset")
-        self.clip_shape = [int(num_slices), *[int(s) for s in in_plane]]
-        too_small = [(i, shape, problems)
-                     for i, (shape, axes) in enumerate(zip(geometry.image_shapes, self.case_axes))
-                     if (problems := misfits(shape, axes, num_slices, config.long_stride, in_plane))]
-        if too_small:
-            i, shape, problems = too_small[0]
-            fitting = (min_slices - 1) // (num_slices - 1)  # the largest δL whose long clips fit every case
-            fits = config.short_stride < fitting < config.long_stride
-            hint = f" (long_stride={fitting} fits the slices)" if fits else ""
-            raise SSLUserError(
-                f"{len(too_small)} of {len(geometry.image_shapes)} cases are too small for clips of "
-                f"{num_slices} slices at stride {config.long_stride} ({clip_span(num_slices, config.long_stride)} "
-                f"voxels) x {list(in_plane)} in-plane; e.g. case #{i} of shape {list(shape)}: {problems[0]}.",
-                f"use {stride_hint}{hint}")
 
     def _size_queue(self, config: MLSSCLConfig, num_cases: int) -> None:
         self.num_cases = num_cases
