@@ -24,7 +24,8 @@ def positional_patches(positions: torch.Tensor, generator: torch.Generator) -> t
     return (stripes + 0.3 * torch.randn(stripes.shape, generator=generator)).unsqueeze(1)
 
 
-def run_pcl(readout: str, steps: int = 50, batch: int = 8, seed: int = 0, lr: float = 0.01) -> tuple[list[float], float]:
+def run_pcl(readout: str, steps: int = 50, batch: int = 8, seed: int = 0,
+            lr: float = 0.01) -> tuple[list[float], float]:
     torch.manual_seed(seed)
     encoder = PlainConvUNet(1, 3, [4, 8, 16], nn.Conv3d, 3, [1, 2, 2], 2, 2, 1, False, nn.InstanceNorm3d,
                             {"eps": 1e-5, "affine": True}, None, None, nn.LeakyReLU, {"inplace": True}).encoder

@@ -133,7 +133,8 @@ def pretrain_entry() -> None:
                         help="override a method hyperparameter, e.g. --set theta=0.05 (repeatable)")
     args = parser.parse_args()
     schedule = {k: getattr(args, k) for k in ("num_epochs", "iterations_per_epoch", "batch_size", "initial_lr",
-                                              "patch_size", "seed", "conv_weight_scale") if getattr(args, k) is not None}
+                                              "patch_size", "seed", "conv_weight_scale")
+                if getattr(args, k) is not None}
     run_cli(lambda: pretrain(args.dataset, args.configuration, args.plans, args.method, args.device, args.resume,
                              args.recipe, _parse_assignments(args.set), schedule,
                              unlabeled_folders=args.unlabeled, include_images_ts=args.images_ts))

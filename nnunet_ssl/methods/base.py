@@ -28,8 +28,9 @@ class Hyperparameters:
 class ReadoutConfig(Hyperparameters):
     """The readout options every contrastive method takes (``--set readout=... readout_stages=k``)."""
     # which pooled vector is embedded (blocks/readouts.py). prenorm: the last stage's conv output before
-    # its InstanceNorm [measured on hippocampus, docs/methods/readouts.md]; postnorm: the behaviour
-    # before issue 10 (earlier checkpoints); multiscale: prenorm of the last readout_stages stages
+    # its InstanceNorm [measured, hippocampus MLSSCL: largest feature spread and long-short retrieval, weak
+    # evidence, docs/methods/readouts.md; PCL's config overrides it]; postnorm: the behaviour before issue 10
+    # (earlier checkpoints); multiscale: prenorm of the last readout_stages stages
     readout: str = "prenorm"
     readout_stages: int = 2  # multiscale only [assumption: bottleneck + one finer stage]
 

@@ -171,7 +171,8 @@ class MLSSCL(PretrainingMethod):
     def derived_values(self) -> dict:
         c = self.config
         permutations = {view: sorted({view_permutation(axes, view) for axes in self.case_axes}) for view in VIEWS}
-        return {**super().derived_values(), "clip_shape": self.clip_shape, "long_span": clip_span(self.clip_shape[0], c.long_stride),
+        return {**super().derived_values(), "clip_shape": self.clip_shape,
+                "long_span": clip_span(self.clip_shape[0], c.long_stride),
                 "short_span": clip_span(self.clip_shape[0], c.short_stride), "queue_size": self.queue_size,
                 "num_cases": self.num_cases, "view_axes_source": self.view_axes_source,
                 "view_array_axes": {view: [list(p) for p in perms] for view, perms in permutations.items()}}

@@ -127,7 +127,8 @@ class PCL(PretrainingMethod):
         self.threshold = rescaled_threshold(config.theta, self.fraction) if config.rescale_theta else config.theta
 
     def derived_values(self) -> dict:
-        values = {**super().derived_values(), "patch_size": self.patch_size, "patch_fraction": self.fraction, "effective_theta": self.threshold,
+        values = {**super().derived_values(), "patch_size": self.patch_size, "patch_fraction": self.fraction,
+                  "effective_theta": self.threshold,
                   "position_axis": self.axis}
         if self.is_2d:
             # iterations_per_epoch = total_slices / batch_size gives the reference's epochs
