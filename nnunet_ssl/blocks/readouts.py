@@ -86,6 +86,9 @@ class Readout:
             self.out_channels = int(channels)
         else:
             self.out_channels = sum(int(encoder.get_submodule(p).out_channels) for p in self.conv_paths)
+            # now, not at the first call: torch.compile (the pretrainer compiles the encoder in place on CUDA,
+            # after the method is built) does not notice hooks added to a module after it traced it
+            self._hook(encoder)
 
     def describe(self) -> dict:
         """What the checkpoint metadata records."""
