@@ -7,7 +7,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from nnunet_ssl.blocks.supcon import top1_positive_retrieval
+from nnunet_ssl.blocks.health import top1_positive_retrieval
 from nnunet_ssl.data.positions import ANATOMICAL_AXES, preprocessed_axis
 from nnunet_ssl.errors import SSLUserError
 from nnunet_ssl.methods import DataGeometry

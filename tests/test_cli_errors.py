@@ -71,3 +71,23 @@ def test_architecture_mismatch_lists_offending_keys(pretrained):
     weights = os.path.join(pretrained["folder"], "checkpoint_final.pth")  # CPU plans: a quarter of the features
     args, env = _train("SSLInitTrainer_tiny", "nnUNetPlans", {"nnUNet_ssl_weights": weights})
     fails_cleanly(args, "does not fit this network", "in checkpoint vs", "stages.0.0.convs.0.conv.weight", env=env)
+
+
+def test_ssl_init_refuses_a_pretraining_without_learning_and_names_the_override(pretrained, tmp_path):
+    import torch
+    checkpoint = torch.load(os.path.join(pretrained["folder"], "checkpoint_final.pth"), weights_only=True)
+    checkpoint["meta"]["health"] = {"verdict": "no_learning", "reason": "loss 4.880 = 0.995 x its collapse value 4.906"}
+    path = tmp_path / "checkpoint_final.pth"
+    torch.save(checkpoint, path)
+    args, env = _train("SSLInitTrainer_tiny", PLANS, {"nnUNet_ssl_weights": str(path)})
+    env.pop("nnUNet_ssl_allow_unhealthy", None)  # the session fixture allows its 6-step pretraining
+    fails_cleanly(args, "shows no learning: loss 4.880 = 0.995 x its collapse value 4.906",
+                  "nnUNet_ssl_allow_unhealthy=1", env=env)
+
+
+def test_health_probe_refuses_a_checkpoint_of_another_method(pretrained):
+    import sys
+    health = [sys.executable, "-c", "from nnunet_ssl.cli.health import health_entry; health_entry()"]
+    weights = os.path.join(pretrained["folder"], "checkpoint_final.pth")
+    fails_cleanly([*health, "-d", str(DATASET_ID), "-p", PLANS, "-m", "simclr",
+                   "--checkpoint", weights], "was pretrained with 'pcl', not 'simclr'", "pass -m pcl")

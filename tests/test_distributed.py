@@ -39,7 +39,8 @@ def _rank_main(rank: int, name: str, store: str, out: str):
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
     torch.set_num_threads(1)
     method = _method(name)
-    model = torch.nn.parallel.DistributedDataParallel(method)
+    # as in the pretrainer: the pre-norm readout leaves the last norm out of the loss
+    model = torch.nn.parallel.DistributedDataParallel(method, find_unused_parameters=True)
     half = slice(rank * BATCH // 2, (rank + 1) * BATCH // 2)
     batch = {k: v[half] for k, v in _batch().items()}
     loss, metrics = model(batch)

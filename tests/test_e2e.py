@@ -46,10 +46,15 @@ def _trainer(trainer_class):
     return trainer_class(plans, "3d_fullres", 0, load_json(os.path.join(folder, "dataset.json")), torch.device("cpu"))
 
 
-def test_ssl_init_trainer_loads_encoder_and_leaves_decoder_random(pretrained):
+def test_ssl_init_trainer_loads_encoder_and_leaves_decoder_random(pretrained, monkeypatch):
+    from nnunet_ssl.blocks.health import weight_scale_ratios
     from nnunet_ssl.integration.checkpoint import load_encoder_checkpoint
     from nnunet_ssl.integration.trainers import SSLInitTrainer_tiny, SSLScratchTrainer_tiny
     saved, _ = load_encoder_checkpoint(os.path.join(pretrained["folder"], "checkpoint_final.pth"))
+    trainer = _trainer(SSLInitTrainer_tiny)  # the default: convs rescaled to He std, reported in the log
+    trainer.initialize()
+    assert all(r == pytest.approx(1.0, rel=1e-4) for r in weight_scale_ratios(trainer.network.encoder).values())
+    monkeypatch.setenv("nnUNet_ssl_keep_weight_scale", "1")  # below: the exact pretrained tensors
     networks = {}
     for cls in (SSLInitTrainer_tiny, SSLScratchTrainer_tiny):
         torch.manual_seed(0)  # same random init for both: only the pretrained encoder may differ
@@ -157,3 +162,19 @@ def test_stock_train_and_predict_with_ssl_init_trainer(pretrained, tmp_path):
         ours = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / f"{case}.nii.gz")))
         theirs = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out_stock" / f"{case}.nii.gz")))
         assert np.array_equal(ours, theirs)
+
+
+def test_health_probe_compares_init_and_checkpoint_on_the_same_batches(pretrained):
+    from nnunet_ssl.integration.health_probe import format_table, probe
+    weights = os.path.join(pretrained["folder"], "checkpoint_final.pth")
+    result = probe(str(DATASET_ID), "pcl", "3d_fullres", PLANS, weights, batches=2, batch_size=4)
+    assert set(result) == {"init", "checkpoint", "pretraining_log"}
+    for row in (result["init"], result["checkpoint"]):
+        assert row["readout"] == "multiscale" and row["loss_collapse"] == pytest.approx(0.1 / 0.07 * np.log(7))
+        assert 0 < row["positive_fraction"] < 1 and row["top1_chance"] == row["positive_fraction"]
+        assert 0 <= row["feature_spread"] and np.isfinite(row["loss_ratio"])
+    assert result["init"]["positive_fraction"] == result["checkpoint"]["positive_fraction"]  # the same batches
+    assert result["init"]["conv_std_over_he_median"] == pytest.approx(1.0, abs=0.1)  # He init
+    log = result["pretraining_log"]
+    assert log["verdict"] in ("learned", "no_learning") and log["epoch"] == 2
+    assert "pretraining_log" in format_table(result)

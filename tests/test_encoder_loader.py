@@ -7,8 +7,9 @@ from torch import nn
 
 from nnunet_ssl.errors import SSLUserError
 from nnunet_ssl.integration.checkpoint import SSLCheckpointMeta, save_encoder_checkpoint
-from nnunet_ssl.integration.encoder_loader import (LoadReport, adapt_input_channels, encoder_mismatches,
-                                                   input_projection_keys, load_pretrained_encoder,
+from nnunet_ssl.blocks.health import weight_scale_ratios
+from nnunet_ssl.integration.encoder_loader import (LoadReport, adapt_input_channels, convs_before_instance_norm,
+                                                   encoder_mismatches, input_projection_keys, load_pretrained_encoder,
                                                    strip_wrapper_prefixes, unwrap)
 
 STRIDES = [[1, 1, 1], [2, 2, 2], [2, 2, 2]]
@@ -52,9 +53,11 @@ def perturbed_encoder_state(network) -> dict:
     return {k: v.clone() for k, v in network.encoder.state_dict().items()}
 
 
-def save(tmp_path, state, name="checkpoint_final.pth") -> str:
+def save(tmp_path, state, name="checkpoint_final.pth", health=None) -> str:
     path = str(tmp_path / name)
-    save_encoder_checkpoint(path, state, make_meta())
+    meta = make_meta()
+    meta.health = health or {}
+    save_encoder_checkpoint(path, state, meta)
     return path
 
 
@@ -68,7 +71,7 @@ def test_load_replaces_encoder_and_keeps_decoder(tmp_path, arch):
     before = {k: v.clone() for k, v in fresh.state_dict().items()}
     assert any(not torch.equal(before[f"encoder.{k}"], v) for k, v in saved.items())  # the test is meaningful
 
-    report = load_pretrained_encoder(fresh, path)
+    report = load_pretrained_encoder(fresh, path, rescale=False)  # exact copy; rescaling: test_rescale_*
 
     after = fresh.state_dict()
     assert set(after) == set(before)
@@ -101,7 +104,7 @@ def test_loaded_network_computes_like_the_source_encoder(tmp_path, arch):
     source = build(seed=0)
     path = save(tmp_path, perturbed_encoder_state(source))
     fresh = build(seed=1)
-    load_pretrained_encoder(fresh, path)
+    load_pretrained_encoder(fresh, path, rescale=False)  # exact copy; rescaling: test_rescale_*
     x = torch.randn(1, 1, 8, 8, 8, generator=torch.Generator().manual_seed(0))
     source.eval(), fresh.eval()
     with torch.no_grad():
@@ -114,7 +117,7 @@ def test_wrapper_prefixes_are_stripped(tmp_path, prefix):
     saved = perturbed_encoder_state(plain_unet(seed=0))
     path = save(tmp_path, {prefix + k: v for k, v in saved.items()})
     fresh = plain_unet(seed=1)
-    report = load_pretrained_encoder(fresh, path)
+    report = load_pretrained_encoder(fresh, path, rescale=False)  # exact copy; rescaling: test_rescale_*
     assert report.loaded == _distinct(fresh.encoder.state_dict())
     for key, value in fresh.encoder.state_dict().items():
         assert torch.equal(value, saved[key]), key
@@ -201,7 +204,7 @@ def test_load_into_wrapped_network(tmp_path, wrap):
     saved = perturbed_encoder_state(plain_unet(seed=0))
     path = save(tmp_path, saved)
     inner = plain_unet(seed=1)
-    report = load_pretrained_encoder(wrap(inner), path)
+    report = load_pretrained_encoder(wrap(inner), path, rescale=False)  # exact copy; rescaling: test_rescale_*
     assert report.loaded == _distinct(inner.encoder.state_dict())
     for key, value in inner.encoder.state_dict().items():
         assert torch.equal(value, saved[key]), key
@@ -276,7 +279,7 @@ def test_load_adapts_input_channels(tmp_path, arch, n, m):
     fresh = build(seed=1, channels=m)
     before = {k: v.clone() for k, v in fresh.state_dict().items()}
 
-    report = load_pretrained_encoder(fresh, path)
+    report = load_pretrained_encoder(fresh, path, rescale=False)  # exact copy; rescaling: test_rescale_*
 
     stem, alias = STEM_KEYS[arch]
     expected_stem = adapt_input_channels(saved[stem], m)
@@ -341,7 +344,7 @@ def test_load_into_a_network_on_cuda(tmp_path, arch):
     saved = perturbed_encoder_state(build(seed=0))
     path = save(tmp_path, saved)
     fresh = build(seed=1, channels=2).cuda()
-    report = load_pretrained_encoder(fresh, path)
+    report = load_pretrained_encoder(fresh, path, rescale=False)  # exact copy; rescaling: test_rescale_*
     assert report.adapted
     stem = STEM_KEYS[arch][0]
     for key, value in fresh.encoder.state_dict().items():
@@ -349,3 +352,60 @@ def test_load_into_a_network_on_cuda(tmp_path, arch):
         expected = adapt_input_channels(saved[key], 2) if key in STEM_KEYS[arch] else saved[key]
         assert torch.equal(value.cpu(), expected), key
     assert fresh.encoder.get_parameter(stem).is_cuda
+
+
+# --- no silent harm: weight scale and pretraining health (issue 10, item 6) ------------------------------------
+
+def grown_encoder_state(network, factor=5.0) -> dict:
+    """Like a contrastive pretraining: weights grown to ``factor`` x their He-init size, norms changed."""
+    perturbed_encoder_state(network)
+    with torch.no_grad():
+        for conv in convs_before_instance_norm(network.encoder)[0].values():
+            he = (2 / (1 + 1e-4) / conv.weight[0].numel()) ** 0.5
+            conv.weight.copy_(torch.randn(conv.weight.shape, generator=torch.Generator().manual_seed(7)) * factor * he)
+    return {k: v.clone() for k, v in network.encoder.state_dict().items()}
+
+
+@pytest.mark.parametrize("arch", sorted(BUILDERS))
+def test_rescale_restores_he_std_and_keeps_the_function(tmp_path, arch):
+    build = BUILDERS[arch]
+    path = save(tmp_path, grown_encoder_state(build(seed=0)))
+    exact, rescaled = build(seed=1), build(seed=1)
+    load_pretrained_encoder(exact, path, rescale=False)
+    report = load_pretrained_encoder(rescaled, path)  # the default
+    convs = convs_before_instance_norm(rescaled.encoder)[0]
+    assert convs and set(report.rescaled) == set(convs)  # every encoder conv of these nets feeds InstanceNorm
+    assert all(4.0 < r < 6.0 for r in report.rescaled.values())  # reported: the std before, against He
+    ratios = weight_scale_ratios(rescaled.encoder)
+    assert all(ratios[name] == pytest.approx(1.0, rel=1e-4) for name in convs)
+    x = torch.randn(2, 1, 8, 8, 8, generator=torch.Generator().manual_seed(0))
+    exact.eval(), rescaled.eval()
+    with torch.no_grad():
+        for a, b in zip(exact.encoder(x), rescaled.encoder(x)):
+            assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)  # up to InstanceNorm's eps
+    assert "rescaled to nnU-Net's He-init std" in report.summary() and "nnUNet_ssl_keep_weight_scale=1" in \
+        report.summary()
+
+
+def test_rescale_opt_out_keeps_the_pretrained_scale(tmp_path):
+    saved = grown_encoder_state(plain_unet(seed=0))
+    path = save(tmp_path, saved)
+    network = plain_unet(seed=1)
+    report = load_pretrained_encoder(network, path, environ={"nnUNet_ssl_keep_weight_scale": "1"})
+    assert report.rescale_disabled and not report.rescaled
+    assert all(torch.equal(network.encoder.state_dict()[k], v) for k, v in saved.items())
+    assert "weight scale kept as pretrained" in report.summary()
+
+
+def test_a_checkpoint_without_learning_is_refused_unless_allowed(tmp_path):
+    health = {"verdict": "no_learning", "reason": "loss 4.880 = 0.995 x its collapse value 4.906"}
+    path = save(tmp_path, perturbed_encoder_state(plain_unet(seed=0)), health=health)
+    with pytest.raises(SSLUserError) as refused:
+        load_pretrained_encoder(plain_unet(seed=1), path, environ={})
+    assert "shows no learning: loss 4.880 = 0.995 x its collapse value" in refused.value.problem
+    assert "nnUNet_ssl_allow_unhealthy=1" in refused.value.fix
+    report = load_pretrained_encoder(plain_unet(seed=1), path, environ={"nnUNet_ssl_allow_unhealthy": "1"})
+    assert "pretraining health: no_learning" in report.summary()
+    learned = save(tmp_path, perturbed_encoder_state(plain_unet(seed=0)), "learned.pth",
+                   health={"verdict": "learned", "reason": "loss 3.3"})
+    load_pretrained_encoder(plain_unet(seed=1), learned, environ={})  # accepted

@@ -92,10 +92,37 @@ def test_training_step_gives_finite_loss_metrics_and_gradients(name):
     loss.backward()
     named = [(n, p) for n, p in method.named_parameters() if p.requires_grad]  # a momentum target is frozen
     assert any(n.startswith("encoder.") for n, _ in named)
-    for param_name, param in named:
+    # the default pre-norm readout reads the last conv before its norm: only that norm's affine parameters
+    # are outside the loss
+    assert method.readout.kind != "postnorm"
+    last_norm = "encoder." + method.readout.conv_paths[0].removesuffix(".conv") + ".norm."
+    after_readout = [n for n, _ in named if n.startswith(last_norm)]
+    assert len(after_readout) == 2 and all(dict(named)[n].grad is None for n in after_readout)
+    for param_name, param in [(n, p) for n, p in named if n not in after_readout]:
         assert param.grad is not None, f"{param_name} gets no gradient"
         assert torch.isfinite(param.grad).all(), param_name
         assert param.grad.abs().sum() > 0, f"{param_name} has an all-zero gradient"
+
+
+@pytest.mark.parametrize("name", list_methods())
+@pytest.mark.parametrize("readout,features", [("postnorm", 16), ("prenorm", 16), ("multiscale", 24)])
+def test_every_method_takes_every_readout(name, readout, features):
+    method = build(name, readout=readout, readout_stages=2)
+    assert method.feature_dim == features and method.projector[0].in_features == features
+    assert method.derived_values()["readout"]["readout"] == readout
+    method.train()
+    loss, metrics = method.training_step(synthetic_batch(method=method))
+    assert torch.isfinite(loss) and metrics["loss_collapse"] > 0 and 0 < metrics["top1_chance"] < 1
+    loss.backward()
+    first_conv = method.encoder.stages[0][0].convs[0].conv.weight
+    assert first_conv.grad is not None and first_conv.grad.abs().sum() > 0
+
+
+def test_a_bad_readout_is_a_user_error():
+    with pytest.raises(SSLUserError, match="unknown readout 'pre'"):
+        build("pcl", readout="pre")
+    with pytest.raises(SSLUserError, match="readout_stages"):
+        build("mlsscl", readout="multiscale", readout_stages=9)
 
 
 @pytest.mark.parametrize("name", list_methods())
@@ -150,7 +177,10 @@ def test_pcl_effective_threshold_is_theta_times_one_minus_h():
     assert method.threshold == pytest.approx(0.1 * (1 - 0.4))
     derived = method.derived_values()
     assert derived == {"patch_size": [16, 32, 32], "patch_fraction": pytest.approx(0.4),
-                       "effective_theta": pytest.approx(0.06), "position_axis": 0}
+                       "effective_theta": pytest.approx(0.06), "position_axis": 0,
+                       "readout": method.readout.describe()}
+    assert derived["readout"] == {"readout": "multiscale", "conv_modules": ["stages.2.0.convs.1.conv",
+                                                                            "stages.1.0.convs.1.conv"], "features": 24}
 
     shapes = [[50, 40, 40], [60, 40, 40], [70, 40, 40]]
     method = PCL(tiny_encoder(), FEATURES[-1], PCLConfig(theta=0.2),

@@ -44,7 +44,7 @@ def test_setup_cfg_lists_every_package_and_console_script():
     scripts = cfg["options.entry_points"]["console_scripts"]
     for name in ("nnUNetv2_ssl_pretrain", "nnUNetv2_ssl_demo", "nnUNetv2_ssl_doctor", "nnUNetv2_ssl_plan_cpu",
                  "nnUNetv2_ssl_splits", "nnUNetv2_ssl_export", "nnUNetv2_ssl_benchmark",
-                 "nnUNetv2_ssl_throughput"):
+                 "nnUNetv2_ssl_throughput", "nnUNetv2_ssl_health"):
         assert name in scripts
 
 

@@ -1,11 +1,7 @@
-"""Projection heads and pooling on top of an nnU-Net encoder."""
-import torch
+"""Projection heads on top of a readout (blocks/readouts.py) of an nnU-Net encoder."""
 from torch import nn
 
-
-def global_average_pool(feature_map: torch.Tensor) -> torch.Tensor:
-    """(B, C, *spatial) -> (B, C): PCL's AdaptiveAvgPool + Flatten, for 2D and 3D alike."""
-    return feature_map.flatten(start_dim=2).mean(dim=2)
+from nnunet_ssl.blocks.readouts import global_average_pool  # noqa: F401  (defined there; kept importable here)
 
 
 class ProjectionHead(nn.Sequential):

@@ -54,12 +54,3 @@ class SupConLoss(nn.Module):
         mean_log_prob_pos = log_prob.masked_fill(~positives, 0.0).sum(dim=1)[has_pos] / n_pos[has_pos]
         return -self.scale * mean_log_prob_pos.mean()
 
-
-@torch.no_grad()
-def top1_positive_retrieval(embeddings: torch.Tensor, positive_mask: torch.Tensor) -> float:
-    """Fraction of anchors whose most similar other embedding (cosine) is one of their positives.
-    Chance level is about the fraction of positive pairs; ties resolve to the first index."""
-    z = F.normalize(embeddings.float(), dim=1)
-    similarity = (z @ z.T).fill_diagonal_(float("-inf"))
-    nearest = similarity.argmax(dim=1)
-    return positive_mask.to(z.device)[torch.arange(len(z), device=z.device), nearest].float().mean().item()

@@ -101,6 +101,9 @@ def pretrain_entry() -> None:
     parser.add_argument("--lr", type=float, dest="initial_lr")
     parser.add_argument("--patch-size", type=int, nargs="+", dest="patch_size")
     parser.add_argument("--seed", type=int)
+    parser.add_argument("--conv-weight-scale", dest="conv_weight_scale", choices=["free", "he"],
+                        help="he: keep every encoder conv that feeds InstanceNorm at nnU-Net's He-init std after each "
+                             "step (same function, no weight growth); free: plain SGD")
     parser.add_argument("--unlabeled", action="append", default=[], metavar="DIR",
                         help="also pretrain on the raw images in DIR, named like nnU-Net raw images "
                              "(CASE_0000.nii.gz, one file per channel); preprocessed with the same plans into "
@@ -111,7 +114,8 @@ def pretrain_entry() -> None:
                         help="override a method hyperparameter, e.g. --set theta=0.05 (repeatable)")
     args = parser.parse_args()
     schedule = {k: getattr(args, k) for k in ("num_epochs", "iterations_per_epoch", "batch_size", "initial_lr",
-                                              "patch_size", "seed") if getattr(args, k) is not None}
+                                              "patch_size", "seed", "conv_weight_scale")
+                if getattr(args, k) is not None}
     run_cli(lambda: pretrain(args.dataset, args.configuration, args.plans, args.method, args.device, args.resume,
                              args.recipe, _parse_assignments(args.set), schedule,
                              unlabeled_folders=args.unlabeled, include_images_ts=args.images_ts))

@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from nnunet_ssl.data.positions import ANATOMICAL_AXES, preprocessed_axis
+from nnunet_ssl.errors import SSLUserError
 
 VIEWS = ("axial", "coronal", "sagittal")
 # the anatomical axis each view's slices are stacked along (axial slices follow the SI axis, ...)
@@ -161,3 +162,65 @@ def auto_in_plane(plans_sizes: Sequence[int], divisors: Sequence[int], min_exten
     extent any view of any case offers, rounded down to a multiple of the network stride (0 when
     not even one stride fits)."""
     return [int(min(p, e) // d * d) for p, e, d in zip(plans_sizes, min_extents, divisors)]
+
+
+def plan_clip_shape(image_shapes: Sequence[Sequence[int]], case_axes: Sequence[dict[str, int]],
+                    divisors: Sequence[int], plans_patch_size: Sequence[int], num_slices: int | None,
+                    in_plane: Sequence[int] | None, long_stride: int, short_stride: int,
+                    requested: Sequence[int] | None = None) -> list[int]:
+    """MLSSCL's clip shape [C, H, W]: C and the in-plane window requested (options or --patch-size) or
+    automatic, multiples of the network's strides, and every long clip of every case inside the volume
+    (clips are never padded: padding would tell the network each case's size, a shortcut for matching the
+    views of one case). A clear SSLUserError names the fix when nothing fits."""
+    divisors = [int(d) for d in divisors]
+    extents = [view_extents(shape, axes, view) for shape, axes in zip(image_shapes, case_axes) for view in VIEWS]
+    min_slices = min(e[0] for e in extents)
+    min_plane = [min(e[i] for e in extents) for i in (1, 2)]
+    if requested is not None:
+        if (num_slices is not None and num_slices != requested[0]) or \
+                (in_plane is not None and list(in_plane) != list(requested[1:])):
+            raise SSLUserError(f"--patch-size {list(requested)} disagrees with num_slices = {num_slices}, "
+                               f"in_plane_size = {in_plane}.", "give the clip size one way only")
+        num_slices, in_plane = int(requested[0]), [int(s) for s in requested[1:]]
+    stride_hint = (f"a smaller long_stride (>= {short_stride + 1}), num_slices or in_plane_size, or leave "
+                   "out the cases that are too small")
+    if num_slices is None:
+        num_slices = auto_num_slices(divisors[0], long_stride, min_slices)
+        if num_slices is None:
+            fewest = max(divisors[0], 2)
+            fitting = (min_slices - 1) // (fewest - 1)  # the largest δL at which that many slices fit
+            raise SSLUserError(
+                f"the smallest case is only {min_slices} voxels long along one of its view axes; even "
+                f"{fewest} slices at stride {long_stride} span "
+                f"{clip_span(fewest, long_stride)} voxels.",
+                f"use {stride_hint}" + (f" (long_stride={fitting} fits)" if fitting > short_stride
+                                        else ""))
+    elif num_slices % divisors[0]:
+        raise SSLUserError(f"num_slices = {num_slices} is not a multiple of the network's total stride along "
+                           f"the slice axis ({divisors[0]}).",
+                           f"use a multiple of {divisors[0]}, or leave num_slices unset")
+    if in_plane is None:
+        in_plane = auto_in_plane(plans_patch_size[1:], divisors[1:], min_plane)
+        if min(in_plane) == 0:
+            raise SSLUserError(f"the smallest in-plane extent of a view is {min_plane} voxels, less than the "
+                               f"network's total stride {divisors[1:]}.",
+                               "leave out the cases that are too small")
+    elif any(s % d for s, d in zip(in_plane, divisors[1:])):
+        raise SSLUserError(f"in_plane_size = {list(in_plane)} is not a multiple of the network's total "
+                           f"strides {divisors[1:]}.",
+                           f"use multiples of {divisors[1:]}, or leave in_plane_size unset")
+    clip_shape = [int(num_slices), *[int(s) for s in in_plane]]
+    too_small = [(i, shape, problems)
+                 for i, (shape, axes) in enumerate(zip(image_shapes, case_axes))
+                 if (problems := misfits(shape, axes, num_slices, long_stride, in_plane))]
+    if too_small:
+        i, shape, problems = too_small[0]
+        fitting = (min_slices - 1) // (num_slices - 1)  # the largest δL whose long clips fit every case
+        fits = short_stride < fitting < long_stride
+        hint = f" (long_stride={fitting} fits the slices)" if fits else ""
+        raise SSLUserError(
+            f"{len(too_small)} of {len(image_shapes)} cases are too small for clips of "
+            f"{num_slices} slices at stride {long_stride} ({clip_span(num_slices, long_stride)} "
+            f"voxels) x {list(in_plane)} in-plane; e.g. case #{i} of shape {list(shape)}: {problems[0]}.",
+            f"use {stride_hint}{hint}")
+    return clip_shape

@@ -49,6 +49,9 @@ class SSLCheckpointMeta:
     case_ids: list
     epochs_completed: int = 0
     final_metrics: dict = field(default_factory=dict)
+    # blocks.health.learning_verdict of the last epoch, plus the encoder's conv weight scale against He init;
+    # {} in checkpoints written before issue 10 (SSLInitTrainer then has no verdict to check)
+    health: dict = field(default_factory=dict)
     versions: dict = field(default_factory=package_versions)
     format_version: int = FORMAT_VERSION
 

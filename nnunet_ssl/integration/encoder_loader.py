@@ -8,17 +8,33 @@ the input projection (the first conv) is adapted with :func:`adapt_input_channel
 is comes from the architecture's ``keys_to_in_proj`` (dynamic_network_architectures): for
 PlainConvUNet it is ``stages.0.0.convs.0.conv`` *inside* the first stage, for ResidualEncoderUNet
 ``stem.convs.0.conv``. Every other shape difference is refused with the list of offending keys.
+
+Two safeguards against a checkpoint that would silently harm fine-tuning (issue 10, item 6):
+
+- weight scale: contrastive SGD on convs followed by InstanceNorm grows their weights (their scale does
+  not change the function, and the gradient is orthogonal to the weight, so every step adds to its
+  norm); fine-tuning's effective learning rate on them then falls with the square of that growth. By
+  default every encoder conv that feeds an InstanceNorm is rescaled to nnU-Net's He-init std
+  (:func:`rescale_convs_to_he_std`): the network computes the same function, fine-tuning starts at the
+  effective step size of a fresh network. ``nnUNet_ssl_keep_weight_scale=1`` turns it off.
+- health: a checkpoint whose pretraining ended with the verdict ``no_learning`` is refused
+  (:func:`check_pretraining_health`) unless ``nnUNet_ssl_allow_unhealthy=1``.
 """
+import os
+
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
+from nnunet_ssl.blocks.health import he_std
 from nnunet_ssl.errors import SSLUserError
 from nnunet_ssl.integration.checkpoint import (DECODER_EXCLUDED_PREFIXES, SSLCheckpointMeta, load_checkpoint,
                                                load_encoder_checkpoint)
 
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DDP and torch.compile
+KEEP_WEIGHT_SCALE_ENV = "nnUNet_ssl_keep_weight_scale"
+ALLOW_UNHEALTHY_ENV = "nnUNet_ssl_allow_unhealthy"
 ENCODER_PREFIX = "encoder."  # keys_to_in_proj are relative to the full network
 
 
@@ -30,6 +46,10 @@ class LoadReport:
     adapted: list[str] = field(default_factory=list)  # "key: from N to M channels"
     decoder_loaded: list[str] | None = None  # full-network loading: decoder keys taken from the checkpoint
     random_keys: list[str] = field(default_factory=list)  # full-network loading: keys left at their random init
+    # conv weight std / He std before rescaling, by conv module name; empty when not rescaled
+    rescaled: dict[str, float] = field(default_factory=dict)
+    rescale_skipped: list[str] = field(default_factory=list)  # convs not followed by InstanceNorm: kept
+    rescale_disabled: bool = False
 
     def summary(self) -> str:
         m = self.meta
@@ -47,6 +67,19 @@ class LoadReport:
         if self.adapted:
             lines.append("    input channels adapted (kernel summed over the pretraining channels, spread evenly "
                          "over the new ones): " + "; ".join(self.adapted))
+        if self.rescaled:
+            ratios = sorted(self.rescaled.values())
+            lines.append(f"    {len(ratios)} encoder convs rescaled to nnU-Net's He-init std (they feed InstanceNorm: "
+                         f"same function); their std was {ratios[0]:.2f}-{ratios[-1]:.2f} x He "
+                         f"(median {ratios[len(ratios) // 2]:.2f}). {KEEP_WEIGHT_SCALE_ENV}=1 keeps the pretrained "
+                         "scale")
+        if self.rescale_skipped:
+            lines.append(f"    not rescaled (no InstanceNorm after them): {', '.join(self.rescale_skipped)}")
+        if self.rescale_disabled:
+            lines.append(f"    conv weight scale kept as pretrained ({KEEP_WEIGHT_SCALE_ENV}=1)")
+        health = m.health or {}
+        if health.get("verdict"):
+            lines.append(f"    pretraining health: {health['verdict']} ({health.get('reason', '')})")
         return "\n".join(lines)
 
 
@@ -150,8 +183,68 @@ def adapt_input_projection(network: nn.Module, encoder_state: dict, state: dict)
     return adapted
 
 
-def load_pretrained_encoder(network: nn.Module, path: str) -> LoadReport:
+def convs_before_instance_norm(encoder: nn.Module) -> tuple[dict[str, nn.Module], list[str]]:
+    """Encoder convs whose output goes straight (through dropout at most) into an InstanceNorm, by module
+    name; and the names of the other convs. dynamic_network_architectures puts each conv with its norm in
+    one ConvDropoutNormReLU (attributes ``conv`` and ``norm``), in plain and residual encoders alike."""
+    invariant, others = {}, []
+    for name, module in encoder.named_modules():
+        conv = getattr(module, "conv", None)
+        if isinstance(conv, nn.modules.conv._ConvNd):
+            key = f"{name}.conv" if name else "conv"
+            if isinstance(getattr(module, "norm", None), nn.modules.instancenorm._InstanceNorm):
+                invariant[key] = conv
+            else:
+                others.append(key)
+    return invariant, others
+
+
+@torch.no_grad()
+def rescale_convs_to_he_std(encoder: nn.Module) -> tuple[dict[str, float], list[str]]:
+    """Scale every conv that feeds an InstanceNorm (weight and bias by the same c) so that its weight std is
+    nnU-Net's He-init std; returns {conv: std / He std before} and the convs left alone.
+
+    Exact up to InstanceNorm's eps: IN(c·y) = (y - mean y) / sqrt(var y + eps / c²), so the function is the
+    same whenever eps is negligible against the conv output's variance (eps = 1e-5 in nnU-Net's plans).
+    Holds for a conv followed by InstanceNorm with or without affine (the affine parameters act after the
+    normalisation) and for any dropout in between (it commutes with the scale); not for BatchNorm in
+    eval mode, nor for a conv without a norm: those are not touched."""
+    invariant, others = convs_before_instance_norm(encoder)
+    ratios = {}
+    for name, conv in invariant.items():
+        std = conv.weight.float().std().item()
+        target = he_std(conv.weight)
+        if not std > 0:
+            continue
+        ratios[name] = std / target
+        factor = target / std
+        conv.weight.mul_(factor)
+        if conv.bias is not None:
+            conv.bias.mul_(factor)
+    return ratios, others
+
+
+def check_pretraining_health(meta: SSLCheckpointMeta, path: str, environ=os.environ) -> None:
+    """Refuse a checkpoint whose pretraining ended without learning, unless explicitly allowed."""
+    health = meta.health or {}
+    if health.get("verdict") != "no_learning" or environ.get(ALLOW_UNHEALTHY_ENV, "0").lower() in ("1", "true"):
+        return
+    raise SSLUserError(
+        f"the pretraining in {path} shows no learning: {health.get('reason', 'no reason recorded')}. Fine-tuning "
+        "from it is likely no better than from scratch and was measured to be worse (issue 10: -0.20 Dice, one "
+        "fold predicting nothing).",
+        f"pretrain again (another --set readout=..., a longer run or another --lr), or set {ALLOW_UNHEALTHY_ENV}=1 "
+        "to fine-tune from it anyway")
+
+
+def load_pretrained_encoder(network: nn.Module, path: str, rescale: bool | None = None,
+                            environ=os.environ) -> LoadReport:
+    """Load the checkpoint's encoder into ``network.encoder``. ``rescale`` (default: on unless
+    nnUNet_ssl_keep_weight_scale=1) rescales the convs that feed InstanceNorm to He-init std."""
     state, meta = load_encoder_checkpoint(path)  # on CPU; load_state_dict copies to the module's device
+    check_pretraining_health(meta, path, environ)
+    if rescale is None:
+        rescale = environ.get(KEEP_WEIGHT_SCALE_ENV, "0").lower() not in ("1", "true")
     network = unwrap(network)
     encoder = network.encoder
     state = strip_wrapper_prefixes(state)
@@ -166,9 +259,10 @@ def load_pretrained_encoder(network: nn.Module, path: str) -> LoadReport:
             f"{meta.plans_identifier!r}, configuration {meta.configuration!r}):\n    {shown}",
             "fine-tune with the plans and configuration used for pretraining (-p/-c), or pretrain for these")
     encoder.load_state_dict(state, strict=True)
+    rescaled, skipped = rescale_convs_to_he_std(encoder) if rescale else ({}, [])
     # count distinct tensors: nnU-Net's conv blocks expose each one twice (conv / all_modules.N)
     return LoadReport(path=path, meta=meta, loaded=len({v.data_ptr() for v in encoder.state_dict().values()}),
-                      adapted=adapted)
+                      adapted=adapted, rescaled=rescaled, rescale_skipped=skipped, rescale_disabled=not rescale)
 
 
 def load_pretrained_network(network: nn.Module, path: str) -> LoadReport:

@@ -18,11 +18,13 @@ from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 from tqdm import tqdm
 
 from nnunet_ssl.blocks.distributed import rank, world_size
+from nnunet_ssl.blocks.health import learning_verdict, weight_scale_ratios
 from nnunet_ssl.errors import SSLUserError
 from nnunet_ssl.integration import locations
 from nnunet_ssl.atomic_io import atomic_save_json, atomic_torch_save
 from nnunet_ssl.integration.checkpoint import SSLCheckpointMeta, decoder_weights, save_encoder_checkpoint
 from nnunet_ssl.integration.dataset import PreprocessedDataset
+from nnunet_ssl.integration.encoder_loader import rescale_convs_to_he_std
 from nnunet_ssl.integration.encoder import (architecture_description, architecture_hash, bottleneck_channels,
                                             build_planned_network, build_reconstruction_network)
 from nnunet_ssl.integration.progress import ProgressLog, save_preview
@@ -37,6 +39,12 @@ class PretrainSchedule(Hyperparameters):
     initial_lr: float = 0.1  # SGD, cosine to 0 per iteration [code: train_contrast.py, lr_scheduler.py]
     momentum: float = 0.9  # [code]
     weight_decay: float = 1e-5  # [code]
+    # "he": after every step, every encoder conv that feeds an InstanceNorm is rescaled to nnU-Net's He-init
+    # std (the same function; keeps its effective learning rate, lr / |w|^2, from decaying as |w| grows).
+    # "free": plain SGD, the weights grow (issue 10: 2.8-7.1x He std after the demo's PCL run)
+    # [measured, hippocampus PCL 3d, 60 steps at lr 0.1]: "free" grew every conv to 1.6-4.9x He std, "he" kept
+    # 1.0x with the same health (loss 0.78 vs 0.77 x collapse, retrieval 0.78 vs 0.78); docs/methods/readouts.md
+    conv_weight_scale: str = "he"
     patch_size: tuple | None = None  # None: the method chooses (PCL: plans patch, shorter on the position axis)
     seed: int = 0
 
@@ -96,6 +104,9 @@ class Pretrainer:
     def __init__(self, data: PreprocessedDataset, method_name: str, method_config: dict, schedule: PretrainSchedule,
                  device: torch.device, output_folder: str):
         self.data, self.schedule, self.device, self.output_folder = data, schedule, device, output_folder
+        if schedule.conv_weight_scale not in ("free", "he"):
+            raise SSLUserError(f"conv_weight_scale must be 'free' or 'he', got {schedule.conv_weight_scale!r}.",
+                               "e.g. --conv-weight-scale he")
         if schedule.batch_size % world_size():
             raise SSLUserError(f"batch size {schedule.batch_size} does not split over {world_size()} processes.",
                                f"use a --batch-size divisible by {world_size()}")
@@ -129,8 +140,10 @@ class Pretrainer:
         if world_size() > 1:
             if device.type == "cuda":
                 self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            # a pre-norm readout leaves the last norm's affine parameters out of the loss
             self.model = torch.nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[device.index] if device.type == "cuda" else None)
+                self.model, device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=self.method.readout.kind != "postnorm")
         self.optimizer = torch.optim.SGD(self.method.parameters(), schedule.initial_lr, momentum=schedule.momentum,
                                          weight_decay=schedule.weight_decay)
         total = schedule.num_epochs * schedule.iterations_per_epoch
@@ -153,7 +166,18 @@ class Pretrainer:
             channel_names=dict(d.dataset_json.get("channel_names", d.dataset_json.get("modality", {}))),
             normalization_schemes=list(cfg.normalization_schemes), seed=self.schedule.seed,
             case_ids=list(d.case_ids), epochs_completed=self.epoch,
-            final_metrics=self.log.history[-1] if self.log.history else {})
+            final_metrics=self.log.history[-1] if self.log.history else {}, health=self.health())
+
+    def health(self) -> dict:
+        """The last epoch's learning verdict (blocks.health) and the encoder's conv weight std against He init."""
+        ratios = sorted(weight_scale_ratios(self.method.encoder).values())
+        result = {"conv_weight_std_over_he": {"min": ratios[0], "median": ratios[len(ratios) // 2],
+                                              "max": ratios[-1]} if ratios else {}}
+        last = self.log.history[-1] if self.log.history else {}
+        if "loss" in last and "loss_collapse" in last:
+            result.update(learning_verdict(last["loss"], last["loss_collapse"], last.get("top1_retrieval"),
+                                           last.get("top1_chance")))
+        return result
 
     def save_latest(self) -> None:
         if not self.is_main:
@@ -235,6 +259,8 @@ class Pretrainer:
                 if clip is not None:
                     torch.nn.utils.clip_grad_norm_(self.method.parameters(), clip)
                 self.optimizer.step()
+                if s.conv_weight_scale == "he":
+                    rescale_convs_to_he_std(self.method.encoder)
                 self.lr_scheduler.step()
                 self.method.after_optimizer_step(self.lr_scheduler.last_epoch, self.lr_scheduler.T_max)
                 for k, v in metrics.items():
@@ -255,4 +281,10 @@ class Pretrainer:
         path = self.save_final()
         what = "encoder and decoder" if self.method.needs_full_network else "encoder"
         self.log.print(f"saved pretrained {what}: {path}")
+        health = self.health()
+        if health.get("verdict") == "no_learning":
+            self.log.print(
+                f"WARNING: this pretraining shows no learning: {health['reason']}. Fine-tuning from it is likely "
+                "no better than from scratch and can be worse; SSLInitTrainer refuses it unless "
+                "nnUNet_ssl_allow_unhealthy=1. Try another --set readout=..., a longer run or a different --lr.")
         return path

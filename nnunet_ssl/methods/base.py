@@ -4,6 +4,9 @@ from dataclasses import asdict, dataclass, fields
 import torch
 from torch import nn
 
+from nnunet_ssl.blocks.readouts import READOUTS, Readout
+from nnunet_ssl.errors import SSLUserError
+
 
 @dataclass(frozen=True)
 class Hyperparameters:
@@ -19,6 +22,17 @@ class Hyperparameters:
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class ReadoutConfig(Hyperparameters):
+    """The readout options every contrastive method takes (``--set readout=... readout_stages=k``)."""
+    # which pooled vector is embedded (blocks/readouts.py). prenorm: the last stage's conv output before
+    # its InstanceNorm [measured, hippocampus MLSSCL: largest feature spread and long-short retrieval, weak
+    # evidence, docs/methods/readouts.md; PCL's config overrides it]; postnorm: the behaviour before issue 10
+    # (earlier checkpoints); multiscale: prenorm of the last readout_stages stages
+    readout: str = "prenorm"
+    readout_stages: int = 2  # multiscale only [assumption: bottleneck + one finer stage]
 
 
 @dataclass
@@ -52,6 +66,18 @@ class PretrainingMethod(nn.Module):
         self.encoder = encoder
         self.bottleneck_channels = bottleneck_channels
         self.config = config
+        kind, stages = getattr(config, "readout", "postnorm"), getattr(config, "readout_stages", 1)
+        try:
+            self.readout = Readout(encoder, kind, stages, postnorm_channels=bottleneck_channels)
+        except ValueError as e:
+            raise SSLUserError(f"{self.name}: {e}.", f"use --set readout=<one of {list(READOUTS)}> and, for "
+                               "multiscale, --set readout_stages=k with k at most the encoder's stages") from None
+        self.feature_dim = self.readout.out_channels  # what a head on pooled_features takes
+
+    def pooled_features(self, images: torch.Tensor, encoder: nn.Module | None = None) -> torch.Tensor:
+        """The vector a method embeds: (B, C_in, *spatial) -> (B, feature_dim), read from ``encoder``
+        (default the online encoder; pass a momentum copy of it for target keys) by the configured readout."""
+        return self.readout(self.encoder if encoder is None else encoder, images)
 
     def bottleneck(self, images: torch.Tensor) -> torch.Tensor:
         """The deepest encoder feature map; nnU-Net encoders return all skips."""
@@ -59,8 +85,9 @@ class PretrainingMethod(nn.Module):
         return features[-1] if isinstance(features, (list, tuple)) else features
 
     def derived_values(self) -> dict:
-        """Values computed from config and data (patch size, effective thresholds) to record."""
-        return {}
+        """Values computed from config and data (patch size, effective thresholds) to record; subclasses
+        extend this dict."""
+        return {"readout": self.readout.describe()}
 
     def make_sampler(self, cases, case_ids: list[str], batch_size: int):
         """A batchgenerators DataLoader yielding this method's batches from nnU-Net's dataset."""

@@ -16,19 +16,18 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from nnunet_ssl.blocks.distributed import gather_with_local_grad, world_size
-from nnunet_ssl.blocks.heads import ProjectionHead, global_average_pool
+from nnunet_ssl.blocks.health import feature_spread, infonce_collapse_loss, normalised_std
+from nnunet_ssl.blocks.heads import ProjectionHead
 from nnunet_ssl.blocks.infonce import InfoNCELoss, retrieval_top1
 from nnunet_ssl.blocks.momentum import cosine_schedule, make_momentum_copy, update_momentum
 from nnunet_ssl.blocks.queue import MemoryQueue
 from nnunet_ssl.data.clip_sampler import ClipSampler, clip_view_transform
-from nnunet_ssl.data.clips import (VIEWS, anatomical_array_axes, auto_in_plane, auto_num_slices, clip_span,
-                                   misfits, view_extents, view_permutation)
+from nnunet_ssl.data.clips import VIEWS, anatomical_array_axes, clip_span, plan_clip_shape, view_permutation
 from nnunet_ssl.errors import SSLUserError
-from nnunet_ssl.methods.base import DataGeometry, Hyperparameters, PretrainingMethod
+from nnunet_ssl.methods.base import DataGeometry, PretrainingMethod, ReadoutConfig
 
 MAX_QUEUE_FRACTION = 0.7  # K <= ~0.7 x #training scans [spec 2.5, assumption]
 MAX_QUEUE_SIZE = 4096  # per view [spec 2.5, assumption: MoCo's 65536 exceeds an epoch of ADNI]
@@ -36,7 +35,7 @@ PAIRS = (("axial", "coronal"), ("axial", "sagittal"), ("coronal", "sagittal"))
 
 
 @dataclass(frozen=True)
-class MLSSCLConfig(Hyperparameters):
+class MLSSCLConfig(ReadoutConfig):
     # --- clips [spec 2.3]; None = sized from the data and the plans at start-up (derived_values) ---
     # C, slices per clip: 16 [spec 2.3, assumption], lowered in steps of the network's stride along the
     # slice axis until the long clips fit the smallest case (or raised to one stride). An explicit value
@@ -116,7 +115,9 @@ class MLSSCL(PretrainingMethod):
                                f"{list(geometry.plans_patch_size)} (a 2D network).", "use -c 3d_fullres")
         self._pending_warnings: list[str] = []
         self._resolve_views(geometry)
-        self._size_clips(config, geometry)
+        self.clip_shape = plan_clip_shape(geometry.image_shapes, self.case_axes, geometry.divisors,
+                                          geometry.plans_patch_size, config.num_slices, config.in_plane_size,
+                                          config.long_stride, config.short_stride, geometry.requested_patch_size)
         self._size_queue(config, len(geometry.image_shapes))
         for message in self._pending_warnings:
             warnings.warn(message, stacklevel=2)
@@ -124,7 +125,7 @@ class MLSSCL(PretrainingMethod):
         # online branch. BatchNorm in both MLPs [spec 2.2, MoCo v2/BYOL]: nnU-Net encoders end in
         # InstanceNorm + LeakyReLU, so pooled bottleneck features start almost equal for every sample and
         # contrastive training stalls without a batch-level norm in the head (docs/methods/pcl.md).
-        self.projector = ProjectionHead(bottleneck_channels, config.hidden_dim, config.projection_dim,
+        self.projector = ProjectionHead(self.feature_dim, config.hidden_dim, config.projection_dim,
                                         config.head_batch_norm)
         self.predictor = ProjectionHead(config.projection_dim, config.hidden_dim, config.projection_dim,
                                         config.head_batch_norm)
@@ -153,65 +154,6 @@ class MLSSCL(PretrainingMethod):
                 "mlsscl: the dataset records no image direction, so preprocessed array axes 0, 1, 2 are taken as "
                 "the axial (SI), coronal (AP) and sagittal (LR) slice axes; check that this holds for your data.")
 
-    def _size_clips(self, config: MLSSCLConfig, geometry: DataGeometry) -> None:
-        """C and the in-plane window: requested or automatic, multiples of the network's strides, and
-        every long clip of every case inside the volume (clips are never padded: padding would tell the
-        network each case's size, a shortcut for matching the views of one case)."""
-        divisors = [int(d) for d in geometry.divisors]
-        extents = [view_extents(shape, axes, view) for shape, axes in zip(geometry.image_shapes, self.case_axes)
-                   for view in VIEWS]
-        min_slices = min(e[0] for e in extents)
-        min_plane = [min(e[i] for e in extents) for i in (1, 2)]
-        num_slices, in_plane = config.num_slices, config.in_plane_size
-        requested = geometry.requested_patch_size
-        if requested is not None:
-            if (num_slices is not None and num_slices != requested[0]) or \
-                    (in_plane is not None and list(in_plane) != list(requested[1:])):
-                raise SSLUserError(f"--patch-size {list(requested)} disagrees with num_slices = {num_slices}, "
-                                   f"in_plane_size = {in_plane}.", "give the clip size one way only")
-            num_slices, in_plane = int(requested[0]), [int(s) for s in requested[1:]]
-        stride_hint = (f"a smaller long_stride (>= {config.short_stride + 1}), num_slices or in_plane_size, or leave "
-                       "out the cases that are too small")
-        if num_slices is None:
-            num_slices = auto_num_slices(divisors[0], config.long_stride, min_slices)
-            if num_slices is None:
-                fewest = max(divisors[0], 2)
-                fitting = (min_slices - 1) // (fewest - 1)  # the largest δL at which that many slices fit
-                raise SSLUserError(
-                    f"the smallest case is only {min_slices} voxels long along one of its view axes; even "
-                    f"{fewest} slices at stride {config.long_stride} span "
-                    f"{clip_span(fewest, config.long_stride)} voxels.",
-                    f"use {stride_hint}" + (f" (long_stride={fitting} fits)" if fitting > config.short_stride
-                                            else ""))
-        elif num_slices % divisors[0]:
-            raise SSLUserError(f"num_slices = {num_slices} is not a multiple of the network's total stride along "
-                               f"the slice axis ({divisors[0]}).",
-                               f"use a multiple of {divisors[0]}, or leave num_slices unset")
-        if in_plane is None:
-            in_plane = auto_in_plane(geometry.plans_patch_size[1:], divisors[1:], min_plane)
-            if min(in_plane) == 0:
-                raise SSLUserError(f"the smallest in-plane extent of a view is {min_plane} voxels, less than the "
-                                   f"network's total stride {divisors[1:]}.",
-                                   "leave out the cases that are too small")
-        elif any(s % d for s, d in zip(in_plane, divisors[1:])):
-            raise SSLUserError(f"in_plane_size = {list(in_plane)} is not a multiple of the network's total "
-                               f"strides {divisors[1:]}.",
-                               f"use multiples of {divisors[1:]}, or leave in_plane_size unset")
-        self.clip_shape = [int(num_slices), *[int(s) for s in in_plane]]
-        too_small = [(i, shape, problems)
-                     for i, (shape, axes) in enumerate(zip(geometry.image_shapes, self.case_axes))
-                     if (problems := misfits(shape, axes, num_slices, config.long_stride, in_plane))]
-        if too_small:
-            i, shape, problems = too_small[0]
-            fitting = (min_slices - 1) // (num_slices - 1)  # the largest δL whose long clips fit every case
-            fits = config.short_stride < fitting < config.long_stride
-            hint = f" (long_stride={fitting} fits the slices)" if fits else ""
-            raise SSLUserError(
-                f"{len(too_small)} of {len(geometry.image_shapes)} cases are too small for clips of "
-                f"{num_slices} slices at stride {config.long_stride} ({clip_span(num_slices, config.long_stride)} "
-                f"voxels) x {list(in_plane)} in-plane; e.g. case #{i} of shape {list(shape)}: {problems[0]}.",
-                f"use {stride_hint}{hint}")
-
     def _size_queue(self, config: MLSSCLConfig, num_cases: int) -> None:
         self.num_cases = num_cases
         limit = max(1, int(MAX_QUEUE_FRACTION * num_cases))
@@ -229,7 +171,8 @@ class MLSSCL(PretrainingMethod):
     def derived_values(self) -> dict:
         c = self.config
         permutations = {view: sorted({view_permutation(axes, view) for axes in self.case_axes}) for view in VIEWS}
-        return {"clip_shape": self.clip_shape, "long_span": clip_span(self.clip_shape[0], c.long_stride),
+        return {**super().derived_values(), "clip_shape": self.clip_shape,
+                "long_span": clip_span(self.clip_shape[0], c.long_stride),
                 "short_span": clip_span(self.clip_shape[0], c.short_stride), "queue_size": self.queue_size,
                 "num_cases": self.num_cases, "view_axes_source": self.view_axes_source,
                 "view_array_axes": {view: [list(p) for p in perms] for view, perms in permutations.items()}}
@@ -244,9 +187,7 @@ class MLSSCL(PretrainingMethod):
 
     # --- training ----------------------------------------------------------------------------------------
     def _target_keys(self, clips: torch.Tensor) -> torch.Tensor:
-        features = self.target["encoder"](clips)
-        features = features[-1] if isinstance(features, (list, tuple)) else features
-        return self.target["projector"](global_average_pool(features))
+        return self.target["projector"](self.pooled_features(clips, encoder=self.target["encoder"]))
 
     def training_step(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         """One step on a batch of {'axial', 'coronal', 'sagittal', 'short': (B, c, C, H, W)}.
@@ -270,7 +211,7 @@ class MLSSCL(PretrainingMethod):
         key_views = tuple(v for v in self.queues if v in query_views)
         queries, projections, features = {}, {}, {}
         for view in query_views:
-            pooled = global_average_pool(self.bottleneck(batch[view]))
+            pooled = self.pooled_features(batch[view])
             projections[view] = self.projector(pooled)
             queries[view] = gather_with_local_grad(self.predictor(projections[view]))
             features[view] = pooled.detach()
@@ -306,12 +247,18 @@ class MLSSCL(PretrainingMethod):
         filled = int(self.queues["axial"].num_filled)
         candidates = len(keys["axial"]) if negatives["axial"] is None else len(negatives["axial"]) + 1
         long_views = [v for v in VIEWS if v in projections]
-        metrics = {"loss": loss.item(), **metrics, "top1_chance": 1.0 / candidates,
+        # collapsed embeddings score every candidate alike: log(candidates) per InfoNCE term
+        terms = (3 * c.alpha if c.alpha > 0 else 0.0) + (c.beta if c.beta > 0 else 0.0)
+        top1_main = metrics["top1_multiview"] if "top1_multiview" in metrics else metrics["top1_long_short"]
+        metrics = {"loss": loss.item(), **metrics, "top1_retrieval": top1_main, "top1_chance": 1.0 / candidates,
+                   "loss_collapse": terms * infonce_collapse_loss(candidates),
                    "queue_fill": filled / self.queue_size,
                    "embedding_std": float(np.mean([normalised_std(gather_with_local_grad(projections[v].detach()))
                                                    for v in long_views])),
                    "feature_std": float(np.mean([normalised_std(gather_with_local_grad(features[v]))
                                                  for v in long_views])),
+                   "feature_spread": float(np.mean([feature_spread(gather_with_local_grad(features[v]))
+                                                    for v in long_views])),
                    "momentum": float(self.current_momentum)}
         return loss, metrics
 
@@ -336,13 +283,6 @@ class MLSSCL(PretrainingMethod):
                             "the embeddings are collapsing. Lower the learning rate, raise the momentum or the "
                             "batch size.")
         return messages
-
-
-def normalised_std(embeddings: torch.Tensor) -> float:
-    """Mean over dimensions of the batch std of L2-normalised embeddings (N, D): ~1/sqrt(D) spread, 0 collapsed."""
-    if embeddings.shape[0] < 2:
-        return float("nan")
-    return F.normalize(embeddings.float(), dim=1).std(dim=0).mean().item()
 
 
 # The poster's ablation [poster: long-short only, multiview only, both] as methods of their own, so that
