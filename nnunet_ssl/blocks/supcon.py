@@ -2,6 +2,8 @@
 
 PCL, SimCLR and GCL differ only in the mask they pass in; the loss knows nothing about positions.
 """
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -53,6 +55,14 @@ class SupConLoss(nn.Module):
             raise ValueError("no anchor has a positive: check the positive mask")
         mean_log_prob_pos = log_prob.masked_fill(~positives, 0.0).sum(dim=1)[has_pos] / n_pos[has_pos]
         return -self.scale * mean_log_prob_pos.mean()
+
+
+def collapsed_supcon_loss(num_contrast: int, temperature: float = 0.1, base_temperature: float | None = 0.07) -> float:
+    """SupCon's loss when every embedding is the same (a collapsed encoder): each of the
+    ``num_contrast - 1`` other entries gets probability 1 / (num_contrast - 1), whatever the mask.
+    Random initial embeddings start near it; a loss far above it means training diverges."""
+    scale = temperature / base_temperature if base_temperature else 1.0
+    return scale * math.log(max(num_contrast - 1, 1))
 
 
 @torch.no_grad()

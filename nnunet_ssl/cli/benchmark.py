@@ -34,6 +34,7 @@ def benchmark(dataset: str, methods: list[str], budgets: list[int], base_folds: 
     from nnunet_ssl.methods import require_methods
 
     require_methods(methods, "--methods", also=(SCRATCH,))
+    locations.results_root("the benchmark")  # fails before any work when unset
     data = open_preprocessed(dataset, configuration, plans)
     dataset_id = int(data.dataset_name[7:10])
     rows = splits(data.dataset_name, budgets, base_folds, seed)

@@ -21,11 +21,11 @@ FOLD_FILES = ("checkpoint_final.pth", "progress.png", "debug.json", os.path.join
 def export(dataset: str, configuration: str, trainer: str, plans: str, output_results: str,
            folds: list[str] | None = None) -> str:
     import torch
-    from nnunetv2.paths import nnUNet_results
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
     import nnunet_ssl.integration.trainers as trainers
     from nnunet_ssl.integration.dataset import resolve_dataset_name
+    from nnunet_ssl.integration.locations import results_root
 
     trainer_class = trainers.TRAINERS.get(trainer)
     if trainer_class is None:
@@ -33,7 +33,7 @@ def export(dataset: str, configuration: str, trainer: str, plans: str, output_re
     if trainer_class.build_network_architecture is not nnUNetTrainer.build_network_architecture:
         raise SSLUserError(f"{trainer} builds its own network; stock nnUNetTrainer could not load it.")
     name = resolve_dataset_name(dataset)
-    source = join(str(nnUNet_results), name, f"{trainer}__{plans}__{configuration}")
+    source = join(results_root("the export (it copies from there)"), name, f"{trainer}__{plans}__{configuration}")
     if not isdir(source):
         raise SSLUserError(f"no trained model at {source}.",
                            f"nnUNetv2_train {dataset} {configuration} FOLD -p {plans} -tr {trainer}")

@@ -9,6 +9,7 @@ is comes from the architecture's ``keys_to_in_proj`` (dynamic_network_architectu
 PlainConvUNet it is ``stages.0.0.convs.0.conv`` *inside* the first stage, for ResidualEncoderUNet
 ``stem.convs.0.conv``. Every other shape difference is refused with the list of offending keys.
 """
+import os
 from dataclasses import dataclass, field
 
 import torch
@@ -27,6 +28,7 @@ class LoadReport:
     meta: SSLCheckpointMeta
     loaded: int  # distinct tensors (aliases counted once)
     adapted: list[str] = field(default_factory=list)  # "key: from N to M channels"
+    warnings: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         m = self.meta
@@ -37,6 +39,7 @@ class LoadReport:
         if self.adapted:
             lines.append("    input channels adapted (kernel summed over the pretraining channels, spread evenly "
                          "over the new ones): " + "; ".join(self.adapted))
+        lines += self.warnings
         return "\n".join(lines)
 
 
@@ -140,8 +143,56 @@ def adapt_input_projection(network: nn.Module, encoder_state: dict, state: dict)
     return adapted
 
 
-def load_pretrained_encoder(network: nn.Module, path: str) -> LoadReport:
-    state, meta = load_encoder_checkpoint(path)  # on CPU; load_state_dict copies to the module's device
+ALLOW_ARCHITECTURE_CHANGE_ENV = "nnUNet_ssl_allow_architecture_change"
+
+
+def _named_by_variable(path: str) -> str:
+    from nnunet_ssl.integration.locations import WEIGHTS_ENV
+    return WEIGHTS_ENV if os.environ.get(WEIGHTS_ENV) == path else ""
+
+
+def load_checkpoint_file(path: str) -> tuple[dict, SSLCheckpointMeta]:
+    """load_encoder_checkpoint; when nnUNet_ssl_weights named the file, every error says so."""
+    try:
+        return load_encoder_checkpoint(path)
+    except SSLUserError as e:
+        variable = _named_by_variable(path)
+        if not variable:
+            raise
+        raise SSLUserError(f"{variable}={path}: {e.problem}",
+                           f"point {variable} at a checkpoint_final.pth written by nnUNetv2_ssl_pretrain, or unset "
+                           f"it to load the finished pretraining of this dataset, plans and configuration") from None
+
+
+def check_architecture(meta: SSLCheckpointMeta, current: dict, path: str) -> str | None:
+    """Compare the pretraining's architecture with the one being built, after the weight shapes fit.
+
+    Equal hashes: nothing to say. Otherwise the remaining differences are in fields without weights
+    (nonlinearity, normalisation settings, strides, dropout): the weights load, but the encoder then
+    computes something else than what was pretrained, so this refuses, listing the fields; with
+    nnUNet_ssl_allow_architecture_change=1 it returns a warning for the log instead."""
+    from nnunet_ssl.integration.encoder import architecture_differences, description_hash
+    if description_hash(current) == meta.architecture_hash:
+        return None
+    differences = architecture_differences(meta.architecture, current)
+    if not differences:
+        return None  # e.g. only the decoder differs
+    listed = "\n    ".join(differences)
+    if os.environ.get(ALLOW_ARCHITECTURE_CHANGE_ENV, "").lower() in ("1", "true", "yes"):
+        return (f"WARNING: the pretrained encoder in {path} was trained with another architecture; loaded anyway "
+                f"({ALLOW_ARCHITECTURE_CHANGE_ENV} is set):\n    {listed}")
+    raise SSLUserError(
+        f"the pretrained encoder in {path} has the right weight shapes but was pretrained with another "
+        f"architecture (plans {meta.plans_identifier!r}, configuration {meta.configuration!r}); the weights "
+        f"would compute something else here:\n    {listed}",
+        "fine-tune with the plans used for pretraining, or pretrain for these plans; to load it anyway, "
+        f"export {ALLOW_ARCHITECTURE_CHANGE_ENV}=1")
+
+
+def load_pretrained_encoder(network: nn.Module, path: str, architecture: dict | None = None) -> LoadReport:
+    """Load into ``network.encoder``; ``architecture`` (encoder.comparable_description of the
+    configuration being trained) is compared with the pretraining's (check_architecture)."""
+    state, meta = load_checkpoint_file(path)  # on CPU; load_state_dict copies to the module's device
     network = unwrap(network)
     encoder = network.encoder
     state = strip_wrapper_prefixes(state)
@@ -155,7 +206,8 @@ def load_pretrained_encoder(network: nn.Module, path: str) -> LoadReport:
             f"the pretrained encoder in {path} does not fit this network (pretrained with plans "
             f"{meta.plans_identifier!r}, configuration {meta.configuration!r}):\n    {shown}",
             "fine-tune with the plans and configuration used for pretraining (-p/-c), or pretrain for these")
+    warning = check_architecture(meta, architecture, path) if architecture is not None else None
     encoder.load_state_dict(state, strict=True)
     # count distinct tensors: nnU-Net's conv blocks expose each one twice (conv / all_modules.N)
     return LoadReport(path=path, meta=meta, loaded=len({v.data_ptr() for v in encoder.state_dict().values()}),
-                      adapted=adapted)
+                      adapted=adapted, warnings=[warning] if warning else [])

@@ -20,10 +20,17 @@ WEIGHTS_ENV = "nnUNet_ssl_weights"  # explicit checkpoint path, overrides the lo
 METHOD_ENV = "nnUNet_ssl_method"  # which pretraining to use when several exist
 
 
-def pretraining_folder(dataset_name: str, method: str, plans_identifier: str, configuration: str) -> str:
+def results_root(needed_for: str = "this command") -> str:
+    """``$nnUNet_results``, or a clear error naming what needs it."""
     if not nnUNet_results.is_set():
-        raise SSLUserError("nnUNet_results is not set.", "export nnUNet_results=/path/to/nnUNet_results")
-    return join(str(nnUNet_results), dataset_name, f"{PREFIX}{method}__{plans_identifier}__{configuration}")
+        raise SSLUserError(f"nnUNet_results is not set; {needed_for} reads and writes there.",
+                           "export nnUNet_results=/path/to/nnUNet_results (see nnU-Net's "
+                           "documentation/setting_up_paths.md), or run nnUNetv2_ssl_doctor")
+    return str(nnUNet_results)
+
+
+def pretraining_folder(dataset_name: str, method: str, plans_identifier: str, configuration: str) -> str:
+    return join(results_root("pretraining"), dataset_name, f"{PREFIX}{method}__{plans_identifier}__{configuration}")
 
 
 def available_pretrainings(dataset_name: str, plans_identifier: str, configuration: str) -> dict[str, str]:

@@ -1,13 +1,108 @@
 """What every pretraining method is: an encoder plus heads, its sampler, and one training step."""
-from dataclasses import asdict, dataclass, fields
+import json
+import math
+import types
+import typing
+from dataclasses import MISSING, asdict, dataclass, fields
+from typing import ClassVar
 
 import torch
 from torch import nn
 
+from nnunet_ssl.errors import SSLUserError
+
+
+@dataclass(frozen=True)
+class Range:
+    """Allowed values of a numeric option (each element, for a tuple); ``why`` explains a bound."""
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # True: low itself is not allowed
+    high_open: bool = False
+    why: str = ""
+
+    def allows(self, value: float) -> bool:
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return above and below
+
+    def describe(self) -> str:
+        parts = []
+        if self.low is not None:
+            parts.append(f"{'>' if self.low_open else '>='} {self.low:g}")
+        if self.high is not None:
+            parts.append(f"{'<' if self.high_open else '<='} {self.high:g}")
+        return " and ".join(parts) or "finite"
+
+
+def type_problem(value, annotation) -> str | None:
+    """What is wrong with ``value`` for a field annotated ``annotation`` (None: it fits). JSON gives
+    lists for tuples and ints for whole floats; both are accepted."""
+    allowed = typing.get_args(annotation) if isinstance(annotation, types.UnionType) or \
+        typing.get_origin(annotation) is typing.Union else (annotation,)
+    for kind in allowed:
+        if kind is type(None) and value is None:
+            return None
+        if kind is bool and isinstance(value, bool):
+            return None
+        if kind is int and isinstance(value, int) and not isinstance(value, bool):
+            return None
+        if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return None
+        if kind is str and isinstance(value, str):
+            return None
+        if kind in (tuple, list) and isinstance(value, (tuple, list)):
+            return None
+    names = {type(None): "none", bool: "true or false", int: "an integer", float: "a number", str: "a text",
+             tuple: "a list like [1,2]", list: "a list like [1,2]"}
+    return "must be " + " or ".join(names.get(k, getattr(k, "__name__", str(k))) for k in allowed)
+
+
+def range_problem(value, limit: Range) -> str | None:
+    """What is wrong with a (type-checked) value for ``limit`` (None: it fits); tuples per element."""
+    items = value if isinstance(value, (tuple, list)) else [value]
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not limit.allows(v) for v in items
+           if v is not None):
+        return f"must be {limit.describe()}" + (" for every element" if isinstance(value, (tuple, list)) else "") \
+            + (f" ({limit.why})" if limit.why else "")
+    return None
+
 
 @dataclass(frozen=True)
 class Hyperparameters:
-    """Frozen hyperparameters; subclasses document each default's source next to it."""
+    """Frozen hyperparameters; subclasses document each default's source next to it.
+
+    Every instance validates itself when built: each value against its field's type, numbers
+    against the class's ``LIMITS``, then the class's own ``check()`` for rules between fields. A
+    bad value is an SSLUserError naming the option, the allowed values and an example."""
+
+    LIMITS: ClassVar[dict[str, Range]] = {}
+    OWNER: ClassVar[str] = ""  # how messages name these options (default: the class name)
+
+    def __post_init__(self):
+        hints = typing.get_type_hints(type(self))
+        for f in fields(self):
+            value = getattr(self, f.name)
+            problem = type_problem(value, hints[f.name])
+            if problem is None and f.name in self.LIMITS:
+                problem = range_problem(value, self.LIMITS[f.name])
+            if problem is not None:
+                raise SSLUserError(f"{self.OWNER or type(self).__name__} option {f.name} = {value!r}: {problem}.",
+                                   self.example(f.name, f.default))
+        self.check()
+
+    def check(self) -> None:
+        """Rules between fields; subclasses raise SSLUserError."""
+
+    @classmethod
+    def example(cls, name: str, default) -> str:
+        """How to set ``name`` right, shown as the fix."""
+        if default is MISSING or default is None:
+            return f"leave {name} unset for the automatic value, or give a value in the allowed range"
+        shown = json.dumps(list(default) if isinstance(default, tuple) else default, separators=(",", ":"))
+        return f"e.g. --set {name}={shown} (the default)"
 
     @classmethod
     def from_dict(cls, values: dict):
@@ -67,6 +162,12 @@ class PretrainingMethod(nn.Module):
 
     def after_optimizer_step(self, step: int, total_steps: int) -> None:
         """Called after every optimizer step (e.g. a momentum encoder's update); default: nothing."""
+
+    def collapsed_loss(self, global_batch_size: int) -> float | None:
+        """The loss of collapsed embeddings (all equal) for this batch size, which a training that
+        starts from random weights should stay below; the loop stops a run whose epoch loss rises far
+        above it (a diverging learning rate). None: the method gives no such value (no guard)."""
+        return None
 
     def health_warnings(self, epoch_metrics: dict[str, float]) -> list[str]:
         """Warnings from an epoch's mean metrics (e.g. collapse); the loop logs them."""

@@ -8,6 +8,7 @@ port [spec 3.2]: slices drawn uniformly over all slices, p = (z_orig + 1) / Z_or
 batchgenerators v1 augmentation, theta used as given.
 """
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -15,14 +16,14 @@ import torch
 from nnunet_ssl.blocks.distributed import gather_with_local_grad, rank
 from nnunet_ssl.blocks.heads import ProjectionHead, global_average_pool
 from nnunet_ssl.blocks.queue import MemoryQueue
-from nnunet_ssl.blocks.supcon import SupConLoss, top1_positive_retrieval
+from nnunet_ssl.blocks.supcon import SupConLoss, collapsed_supcon_loss, top1_positive_retrieval
 from nnunet_ssl.data.positions import (MAX_PATCH_FRACTION, patch_fraction, positional_positive_mask,
                                        preprocessed_axis, pretraining_patch_size, rescaled_threshold,
                                        rotation_safe_crop_size)
 from nnunet_ssl.data.sampler import TwoViewPatchSampler, TwoViewSliceSampler
 from nnunet_ssl.data.views import pcl_slice_view_transform, pcl_view_transform
 from nnunet_ssl.errors import SSLUserError
-from nnunet_ssl.methods.base import DataGeometry, Hyperparameters, PretrainingMethod
+from nnunet_ssl.methods.base import DataGeometry, Hyperparameters, PretrainingMethod, Range
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,14 @@ class PCLConfig(Hyperparameters):
     # [spec 3.3, assumption] 0 = off; else a memory of past (embedding, position) pairs that join
     # the contrast set (never as anchors), for batches too small for in-batch negatives
     queue_size: int = 0
+
+    OWNER: ClassVar[str] = "pcl/simclr/gcl"
+    LIMITS: ClassVar[dict] = {  # checked when built (methods/base.py)
+        "theta": Range(0, 1, low_open=True, why="a difference of normalised positions in [0, 1]"),
+        "temperature": Range(0, low_open=True), "base_temperature": Range(0, low_open=True),
+        "projection_dim": Range(1), "max_patch_fraction": Range(0, 1, low_open=True, high_open=True),
+        "rotation_degrees": Range(0, 360), "p_spatial": Range(0, 1), "scaling": Range(0, low_open=True),
+        "queue_size": Range(0)}
 
 
 def resolve_position_axis(axis: int | str, geometry: DataGeometry) -> int:
@@ -148,6 +157,11 @@ class PCL(PretrainingMethod):
     def queue_positive_mask(self, positions: torch.Tensor, queued_positions: torch.Tensor) -> torch.Tensor:
         """(N,) batch positions x (K,) queued positions -> (N, K) positives."""
         return positional_positive_mask(positions, self.threshold, queued_positions)
+
+    def collapsed_loss(self, global_batch_size: int) -> float:
+        queued = self.queue.size if self.queue is not None else 0  # a full queue: the largest value
+        return collapsed_supcon_loss(2 * global_batch_size + queued, self.config.temperature,
+                                     self.config.base_temperature)
 
     def training_step(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         images = torch.cat([batch["view1"], batch["view2"]])

@@ -5,6 +5,7 @@ from nnunetv2.training.nnUNetTrainer.variants.lr_schedule.nnUNetTrainer_warmup i
 
 from nnunet_ssl.errors import SSLUserError
 from nnunet_ssl.integration.cpu import requested_threads
+from nnunet_ssl.integration.encoder import comparable_description
 from nnunet_ssl.integration.encoder_loader import load_pretrained_encoder, unwrap
 from nnunet_ssl.integration.locations import find_pretrained_checkpoint
 
@@ -113,7 +114,7 @@ class SSLInitTrainer(WarmupPolyTrainer):
         try:
             path = find_pretrained_checkpoint(plans_manager.dataset_name, plans_manager.plans_name,
                                               self.configuration_name, self.PRETRAINING_METHOD)
-            report = load_pretrained_encoder(network, path)
+            report = load_pretrained_encoder(network, path, comparable_description(configuration_manager))
         except SSLUserError as e:
             raise SystemExit(f"\nnnunet-ssl error: {e.problem}" + (f"\n  Fix: {e.fix}" if e.fix else "")) from None
         self.print_to_log_file(report.summary())
