@@ -308,6 +308,15 @@ class Pretrainer:
         self.log.print(f"saved pretrained encoder: {path}")
         return path
 
+    def _kept(self) -> str:
+        return (f"checkpoint_latest.pth keeps epoch {self.saved_epoch}" if self.saved_epoch is not None
+                else "no checkpoint was written")
+
+    def _restart_advice(self) -> str:
+        """After a failed run: --c would continue the bad run and refuses another --lr, so start over."""
+        return (f"lower the learning rate (e.g. --lr {self.schedule.initial_lr / 10:g}) and run again"
+                + (f" after moving {self.output_folder} away" if self.saved_epoch is not None else ""))
+
     def _interrupted_message(self) -> str:
         if self.saved_epoch is None:
             return "interrupted before the first epoch finished: no checkpoint was written (run the command again)"
@@ -330,8 +339,9 @@ class Pretrainer:
                 with _autocast(self.device):
                     loss, metrics = self.model(batch)
                 if not torch.isfinite(loss):
-                    raise SSLUserError(f"the loss became {loss.item()} at epoch {self.epoch + 1}.",
-                                       "lower the learning rate (--lr) or check the data normalisation")
+                    raise SSLUserError(f"the loss became {loss.item()} at epoch {self.epoch + 1} "
+                                       f"({self._kept()}).", self._restart_advice() + " (or check the data "
+                                       "normalisation)")
                 self.optimizer.zero_grad(set_to_none=True)
                 (loss * world_size()).backward()  # DDP averages over ranks; see gather_with_local_grad
                 self.optimizer.step()
@@ -347,12 +357,7 @@ class Pretrainer:
                 self.first_loss = first_step_loss
             diverged = divergence_problem(epoch_metrics["loss"], self.first_loss, collapsed, s.batch_size)
             if diverged:
-                kept = (f"checkpoint_latest.pth keeps epoch {self.saved_epoch}" if self.saved_epoch is not None
-                        else "no checkpoint was written")
-                raise SSLUserError(f"{diverged} (epoch {self.epoch + 1}; {kept}).",
-                                   f"lower the learning rate (e.g. --lr {s.initial_lr / 10:g}) and run again"
-                                   + (f" after moving {self.output_folder} away" if self.saved_epoch is not None
-                                      else ""))
+                raise SSLUserError(f"{diverged} (epoch {self.epoch + 1}; {self._kept()}).", self._restart_advice())
             self.epoch += 1
             self.log.add_epoch({"epoch": self.epoch, **epoch_metrics, "lr": self.optimizer.param_groups[0]["lr"],
                                 "seconds": seconds, "samples_per_s": s.iterations_per_epoch * s.batch_size / seconds})
