@@ -124,14 +124,14 @@ def test_bad_pretrain_input_fails_cleanly_and_writes_nothing(pretrained, own_res
     finally:
         if made:
             os.remove(prepared)
-    assert written_results(results) == []
+    assert os.listdir(results) == []  # not even an empty dataset folder
 
 
 def test_bad_input_through_the_installed_command(own_results):
     """The same path as a separate process: exit code 2, no traceback, nothing written."""
     env, results = own_results
     fails_cleanly(PRETRAIN + ["--epochs", "0"], "num_epochs = 0: must be >= 1", "Fix: e.g. --epochs", env=env)
-    assert written_results(results) == []
+    assert os.listdir(results) == []
 
 
 @pytest.mark.parametrize("kind", ["read-only", "not a folder"])
@@ -174,7 +174,10 @@ def test_lock_refuses_a_live_writer_and_takes_over_a_stale_one(tmp_path):
         assert (folder / LOCK_NAME).read_text().split()[0] == str(os.getpid())
         with pytest.raises(SSLUserError, match="another test .process"):
             FolderLock(str(folder), "test").__enter__()
-    assert not folder.exists()  # the lock made the folder and nothing else was written: gone again
+    assert not (tmp_path / "SSLPretrain_x").exists()  # the lock made it and nothing else was written: gone again
+    with FolderLock(str(tmp_path / "a" / "b"), "test"):
+        pass
+    assert not (tmp_path / "a").exists()  # every folder the lock made, not only the last
     folder.mkdir()
     (folder / LOCK_NAME).write_text(f"{_dead_pid()} {os.uname().nodename}\n")
     with FolderLock(str(folder), "test", messages.append):

@@ -41,11 +41,15 @@ class FolderLock:
     def __init__(self, folder: str, command: str, announce=print):
         self.folder, self.command, self.announce = folder, command, announce
         self.path = os.path.join(folder, LOCK_NAME)
-        self.created_folder = False
+        self.created_folders: list[str] = []  # made by this lock, deepest first
         self.held = False
 
     def __enter__(self) -> "FolderLock":
-        self.created_folder = not os.path.isdir(self.folder)
+        missing, folder = [], os.path.abspath(self.folder)
+        while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+            missing.append(folder)
+            folder = os.path.dirname(folder)
+        self.created_folders = missing
         try:
             os.makedirs(self.folder, exist_ok=True)
             self._create()
@@ -98,8 +102,8 @@ class FolderLock:
             os.remove(self.path)
         except FileNotFoundError:
             pass
-        if self.created_folder:
+        for folder in self.created_folders:  # only empty ones: a run that failed before writing leaves nothing
             try:
-                os.rmdir(self.folder)  # only when empty: a run that failed before writing leaves nothing
+                os.rmdir(folder)
             except OSError:
-                pass
+                break
