@@ -85,12 +85,13 @@ def compile_wanted(device: torch.device, environ=os.environ) -> bool:
     return environ.get("nnUNet_compile", "true").lower() in ("true", "1", "t")
 
 
-# Divergence guard [assumption]: stop when an epoch's mean loss exceeds this multiple of its reference,
-# the larger of the first step's loss (random weights) and the method's collapsed-embedding loss. Training
-# lowers the loss from there; far above it the optimizer makes the embeddings worse than at the start, the
-# signature of a too large learning rate (the issue's --lr 1e3 run climbed 4.7 -> 6.8, collapsed value 4.9).
-# Only from a global batch of DIVERGENCE_MIN_BATCH on: with fewer embeddings one step's loss scatters too
-# much for a fixed factor (measured: batch 4 on the synthetic test data, first step 5.4, collapsed 2.8).
+# Divergence guard [assumption]: stop when an epoch's mean loss is both DIVERGENCE_FACTOR times the best
+# earlier epoch's and above the method's collapsed-embedding loss (with a full queue, where it has one):
+# worse than constant embeddings and rising, the signature of a too large learning rate (the issue's
+# --lr 1e3 run on hippocampus climbed 4.7 -> 6.8, collapsed value 4.9). A queue that fills raises the loss
+# but not above the full-queue collapsed value. Only from a global batch of DIVERGENCE_MIN_BATCH on: with
+# fewer embeddings a random start already lies far above the collapsed value (measured: batch 4 on the
+# synthetic test data, first step 5.4, collapsed 2.8; batch 16 on hippocampus, first step 5.5, collapsed 4.9).
 DIVERGENCE_FACTOR = 1.25
 DIVERGENCE_MIN_BATCH = 8
 
@@ -109,18 +110,16 @@ def seed_data_stream(seed: int, rank_: int, epoch: int) -> None:
     torch.random.manual_seed(value)
 
 
-def divergence_problem(epoch_loss: float, first_loss: float, collapsed_loss: float | None, batch_size: int,
-                       factor: float = DIVERGENCE_FACTOR) -> str | None:
+def divergence_problem(epoch_loss: float, best_earlier_loss: float | None, collapsed_loss: float | None,
+                       batch_size: int, factor: float = DIVERGENCE_FACTOR) -> str | None:
     """Why an epoch's mean loss means the run diverged, or None (also when the guard does not apply:
-    no collapsed value from the method, or a batch below DIVERGENCE_MIN_BATCH)."""
-    if collapsed_loss is None or batch_size < DIVERGENCE_MIN_BATCH:
+    the first epoch, no collapsed value from the method, or a batch below DIVERGENCE_MIN_BATCH)."""
+    if collapsed_loss is None or best_earlier_loss is None or batch_size < DIVERGENCE_MIN_BATCH:
         return None
-    reference = max(first_loss, collapsed_loss)
-    if not epoch_loss > factor * reference:
+    if not (epoch_loss > factor * best_earlier_loss and epoch_loss > collapsed_loss):
         return None
-    return (f"the loss rose to {epoch_loss:.3f}, above {factor} x {reference:.3f} (the larger of the first step's "
-            f"loss, {first_loss:.3f}, and that of embeddings that are all equal, {collapsed_loss:.3f}): training "
-            "diverges")
+    return (f"the loss rose to {epoch_loss:.3f}, above {factor} x the best epoch's {best_earlier_loss:.3f} and above "
+            f"{collapsed_loss:.3f}, the loss of embeddings that are all equal: training diverges")
 
 
 def _augmenter(sampler, device: torch.device, seed: int):
@@ -220,7 +219,6 @@ class Pretrainer:
         self.epoch = 0
         self.resumes: list[dict] = []
         self.saved_epoch: int | None = None  # the epoch checkpoint_latest.pth holds, once one exists
-        self.first_loss: float | None = None  # of the first step at random weights (divergence guard)
         os.makedirs(output_folder, exist_ok=True)
         self.log = ProgressLog(output_folder, enabled=self.is_main)
 
@@ -245,8 +243,7 @@ class Pretrainer:
             return
         atomic_torch_save({"method_state": self.method.state_dict(), "optimizer_state": self.optimizer.state_dict(),
                            "scheduler_state": self.lr_scheduler.state_dict(), "epoch": self.epoch,
-                           "history": self.log.history, "meta": self.metadata().to_dict(),
-                           "first_loss": self.first_loss},
+                           "history": self.log.history, "meta": self.metadata().to_dict()},
                           os.path.join(self.output_folder, locations.LATEST))
         self.saved_epoch = self.epoch
 
@@ -274,7 +271,6 @@ class Pretrainer:
         self.optimizer.load_state_dict(state["optimizer_state"])
         self.lr_scheduler.load_state_dict(state["scheduler_state"])
         self.epoch = self.saved_epoch = state["epoch"]
-        self.first_loss = state.get("first_loss")
         self.log.history = state["history"]
         self.resumes = list(state["meta"].get("resumes", [])) + [
             {"epoch": self.epoch, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}]
@@ -347,15 +343,14 @@ class Pretrainer:
                 self.optimizer.step()
                 self.lr_scheduler.step()
                 self.method.after_optimizer_step(self.lr_scheduler.last_epoch, self.lr_scheduler.T_max)
-                first_step_loss = metrics["loss"] if not sums else first_step_loss
                 for k, v in metrics.items():
                     sums[k] = sums.get(k, 0.0) + v
                 bar.set_postfix(loss=f"{metrics['loss']:.3f}")
             seconds = time.time() - start
             epoch_metrics = {k: v / s.iterations_per_epoch for k, v in sums.items()}
-            if self.first_loss is None:
-                self.first_loss = first_step_loss
-            diverged = divergence_problem(epoch_metrics["loss"], self.first_loss, collapsed, s.batch_size)
+            earlier = [h["loss"] for h in self.log.history if "loss" in h]
+            diverged = divergence_problem(epoch_metrics["loss"], min(earlier) if earlier else None, collapsed,
+                                          s.batch_size)
             if diverged:
                 raise SSLUserError(f"{diverged} (epoch {self.epoch + 1}; {self._kept()}).", self._restart_advice())
             self.epoch += 1
