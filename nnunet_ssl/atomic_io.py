@@ -13,7 +13,7 @@ def atomic_write(path: str, write: Callable[[str], None]) -> None:
     """Call ``write(tmp_path)`` and move the result to ``path``; on failure nothing is left behind."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=temp_name_prefix(path), suffix=".tmp", dir=folder)
     os.close(fd)
     try:
         write(tmp)
@@ -24,6 +24,23 @@ def atomic_write(path: str, write: Callable[[str], None]) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def temp_name_prefix(path: str) -> str:
+    """The prefix of ``atomic_write``'s temporary files for ``path`` (they end in ``.tmp``)."""
+    return f".{os.path.basename(path)}."
+
+
+def remove_leftover_temp_files(folder: str) -> list[str]:
+    """Remove temporary files a killed ``atomic_write`` left in ``folder``; returns their names.
+    Call it only while no other process writes into the folder (under its lock)."""
+    if not os.path.isdir(folder):
+        return []
+    removed = [f for f in sorted(os.listdir(folder)) if f.startswith(".") and f.endswith(".tmp")
+               and os.path.isfile(os.path.join(folder, f))]
+    for name in removed:
+        os.remove(os.path.join(folder, name))
+    return removed
 
 
 def atomic_save_json(obj, path: str, indent: int = 4, sort_keys: bool = False) -> None:

@@ -64,7 +64,7 @@ def test_bad_checkpoint_file(pretrained, tmp_path, damage):
             f.truncate(os.path.getsize(path) // 2)
     args, env = _train("SSLInitTrainer_tiny", PLANS, {"nnUNet_ssl_weights": str(path)})
     expected = "no pretrained checkpoint at" if damage == "missing" else "is not a readable checkpoint"
-    fails_cleanly(args, expected, str(path), "Fix:", env=env)
+    fails_cleanly(args, expected, f"nnUNet_ssl_weights={path}", "Fix: point nnUNet_ssl_weights at", env=env)
 
 
 def test_architecture_mismatch_lists_offending_keys(pretrained):

@@ -1,12 +1,23 @@
 """Command-line entry points: each parses arguments and calls a typed function."""
+import signal
 import sys
 from typing import Callable
 
 from nnunet_ssl.errors import SSLUserError
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (kill, a scheduler's stop), handled like Ctrl-C: the same clean-up and messages."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
 def run_cli(main: Callable[[], object]) -> None:
-    """Run ``main``; a user mistake prints its message and fix, with no traceback, exit code 2."""
+    """Run ``main``; a user mistake prints its message and fix, with no traceback, exit code 2. Ctrl-C
+    and SIGTERM stop it with exit code 130 / 143; whatever was interrupted reports what it saved."""
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         main()
     except SSLUserError as e:
@@ -14,6 +25,9 @@ def run_cli(main: Callable[[], object]) -> None:
         if e.fix:
             print(f"  Fix: {e.fix}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        print("\ninterrupted; checkpoint_latest.pth holds the last finished epoch (resume with --c)", file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt as e:
+        terminated = isinstance(e, Terminated)
+        print(f"\n{'terminated (SIGTERM)' if terminated else 'interrupted'}", file=sys.stderr)
+        sys.exit(143 if terminated else 130)
+    finally:
+        signal.signal(signal.SIGTERM, previous)

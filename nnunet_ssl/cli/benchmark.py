@@ -38,7 +38,7 @@ def benchmark(dataset: str, methods: list[str], budgets: list[int], base_folds: 
     require_methods(methods, "--methods", also=tuple(REFERENCE_ARMS))
     data = open_preprocessed(dataset, configuration, plans)
     dataset_id = dataset_id_of(data.dataset_name)
-    results_root = locations.results_root()  # checked before any fold is written
+    results_root = locations.results_root(needed_for="the benchmark")  # checked before any fold is written
     rows = add_label_budget_folds(data.dataset_name, budgets, base_folds, seed, groups_file, group_pattern)
     cells = plan_cells(methods, rows, lengths, tuple(finetunes))
     out_dir = output or join(results_root, data.dataset_name, "ssl_benchmark")

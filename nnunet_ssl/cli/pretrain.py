@@ -1,26 +1,54 @@
 """nnUNetv2_ssl_pretrain: pretrain the planned network (encoder, or the whole U-Net for reconstruction methods) of a dataset, self-supervised."""
 import argparse
+import contextlib
 import json
 import os
 from importlib import resources
 
+from nnunet_ssl.atomic_io import remove_leftover_temp_files
 from nnunet_ssl.cli import run_cli
 from nnunet_ssl.errors import SSLUserError
 from nnunet_ssl.integration.device import select_device
 from nnunet_ssl.methods import get_method, list_methods, require_methods
 
 
+RECIPE_KEYS = {"method": str, "description": str, "method_config": dict, "schedule": dict, "sources": dict}
+
+
 def load_recipe(name_or_path: str) -> dict:
-    """A recipe from pretraining/recipes (by name) or a JSON file path."""
+    """A recipe from pretraining/recipes (by name) or a JSON file path, checked for its shape."""
     if os.path.isfile(name_or_path):
         with open(name_or_path) as f:
-            return json.load(f)
-    folder = resources.files("nnunet_ssl.recipes") / "recipes"
-    candidate = folder / f"{name_or_path}.json"
-    if not candidate.is_file():
-        names = sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".json"))
-        raise SSLUserError(f"unknown recipe {name_or_path!r}.", f"use one of {names} or a path to a JSON file")
-    return json.loads(candidate.read_text())
+            text, where = f.read(), name_or_path
+    else:
+        folder = resources.files("nnunet_ssl.recipes") / "recipes"
+        candidate = folder / f"{name_or_path}.json"
+        if not candidate.is_file():
+            names = sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".json"))
+            raise SSLUserError(f"unknown recipe {name_or_path!r}.", f"use one of {names} or a path to a JSON file")
+        text, where = candidate.read_text(), str(candidate)
+    return parse_recipe(text, where)
+
+
+def parse_recipe(text: str, where: str) -> dict:
+    """The recipe in ``text``: a JSON object with only RECIPE_KEYS, each of its type."""
+    example = ('{"method": "pcl", "method_config": {"theta": 0.1}, "schedule": {"num_epochs": 100}}; see '
+               "pretraining/recipes/*.json")
+    try:
+        recipe = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SSLUserError(f"recipe {where} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}.",
+                           f"fix the file; a recipe looks like {example}") from None
+    if not isinstance(recipe, dict):
+        raise SSLUserError(f"recipe {where} is a JSON {type(recipe).__name__}, not an object.",
+                           f"write it as an object, e.g. {example}")
+    unknown = sorted(set(recipe) - set(RECIPE_KEYS))
+    wrong = [k for k, kind in RECIPE_KEYS.items() if k in recipe and not isinstance(recipe[k], kind)]
+    if unknown or wrong:
+        problem = (f"unknown key(s) {unknown} (allowed: {sorted(RECIPE_KEYS)})" if unknown else
+                   f"{wrong[0]!r} must be a JSON {'object' if RECIPE_KEYS[wrong[0]] is dict else 'string'}")
+        raise SSLUserError(f"recipe {where}: {problem}.", f"fix the file; a recipe looks like {example}")
+    return recipe
 
 
 def _parse_assignments(items: list[str]) -> dict:
@@ -45,9 +73,12 @@ def pretrain(dataset: str, configuration: str = "3d_fullres", plans: str = "nnUN
     ``unlabeled_folders`` (raw images named like nnU-Net's) and, with ``include_images_ts``, the
     dataset's imagesTs are preprocessed with the same plans and pretrained on with the labeled cases;
     the checkpoint's ``case_ids`` lists them as ``unlabeled__<folder name>__<case>``."""
+    from nnunet_ssl.blocks.distributed import rank
     from nnunet_ssl.integration import locations
     from nnunet_ssl.integration.dataset import open_preprocessed, resolve_dataset_name
+    from nnunet_ssl.integration.folder_lock import FolderLock
     from nnunet_ssl.integration.pretrainer import Pretrainer, PretrainSchedule
+    from nnunet_ssl.methods import get_method
 
     require_methods([method])
     recipe_values = load_recipe(recipe) if recipe else {}
@@ -58,29 +89,67 @@ def pretrain(dataset: str, configuration: str = "3d_fullres", plans: str = "nnUN
     # the method's own starting point (e.g. nnU-Net's optimiser for reconstruction), then recipe, then options
     schedule_values = {**get_method(method).schedule_defaults, **recipe_values.get("schedule", {}),
                        **(schedule_overrides or {})}
-    try:
+    try:  # both validate themselves when built (SSLUserError): before any data is opened
         schedule = PretrainSchedule.from_dict(schedule_values)
+        get_method(method).config_class.from_dict(method_config)
     except (TypeError, ValueError) as e:
-        raise SSLUserError(str(e), "fix the schedule options") from None
+        raise SSLUserError(str(e), "fix the options (--set, the schedule options or the recipe)") from None
     torch_device = select_device(device)
     name = resolve_dataset_name(dataset)
     folder = locations.pretraining_folder(name, method, plans, configuration)
-    final = os.path.join(folder, locations.FINAL)
-    # checked before opening the data, so a refused run does not preprocess unlabeled cases first
-    if os.path.isfile(final) and not resume:
-        raise SSLUserError(f"a finished pretraining already exists: {final}. Nothing was overwritten.",
-                           "use it (nnUNetv2_train ... -tr SSLInitTrainer), or move that folder away to pretrain again")
-    if os.path.isfile(os.path.join(folder, locations.LATEST)) and not resume:
-        raise SSLUserError(f"an unfinished pretraining exists in {folder}.",
-                           "add --c to continue it, or move that folder away to start over")
-    data = open_preprocessed(name, configuration, plans, list(unlabeled_folders or ()), include_images_ts)
-    trainer = Pretrainer(data, method, method_config, schedule, torch_device, folder)
-    if resume:
-        if os.path.isfile(final):
-            print(f"already finished: {final}")
-            return final
-        trainer.resume()
-    return trainer.run()
+    # one writer per folder; only the main process writes under torchrun
+    with FolderLock(folder, "nnUNetv2_ssl_pretrain") if rank() == 0 else contextlib.nullcontext():
+        removed = remove_leftover_temp_files(folder) if rank() == 0 else []
+        if removed:
+            print(f"removed {len(removed)} temporary file(s) an interrupted write left in {folder}: {removed}")
+        # checked before opening the data, so a refused run does not preprocess unlabeled cases first
+        final = os.path.join(folder, locations.FINAL)
+        if os.path.isfile(final) and _finished_checkpoint_ok(final, folder, resume):
+            if resume:
+                print(f"already finished: {final}")
+                return final
+            raise SSLUserError(f"a finished pretraining already exists: {final}. Nothing was overwritten.",
+                               "use it (nnUNetv2_train ... -tr SSLInitTrainer), or move that folder away to pretrain "
+                               "again")
+        if os.path.isfile(os.path.join(folder, locations.LATEST)) and not resume:
+            raise SSLUserError(f"an unfinished pretraining exists in {folder}.",
+                               "add --c to continue it, or move that folder away to start over")
+        data = open_preprocessed(name, configuration, plans, list(unlabeled_folders or ()), include_images_ts)
+        trainer = Pretrainer(data, method, method_config, schedule, torch_device, folder)
+        if resume:
+            trainer.resume()
+        return trainer.run()
+
+
+def _finished_checkpoint_ok(final: str, folder: str, resume: bool) -> bool:
+    """True for a readable checkpoint_final.pth (its .json re-derived if a kill lost it). A damaged one
+    gets one instruction: --c, which keeps it as .corrupt and writes it again from checkpoint_latest.pth."""
+    from nnunet_ssl.integration import locations
+    from nnunet_ssl.integration.checkpoint import CORRUPT_FINAL_FIX, load_encoder_checkpoint, write_final_json
+
+    try:
+        _state, meta = load_encoder_checkpoint(final)
+    except SSLUserError as e:
+        if not resume:
+            raise SSLUserError(f"{final} is damaged: {e.problem}", CORRUPT_FINAL_FIX) from None
+        if not os.path.isfile(os.path.join(folder, locations.LATEST)):
+            raise SSLUserError(f"{final} is damaged and there is no checkpoint_latest.pth to write it from.",
+                               f"move {folder} away and pretrain again (without --c)") from None
+        kept = _free_name(final + ".corrupt")
+        os.replace(final, kept)
+        print(f"kept the damaged {final} as {kept}; writing it again from checkpoint_latest.pth")
+        return False
+    if write_final_json(final, meta):
+        print(f"wrote the missing {locations.FINAL[:-4]}.json from the metadata inside {final}")
+    return True
+
+
+def _free_name(path: str) -> str:
+    """``path``, or ``path.N`` with the first N that does not exist: nothing a user has is overwritten."""
+    candidate, n = path, 1
+    while os.path.exists(candidate):
+        candidate, n = f"{path}.{n}", n + 1
+    return candidate
 
 
 def pretrain_entry() -> None:

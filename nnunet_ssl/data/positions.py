@@ -195,3 +195,12 @@ def pretraining_patch_size(plans_patch_size: Sequence[int], divisors: Sequence[i
     limit = max(div, int(max_fraction * median_shape[axis]) // div * div)
     size[axis] = min(size[axis], limit)
     return size
+
+
+def largest_useful_patch(divisors: Sequence[int], image_shapes: Sequence[Sequence[int]],
+                         plans_patch_size: Sequence[int]) -> list[int]:
+    """The longest patch edge per axis that still sees image: the longest edge of any case (any axis,
+    since clip methods turn volumes) or the plans' patch when that is longer, rounded up to the
+    network's stride. Beyond it a patch is only padding, and memory grows with its volume."""
+    longest = max(max(int(s) for s in shape) for shape in image_shapes)
+    return [max(int(p), -(-longest // int(d)) * int(d)) for p, d in zip(plans_patch_size, divisors)]

@@ -6,7 +6,9 @@ Weights are ``network.encoder.state_dict()`` (no ``decoder.encoder.*`` alias, no
 decoder's without its encoder alias and without the output layers (``seg_layers.*``), and
 the metadata is plain JSON-able data, so the file loads with ``torch.load(weights_only=True)``.
 Every write goes to a temporary file first and is renamed into place, so a crash never leaves a
-half-written checkpoint under the final name.
+half-written checkpoint under the final name. The metadata inside the .pth is the truth; the
+``checkpoint_final.json`` beside it is derived from it, written right after it, and re-derived
+whenever it is missing or differs (``write_final_json``), so the two never disagree for long.
 """
 import json
 import os
@@ -16,7 +18,7 @@ from importlib.metadata import PackageNotFoundError, version
 import numpy as np
 import torch
 
-from nnunet_ssl.atomic_io import atomic_torch_save
+from nnunet_ssl.atomic_io import atomic_save_json, atomic_torch_save
 from nnunet_ssl.errors import SSLUserError
 
 FORMAT_NAME = "nnunet-ssl-encoder"
@@ -52,6 +54,7 @@ class SSLCheckpointMeta:
     # blocks.health.learning_verdict of the last epoch, plus the encoder's conv weight scale against He init;
     # {} in checkpoints written before issue 10 (SSLInitTrainer then has no verdict to check)
     health: dict = field(default_factory=dict)
+    resumes: list = field(default_factory=list)  # one {"epoch": E, "time": ISO} per --c that continued
     versions: dict = field(default_factory=package_versions)
     format_version: int = FORMAT_VERSION
 
@@ -91,6 +94,37 @@ def save_encoder_checkpoint(path: str, encoder_state_dict: dict, meta: SSLCheckp
     atomic_torch_save(state, path)
 
 
+def json_path(final_path: str) -> str:
+    return os.path.splitext(final_path)[0] + ".json"
+
+
+def write_final_json(final_path: str, meta: SSLCheckpointMeta | None = None) -> bool:
+    """Write ``checkpoint_final.json`` from the metadata in ``checkpoint_final.pth`` when it is missing
+    or differs (e.g. a kill between the two writes); returns whether it wrote."""
+    meta = meta or load_encoder_checkpoint(final_path)[1]
+    target, data = json_path(final_path), meta.to_dict()
+    try:
+        with open(target) as f:
+            if json.load(f) == data:
+                return False
+    except (OSError, ValueError):
+        pass
+    atomic_save_json(data, target, indent=1)
+    return True
+
+
+def save_final_checkpoint(path: str, encoder_state_dict: dict, meta: SSLCheckpointMeta,
+                          decoder_state_dict: dict | None = None) -> None:
+    """The .pth (with the metadata, the truth) first, then the .json derived from it."""
+    save_encoder_checkpoint(path, encoder_state_dict, meta, decoder_state_dict)
+    write_final_json(path, meta)
+
+
+CORRUPT_FINAL_FIX = ("run the same nnUNetv2_ssl_pretrain command again with --c: it writes checkpoint_final.pth anew "
+                     "from checkpoint_latest.pth (keeping the damaged file as checkpoint_final.pth.corrupt), or says "
+                     "what else to do")
+
+
 def load_encoder_checkpoint(path: str) -> tuple[dict, SSLCheckpointMeta]:
     """Return (encoder state dict on CPU, metadata); a clear SSLUserError for every bad file."""
     encoder_state, _decoder_state, meta = load_checkpoint(path)
@@ -106,7 +140,8 @@ def load_checkpoint(path: str) -> tuple[dict, dict | None, SSLCheckpointMeta]:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, wrong pickle, ...: all mean "not a usable file"
         raise SSLUserError(f"{path} is not a readable checkpoint (truncated or corrupt?): "
-                           f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", rerun) from None
+                           f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+                           CORRUPT_FINAL_FIX) from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT_NAME:
         raise SSLUserError(f"{path} is not an nnunet-ssl encoder checkpoint (expected format {FORMAT_NAME!r}).",
                            "point nnUNet_ssl_weights at a checkpoint_final.pth written by nnUNetv2_ssl_pretrain")

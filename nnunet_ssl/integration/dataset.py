@@ -61,6 +61,18 @@ def dataset_id_of(dataset_name: str) -> int:
     return int(convert_dataset_name_to_id(dataset_name))
 
 
+def _load_plans(path: str) -> dict | None:
+    """The plans in ``path``, or None when it is no nnU-Net plans file (e.g. splits or fold tables,
+    which live in the same folder)."""
+    try:
+        plans = load_json(path)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(plans, dict) or not isinstance(plans.get("configurations"), dict) or "plans_name" not in plans:
+        return None
+    return plans
+
+
 def open_preprocessed(dataset: str | int, configuration: str, plans_identifier: str,
                       unlabeled_folders: list[str] = (), include_images_ts: bool = False) -> PreprocessedDataset:
     """The dataset's plans and preprocessed cases. ``unlabeled_folders`` (raw images named like
@@ -70,16 +82,17 @@ def open_preprocessed(dataset: str | int, configuration: str, plans_identifier: 
     dataset_id = dataset_id_of(name)
     folder = join(str(nnUNet_preprocessed), name)
     plans_file = join(folder, plans_identifier + ".json")
-    preprocess_cmd = f"nnUNetv2_plan_and_preprocess -d {dataset_id} -c {configuration}"
-    if not isfile(plans_file):
+    preprocess_cmd = f"nnUNetv2_plan_and_preprocess -d {int(dataset_id)} -c {configuration}"
+    plans = _load_plans(plans_file) if isfile(plans_file) else None
+    if plans is None:
         available = sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".json")
-                           and f not in ("dataset.json", "dataset_fingerprint.json", "splits_final.json")) \
-            if isdir(folder) else []
-        raise SSLUserError(f"no plans {plans_identifier!r} for {name} (looked for {plans_file}; "
+                           and _load_plans(join(folder, f)) is not None) if isdir(folder) else []
+        what = "is not a plans file" if isfile(plans_file) else "was not found"
+        raise SSLUserError(f"no plans {plans_identifier!r} for {name} ({plans_file} {what}; "
                            f"available: {available or 'none'}).",
                            preprocess_cmd if plans_identifier == "nnUNetPlans" or not available
-                           else f"pass -p with one of {available}, or run nnUNetv2_ssl_plan_cpu -d {dataset_id}")
-    plans_manager = PlansManager(plans_file)
+                           else f"pass -p with one of {available}, or run nnUNetv2_ssl_plan_cpu -d {int(dataset_id)}")
+    plans_manager = PlansManager(plans)
     if configuration not in plans_manager.available_configurations:
         raise SSLUserError(f"configuration {configuration!r} is not in {plans_identifier} "
                            f"(available: {plans_manager.available_configurations}).",

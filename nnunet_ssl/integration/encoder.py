@@ -36,5 +36,31 @@ def architecture_description(configuration: ConfigurationManager) -> dict:
 
 def architecture_hash(configuration: ConfigurationManager) -> str:
     """sha256 of the plans' architecture entry (class, kwargs), stable across key order."""
-    text = json.dumps(architecture_description(configuration), sort_keys=True, default=str)
+    return description_hash(architecture_description(configuration))
+
+
+def description_hash(description: dict) -> str:
+    text = json.dumps(description, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+# arch_kwargs that only the decoder uses: a difference there does not touch the pretrained encoder
+DECODER_ONLY_FIELDS = ("n_conv_per_stage_decoder", "deep_supervision")
+
+
+def comparable_description(configuration: ConfigurationManager) -> dict:
+    """The architecture description as stored in checkpoint metadata (JSON types, classes as text)."""
+    return json.loads(json.dumps(architecture_description(configuration), default=str))
+
+
+def architecture_differences(stored: dict, current: dict) -> list[str]:
+    """``"field: stored -> current"`` for every differing entry of two architecture descriptions
+    (arch_kwargs flattened one level), decoder-only fields left out."""
+    def flat(description: dict) -> dict:
+        values = {k: v for k, v in description.items() if k != "arch_kwargs"}
+        values.update(description.get("arch_kwargs", {}))
+        return values
+
+    a, b = flat(stored), flat(current)
+    return [f"{k}: {a.get(k, '(absent)')!r} -> {b.get(k, '(absent)')!r}" for k in sorted(set(a) | set(b))
+            if k not in DECODER_ONLY_FIELDS and a.get(k) != b.get(k)]

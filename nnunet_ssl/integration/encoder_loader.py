@@ -50,6 +50,7 @@ class LoadReport:
     rescaled: dict[str, float] = field(default_factory=dict)
     rescale_skipped: list[str] = field(default_factory=list)  # convs not followed by InstanceNorm: kept
     rescale_disabled: bool = False
+    warnings: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         m = self.meta
@@ -80,6 +81,7 @@ class LoadReport:
         health = m.health or {}
         if health.get("verdict"):
             lines.append(f"    pretraining health: {health['verdict']} ({health.get('reason', '')})")
+        lines += self.warnings
         return "\n".join(lines)
 
 
@@ -237,11 +239,58 @@ def check_pretraining_health(meta: SSLCheckpointMeta, path: str, environ=os.envi
         "to fine-tune from it anyway")
 
 
-def load_pretrained_encoder(network: nn.Module, path: str, rescale: bool | None = None,
-                            environ=os.environ) -> LoadReport:
-    """Load the checkpoint's encoder into ``network.encoder``. ``rescale`` (default: on unless
-    nnUNet_ssl_keep_weight_scale=1) rescales the convs that feed InstanceNorm to He-init std."""
-    state, meta = load_encoder_checkpoint(path)  # on CPU; load_state_dict copies to the module's device
+ALLOW_ARCHITECTURE_CHANGE_ENV = "nnUNet_ssl_allow_architecture_change"
+
+
+def _named_by_variable(path: str) -> str:
+    from nnunet_ssl.integration.locations import WEIGHTS_ENV
+    return WEIGHTS_ENV if os.environ.get(WEIGHTS_ENV) == path else ""
+
+
+def load_checkpoint_file(path: str) -> tuple[dict, SSLCheckpointMeta]:
+    """load_encoder_checkpoint; when nnUNet_ssl_weights named the file, every error says so."""
+    try:
+        return load_encoder_checkpoint(path)
+    except SSLUserError as e:
+        variable = _named_by_variable(path)
+        if not variable:
+            raise
+        raise SSLUserError(f"{variable}={path}: {e.problem}",
+                           f"point {variable} at a checkpoint_final.pth written by nnUNetv2_ssl_pretrain, or unset "
+                           f"it to load the finished pretraining of this dataset, plans and configuration") from None
+
+
+def check_architecture(meta: SSLCheckpointMeta, current: dict, path: str) -> str | None:
+    """Compare the pretraining's architecture with the one being built, after the weight shapes fit.
+
+    Equal hashes: nothing to say. Otherwise the remaining differences are in fields without weights
+    (nonlinearity, normalisation settings, strides, dropout): the weights load, but the encoder then
+    computes something else than what was pretrained, so this refuses, listing the fields; with
+    nnUNet_ssl_allow_architecture_change=1 it returns a warning for the log instead."""
+    from nnunet_ssl.integration.encoder import architecture_differences, description_hash
+    if description_hash(current) == meta.architecture_hash:
+        return None
+    differences = architecture_differences(meta.architecture, current)
+    if not differences:
+        return None  # e.g. only the decoder differs
+    listed = "\n    ".join(differences)
+    if os.environ.get(ALLOW_ARCHITECTURE_CHANGE_ENV, "").lower() in ("1", "true", "yes"):
+        return (f"WARNING: the pretrained encoder in {path} was trained with another architecture; loaded anyway "
+                f"({ALLOW_ARCHITECTURE_CHANGE_ENV} is set):\n    {listed}")
+    raise SSLUserError(
+        f"the pretrained encoder in {path} has the right weight shapes but was pretrained with another "
+        f"architecture (plans {meta.plans_identifier!r}, configuration {meta.configuration!r}); the weights "
+        f"would compute something else here:\n    {listed}",
+        "fine-tune with the plans used for pretraining, or pretrain for these plans; to load it anyway, "
+        f"export {ALLOW_ARCHITECTURE_CHANGE_ENV}=1")
+
+
+def load_pretrained_encoder(network: nn.Module, path: str, architecture: dict | None = None,
+                            rescale: bool | None = None, environ=os.environ) -> LoadReport:
+    """Load the checkpoint's encoder into ``network.encoder``. ``architecture`` (encoder.comparable_description
+    of the configuration being trained) is compared with the pretraining's (check_architecture); ``rescale``
+    (default: on unless nnUNet_ssl_keep_weight_scale=1) rescales the convs that feed InstanceNorm to He-init std."""
+    state, meta = load_checkpoint_file(path)  # on CPU; load_state_dict copies to the module's device
     check_pretraining_health(meta, path, environ)
     if rescale is None:
         rescale = environ.get(KEEP_WEIGHT_SCALE_ENV, "0").lower() not in ("1", "true")
@@ -258,24 +307,26 @@ def load_pretrained_encoder(network: nn.Module, path: str, rescale: bool | None 
             f"the pretrained encoder in {path} does not fit this network (pretrained with plans "
             f"{meta.plans_identifier!r}, configuration {meta.configuration!r}):\n    {shown}",
             "fine-tune with the plans and configuration used for pretraining (-p/-c), or pretrain for these")
+    warning = check_architecture(meta, architecture, path) if architecture is not None else None
     encoder.load_state_dict(state, strict=True)
     rescaled, skipped = rescale_convs_to_he_std(encoder) if rescale else ({}, [])
     # count distinct tensors: nnU-Net's conv blocks expose each one twice (conv / all_modules.N)
     return LoadReport(path=path, meta=meta, loaded=len({v.data_ptr() for v in encoder.state_dict().values()}),
-                      adapted=adapted, rescaled=rescaled, rescale_skipped=skipped, rescale_disabled=not rescale)
+                      adapted=adapted, rescaled=rescaled, rescale_skipped=skipped, rescale_disabled=not rescale,
+                      warnings=[warning] if warning else [])
 
 
-def load_pretrained_network(network: nn.Module, path: str) -> LoadReport:
+def load_pretrained_network(network: nn.Module, path: str, architecture: dict | None = None) -> LoadReport:
     """Encoder (as ``load_pretrained_encoder``) and decoder from a full-network checkpoint (reconstruction
     methods), except the segmentation output layers (``decoder.seg_layers.*``), which keep their random
     init: the checkpoint's had one output per input channel, not one per class. The report lists the
     decoder keys loaded and the keys left random; a checkpoint without a decoder is refused."""
-    _encoder_state, decoder_state, meta = load_checkpoint(path)
+    _encoder_state, decoder_state, meta = load_checkpoint(path)  # (load_pretrained_encoder names nnUNet_ssl_weights)
     if decoder_state is None:
         raise SSLUserError(f"{path} ({meta.method}) holds only an encoder, no decoder to load.",
                            "fine-tune it with SSLInitTrainer (encoder only), or pretrain a method that trains the "
                            "whole network (-m mae or -m models_genesis)")
-    report = load_pretrained_encoder(network, path)
+    report = load_pretrained_encoder(network, path, architecture)
     decoder = unwrap(network).decoder
     target = {k: v for k, v in decoder.state_dict().items() if not k.startswith(DECODER_EXCLUDED_PREFIXES)}
     source = strip_wrapper_prefixes(decoder_state)

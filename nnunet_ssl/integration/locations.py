@@ -26,12 +26,14 @@ def model_folder_name(trainer: str, plans_identifier: str, configuration: str) -
     return convert_trainer_plans_config_to_identifier(trainer, plans_identifier, configuration)
 
 
-def results_root(root: str | None = None) -> str:
-    """``root``, else $nnUNet_results; a message, not a traceback, when neither is there."""
+def results_root(root: str | None = None, needed_for: str = "this command") -> str:
+    """``root``, else $nnUNet_results; a clear error naming what needs it when neither is there."""
     if root:
         return root
     if not nnUNet_results.is_set():
-        raise SSLUserError("nnUNet_results is not set.", "export nnUNet_results=/path/to/nnUNet_results")
+        raise SSLUserError(f"nnUNet_results is not set; {needed_for} reads and writes there.",
+                           "export nnUNet_results=/path/to/nnUNet_results (see nnU-Net's "
+                           "documentation/setting_up_paths.md), or run nnUNetv2_ssl_doctor")
     return str(nnUNet_results)
 
 
@@ -42,7 +44,8 @@ def model_folder(dataset_name: str, trainer: str, plans_identifier: str, configu
 
 
 def pretraining_folder(dataset_name: str, method: str, plans_identifier: str, configuration: str) -> str:
-    return model_folder(dataset_name, PREFIX + method, plans_identifier, configuration)
+    return join(results_root(needed_for="pretraining"), dataset_name,
+                model_folder_name(PREFIX + method, plans_identifier, configuration))
 
 
 def available_pretrainings(dataset_name: str, plans_identifier: str, configuration: str) -> dict[str, str]:

@@ -7,8 +7,10 @@ progress log. Device handling follows nnU-Net: bf16 autocast on CUDA, plain fp32
 import contextlib
 import json
 import os
+import random
 import time
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -19,16 +21,25 @@ from tqdm import tqdm
 
 from nnunet_ssl.blocks.distributed import rank, world_size
 from nnunet_ssl.blocks.health import learning_verdict, weight_scale_ratios
+from nnunet_ssl.data.positions import largest_useful_patch
 from nnunet_ssl.errors import SSLUserError
 from nnunet_ssl.integration import locations
-from nnunet_ssl.atomic_io import atomic_save_json, atomic_torch_save
-from nnunet_ssl.integration.checkpoint import SSLCheckpointMeta, decoder_weights, save_encoder_checkpoint
+from nnunet_ssl.atomic_io import atomic_torch_save
+from nnunet_ssl.integration.checkpoint import SSLCheckpointMeta, decoder_weights, save_final_checkpoint
 from nnunet_ssl.integration.dataset import PreprocessedDataset
 from nnunet_ssl.integration.encoder_loader import rescale_convs_to_he_std
 from nnunet_ssl.integration.encoder import (architecture_description, architecture_hash, bottleneck_channels,
                                             build_planned_network, build_reconstruction_network)
 from nnunet_ssl.integration.progress import ProgressLog, save_preview
 from nnunet_ssl.methods import DataGeometry, Hyperparameters, get_method
+from nnunet_ssl.methods.base import Range
+
+
+# two patches per process: with one, the two views of that patch are the only embeddings, so there is
+# no negative (loss 0, nothing learnt), and the heads' BatchNorm cannot normalise a single sample
+MIN_BATCH_PER_PROCESS = 2
+BATCH_SIZE_WHY = ("each process needs 2 patches: with 1, its two views are the only embeddings, so there are no "
+                  "negatives, the loss is 0 and nothing is learnt")
 
 
 @dataclass(frozen=True)
@@ -48,6 +59,25 @@ class PretrainSchedule(Hyperparameters):
     patch_size: tuple | None = None  # None: the method chooses (PCL: plans patch, shorter on the position axis)
     seed: int = 0
 
+    OWNER: ClassVar[str] = "schedule"
+    LIMITS: ClassVar[dict] = {
+        "num_epochs": Range(1), "iterations_per_epoch": Range(1),
+        "batch_size": Range(MIN_BATCH_PER_PROCESS, why=BATCH_SIZE_WHY),
+        "initial_lr": Range(0, low_open=True), "momentum": Range(0, 1, high_open=True), "weight_decay": Range(0),
+        "patch_size": Range(1), "seed": Range(0)}
+    OPTIONS: ClassVar[dict] = {"num_epochs": "--epochs", "iterations_per_epoch": "--iterations-per-epoch",
+                               "batch_size": "--batch-size", "initial_lr": "--lr", "patch_size": "--patch-size",
+                               "seed": "--seed"}
+
+    @classmethod
+    def example(cls, name: str, default) -> str:
+        if name == "patch_size":
+            return "pass --patch-size with one positive length per axis (multiples of the network's strides), " \
+                   "or leave it out for the method's choice"
+        option = cls.OPTIONS.get(name)
+        value = default if name != "initial_lr" else f"{default} (the default; lower it if the loss rises)"
+        return f"e.g. {option} {value}" if option else f"set schedule.{name} to e.g. {default} in the recipe"
+
 
 def _autocast(device: torch.device):
     if device.type == "cuda":
@@ -63,12 +93,58 @@ def compile_wanted(device: torch.device, environ=os.environ) -> bool:
     return environ.get("nnUNet_compile", "true").lower() in ("true", "1", "t")
 
 
-def _augmenter(sampler, device: torch.device):
+# Divergence guard [assumption]: stop when an epoch's mean loss is both DIVERGENCE_FACTOR times the best
+# earlier epoch's and above the method's collapsed-embedding loss (with a full queue, where it has one):
+# worse than constant embeddings and rising, the signature of a too large learning rate (the issue's
+# --lr 1e3 run on hippocampus climbed 4.7 -> 6.8, collapsed value 4.9). A queue that fills raises the loss
+# but not above the full-queue collapsed value. Only from a global batch of DIVERGENCE_MIN_BATCH on: with
+# fewer embeddings a random start already lies far above the collapsed value (measured: batch 4 on the
+# synthetic test data, first step 5.4, collapsed 2.8; batch 16 on hippocampus, first step 5.5, collapsed 4.9).
+DIVERGENCE_FACTOR = 1.25
+DIVERGENCE_MIN_BATCH = 8
+
+
+def epoch_seed(seed: int, rank_: int, epoch: int) -> int:
+    """The seed of one epoch's data stream on one process: a resumed run draws the batches the
+    uninterrupted run would have drawn from that epoch on, never the first epochs' again."""
+    return int(np.random.SeedSequence([seed, rank_, epoch]).generate_state(1)[0])
+
+
+def seed_data_stream(seed: int, rank_: int, epoch: int) -> None:
+    """Seed everything the samplers and augmentations draw from (numpy, random, torch on CPU)."""
+    value = epoch_seed(seed, rank_, epoch)
+    np.random.seed(value)
+    random.seed(value)
+    torch.random.manual_seed(value)
+
+
+def divergence_problem(epoch_loss: float, best_earlier_loss: float | None, collapsed_loss: float | None,
+                       batch_size: int, factor: float = DIVERGENCE_FACTOR) -> str | None:
+    """Why an epoch's mean loss means the run diverged, or None (also when the guard does not apply:
+    the first epoch, no collapsed value from the method, or a batch below DIVERGENCE_MIN_BATCH)."""
+    if collapsed_loss is None or best_earlier_loss is None or batch_size < DIVERGENCE_MIN_BATCH:
+        return None
+    if not (epoch_loss > factor * best_earlier_loss and epoch_loss > collapsed_loss):
+        return None
+    return (f"the loss rose to {epoch_loss:.3f}, above {factor} x the best epoch's {best_earlier_loss:.3f} and above "
+            f"{collapsed_loss:.3f}, the loss of embeddings that are all equal: training diverges")
+
+
+def _augmenter(sampler, device: torch.device, seed: int):
     n_proc = get_allowed_n_proc_DA() if device.type == "cuda" else 0  # on CPU the workers would steal the cores
     if n_proc == 0:
         return SingleThreadedAugmenter(sampler, None)
-    return NonDetMultiThreadedAugmenter(sampler, None, n_proc, num_cached=max(6, n_proc // 2), seeds=None,
+    # workers draw from their own seeds: derived from the start epoch, so a resumed run does not replay
+    return NonDetMultiThreadedAugmenter(sampler, None, n_proc, num_cached=max(6, n_proc // 2),
+                                        seeds=[(seed + i) % 2 ** 32 for i in range(n_proc)],
                                         pin_memory=True, wait_time=0.002)
+
+
+def _shut_down(batches) -> None:
+    """Stop an augmenter's worker processes (a no-op for the single-threaded one)."""
+    finish = getattr(batches, "_finish", None)
+    if finish is not None:
+        finish()
 
 
 def _data_geometry(data: PreprocessedDataset, cases, requested_patch_size) -> DataGeometry:
@@ -94,6 +170,14 @@ def _data_geometry(data: PreprocessedDataset, cases, requested_patch_size) -> Da
             raise SSLUserError(f"patch size {list(requested_patch_size)} does not fit the network: each axis must "
                                f"be a multiple of its total stride {divisors}.",
                                "choose --patch-size with multiples of " + " ".join(map(str, divisors)))
+        limit = largest_useful_patch(divisors, shapes, data.configuration.patch_size)
+        if any(s > m for s, m in zip(requested_patch_size, limit)):
+            raise SSLUserError(f"patch size {list(requested_patch_size)} is larger than the data allow: at most "
+                               f"{limit} (the longest image edge, {max(max(x) for x in shapes)} voxels, or the plans' "
+                               f"patch {list(data.configuration.patch_size)}, rounded up to the strides); beyond it a "
+                               "patch is only padding, and memory grows with its volume.",
+                               "pass a --patch-size within " + " ".join(map(str, limit))
+                               + ", or leave it out for the method's choice")
     return DataGeometry(list(data.configuration.patch_size), divisors, shapes,
                         list(requested_patch_size) if requested_patch_size else None,
                         directions if all(d is not None for d in directions) else None,
@@ -107,9 +191,11 @@ class Pretrainer:
         if schedule.conv_weight_scale not in ("free", "he"):
             raise SSLUserError(f"conv_weight_scale must be 'free' or 'he', got {schedule.conv_weight_scale!r}.",
                                "e.g. --conv-weight-scale he")
-        if schedule.batch_size % world_size():
-            raise SSLUserError(f"batch size {schedule.batch_size} does not split over {world_size()} processes.",
-                               f"use a --batch-size divisible by {world_size()}")
+        if schedule.batch_size % world_size() or schedule.batch_size // world_size() < MIN_BATCH_PER_PROCESS:
+            raise SSLUserError(f"batch size {schedule.batch_size} does not split over {world_size()} processes "
+                               f"into at least {MIN_BATCH_PER_PROCESS} patches each ({BATCH_SIZE_WHY}).",
+                               f"use a --batch-size divisible by {world_size()} and at least "
+                               f"{MIN_BATCH_PER_PROCESS * world_size()}")
         self.is_main = rank() == 0
         if device.type == "cpu":
             torch.set_flush_denormal(True)  # denormals slow CPU arithmetic by orders of magnitude
@@ -149,6 +235,8 @@ class Pretrainer:
         total = schedule.num_epochs * schedule.iterations_per_epoch
         self.lr_scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=total)
         self.epoch = 0
+        self.resumes: list[dict] = []
+        self.saved_epoch: int | None = None  # the epoch checkpoint_latest.pth holds, once one exists
         os.makedirs(output_folder, exist_ok=True)
         self.log = ProgressLog(output_folder, enabled=self.is_main)
 
@@ -166,7 +254,8 @@ class Pretrainer:
             channel_names=dict(d.dataset_json.get("channel_names", d.dataset_json.get("modality", {}))),
             normalization_schemes=list(cfg.normalization_schemes), seed=self.schedule.seed,
             case_ids=list(d.case_ids), epochs_completed=self.epoch,
-            final_metrics=self.log.history[-1] if self.log.history else {}, health=self.health())
+            final_metrics=self.log.history[-1] if self.log.history else {}, health=self.health(),
+            resumes=list(self.resumes))
 
     def health(self) -> dict:
         """The last epoch's learning verdict (blocks.health) and the encoder's conv weight std against He init."""
@@ -186,13 +275,18 @@ class Pretrainer:
                            "scheduler_state": self.lr_scheduler.state_dict(), "epoch": self.epoch,
                            "history": self.log.history, "meta": self.metadata().to_dict()},
                           os.path.join(self.output_folder, locations.LATEST))
+        self.saved_epoch = self.epoch
 
     def resume(self) -> None:
         path = os.path.join(self.output_folder, locations.LATEST)
         if not os.path.isfile(path):
             raise SSLUserError(f"--c given but there is nothing to continue in {self.output_folder}.",
                                "run the same command without --c to start")
-        state = torch.load(path, map_location=self.device, weights_only=False)
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=False)
+        except Exception as e:  # truncated or corrupt: nothing to continue from
+            raise SSLUserError(f"{path} is not readable (truncated or corrupt?): {type(e).__name__}.",
+                               f"move {self.output_folder} away and run without --c to start over") from None
         before, now = set(state["meta"]["case_ids"]), set(self.data.case_ids)
         if before != now:
             added, removed = sorted(now - before), sorted(before - now)
@@ -206,8 +300,10 @@ class Pretrainer:
         self.method.load_state_dict(state["method_state"])
         self.optimizer.load_state_dict(state["optimizer_state"])
         self.lr_scheduler.load_state_dict(state["scheduler_state"])
-        self.epoch = state["epoch"]
+        self.epoch = self.saved_epoch = state["epoch"]
         self.log.history = state["history"]
+        self.resumes = list(state["meta"].get("resumes", [])) + [
+            {"epoch": self.epoch, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}]
         self.log.print(f"resumed from {path} at epoch {self.epoch}")
 
     def save_final(self) -> str:
@@ -216,8 +312,7 @@ class Pretrainer:
         if not self.is_main:
             return path
         decoder = decoder_weights(self.method.network) if self.method.needs_full_network else None
-        save_encoder_checkpoint(path, self.method.encoder.state_dict(), meta, decoder)
-        atomic_save_json(meta.to_dict(), os.path.join(self.output_folder, "checkpoint_final.json"), indent=1)
+        save_final_checkpoint(path, self.method.encoder.state_dict(), meta, decoder)
         return path
 
     def _write_preview(self, batch: dict) -> None:
@@ -238,9 +333,47 @@ class Pretrainer:
                        f"{self.data.configuration_name}: {len(self.data.case_ids)} cases, device {self.device}, "
                        f"{json.dumps(self.method.derived_values())}")
         per_rank_batch = s.batch_size // world_size()
-        batches = _augmenter(self.method.make_sampler(self.cases, self.data.case_ids, per_rank_batch), self.device)
+        batches = _augmenter(self.method.make_sampler(self.cases, self.data.case_ids, per_rank_batch), self.device,
+                             epoch_seed(s.seed, rank(), self.epoch))
+        try:
+            self._train_epochs(batches)
+        except KeyboardInterrupt:
+            self.log.print(self._interrupted_message())
+            raise
+        finally:
+            _shut_down(batches)  # on every exit path, not only on success
+        path = self.save_final()
+        what = "encoder and decoder" if self.method.needs_full_network else "encoder"
+        self.log.print(f"saved pretrained {what}: {path}")
+        health = self.health()
+        if health.get("verdict") == "no_learning":
+            self.log.print(
+                f"WARNING: this pretraining shows no learning: {health['reason']}. Fine-tuning from it is likely "
+                "no better than from scratch and can be worse; SSLInitTrainer refuses it unless "
+                "nnUNet_ssl_allow_unhealthy=1. Try another --set readout=..., a longer run or a different --lr.")
+        return path
+
+    def _kept(self) -> str:
+        return (f"checkpoint_latest.pth keeps epoch {self.saved_epoch}" if self.saved_epoch is not None
+                else "no checkpoint was written")
+
+    def _restart_advice(self) -> str:
+        """After a failed run: --c would continue the bad run and refuses another --lr, so start over."""
+        return (f"lower the learning rate (e.g. --lr {self.schedule.initial_lr / 10:g}) and run again"
+                + (f" after moving {self.output_folder} away" if self.saved_epoch is not None else ""))
+
+    def _interrupted_message(self) -> str:
+        if self.saved_epoch is None:
+            return "interrupted before the first epoch finished: no checkpoint was written (run the command again)"
+        return (f"interrupted in epoch {self.epoch + 1}; checkpoint_latest.pth holds epoch {self.saved_epoch} "
+                "(continue with the same command plus --c)")
+
+    def _train_epochs(self, batches) -> None:
+        s = self.schedule
+        collapsed = self.method.collapsed_loss(s.batch_size)
         self.method.train()
         while self.epoch < s.num_epochs:
+            seed_data_stream(s.seed, rank(), self.epoch)
             sums: dict[str, float] = {}
             start = time.time()
             bar = tqdm(range(s.iterations_per_epoch), desc=f"epoch {self.epoch + 1}/{s.num_epochs}", leave=False,
@@ -251,8 +384,9 @@ class Pretrainer:
                 with _autocast(self.device):
                     loss, metrics = self.model(batch)
                 if not torch.isfinite(loss):
-                    raise SSLUserError(f"the loss became {loss.item()} at epoch {self.epoch + 1}.",
-                                       "lower the learning rate (--lr) or check the data normalisation")
+                    raise SSLUserError(f"the loss became {loss.item()} at epoch {self.epoch + 1} "
+                                       f"({self._kept()}).", self._restart_advice() + " (or check the data "
+                                       "normalisation)")
                 self.optimizer.zero_grad(set_to_none=True)
                 (loss * world_size()).backward()  # DDP averages over ranks; see gather_with_local_grad
                 clip = self.method.gradient_clip_norm()
@@ -267,8 +401,13 @@ class Pretrainer:
                     sums[k] = sums.get(k, 0.0) + v
                 bar.set_postfix(loss=f"{metrics['loss']:.3f}")
             seconds = time.time() - start
-            self.epoch += 1
             epoch_metrics = {k: v / s.iterations_per_epoch for k, v in sums.items()}
+            earlier = [h["loss"] for h in self.log.history if "loss" in h]
+            diverged = divergence_problem(epoch_metrics["loss"], min(earlier) if earlier else None, collapsed,
+                                          s.batch_size)
+            if diverged:
+                raise SSLUserError(f"{diverged} (epoch {self.epoch + 1}; {self._kept()}).", self._restart_advice())
+            self.epoch += 1
             self.log.add_epoch({"epoch": self.epoch, **epoch_metrics, "lr": self.optimizer.param_groups[0]["lr"],
                                 "seconds": seconds, "samples_per_s": s.iterations_per_epoch * s.batch_size / seconds})
             for warning in self.method.health_warnings(epoch_metrics):
@@ -276,15 +415,3 @@ class Pretrainer:
             if self.is_main and self.method.wants_preview(self.epoch, s.num_epochs):
                 self._write_preview(batch)
             self.save_latest()
-        if hasattr(batches, "_finish"):
-            batches._finish()
-        path = self.save_final()
-        what = "encoder and decoder" if self.method.needs_full_network else "encoder"
-        self.log.print(f"saved pretrained {what}: {path}")
-        health = self.health()
-        if health.get("verdict") == "no_learning":
-            self.log.print(
-                f"WARNING: this pretraining shows no learning: {health['reason']}. Fine-tuning from it is likely "
-                "no better than from scratch and can be worse; SSLInitTrainer refuses it unless "
-                "nnUNet_ssl_allow_unhealthy=1. Try another --set readout=..., a longer run or a different --lr.")
-        return path

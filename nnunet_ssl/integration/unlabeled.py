@@ -188,8 +188,63 @@ def _up_to_date(folder: str, case_id: str, record: dict) -> bool:
         return False
 
 
+def nifti_expected_bytes(header: bytes) -> int | None:
+    """Bytes a NIfTI-1 file must hold (voxel offset + voxel data) from its first 348 bytes; None when
+    it is no NIfTI-1 header (other formats are left to their reader)."""
+    import struct
+    if len(header) < 348:
+        return None
+    for order in "<>":
+        if struct.unpack(order + "i", header[:4])[0] == 348:
+            dims = struct.unpack(order + "8h", header[40:56])
+            bitpix = struct.unpack(order + "h", header[72:74])[0]
+            offset = struct.unpack(order + "f", header[108:112])[0]
+            if not 1 <= dims[0] <= 7 or bitpix <= 0:
+                return None
+            return int(offset) + int(np.prod([max(d, 1) for d in dims[1:dims[0] + 1]])) * bitpix // 8
+    return None
+
+
+def truncation_problem(path: str) -> str | None:
+    """Why a file is incomplete (a cut-off gzip stream, or less voxel data than its NIfTI header
+    promises), or None. Readers fill a cut-off image with zeros without a word."""
+    import gzip
+    import zlib
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            header = f.read(348)
+            size = len(header)
+            while chunk := f.read(1 << 20):
+                size += len(chunk)
+    except EOFError as e:
+        return f"the compressed data is cut off ({e})"
+    except (gzip.BadGzipFile, zlib.error, OSError):
+        return None  # not gzip at all, or damaged inside: the reader's own error names the file
+    expected = nifti_expected_bytes(header) if ".nii" in path else None
+    if expected is not None and size < expected:
+        return f"it holds {size} bytes of a NIfTI image whose header needs {expected}"
+    return None
+
+
 def _read(reader_writer, files: list[str]):
-    """Read one case as nnU-Net does; on failure name the file that cannot be read."""
+    """Read one case as nnU-Net does; on failure, or a truncated file, or a file with several volumes
+    (a 4D image), name the file."""
+    for f in files:
+        problem = truncation_problem(f)
+        if problem:
+            raise SSLUserError(f"{f} is truncated: {problem}.", "copy that file again from its source, or remove it")
+    data, properties = _read_checked(reader_writer, files)
+    if data.shape[0] != len(files):
+        culprit = next((f for f in files if reader_writer.read_images([f])[0].shape[0] != 1), files[0])
+        raise SSLUserError(f"{culprit} holds several volumes (a 4D image); nnU-Net expects one 3D (or 2D) image per "
+                           f"file, one file per channel ({len(files)} here).",
+                           "split it into one file per channel (CASE_0000, CASE_0001, ...) if its volumes are the "
+                           "dataset's channels, or remove it")
+    return data, properties
+
+
+def _read_checked(reader_writer, files: list[str]):
     try:
         return reader_writer.read_images(files)
     except Exception as error:

@@ -1,5 +1,10 @@
 """What every pretraining method is: an encoder plus heads, its sampler, and one training step."""
-from dataclasses import asdict, dataclass, fields
+import json
+import math
+import types
+import typing
+from dataclasses import MISSING, asdict, dataclass, fields
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -10,7 +15,37 @@ from nnunet_ssl.errors import SSLUserError
 
 @dataclass(frozen=True)
 class Hyperparameters:
-    """Frozen hyperparameters; subclasses document each default's source next to it."""
+    """Frozen hyperparameters; subclasses document each default's source next to it.
+
+    Every instance validates itself when built: each value against its field's type, numbers
+    against the class's ``LIMITS``, then the class's own ``check()`` for rules between fields. A
+    bad value is an SSLUserError naming the option, the allowed values and an example."""
+
+    LIMITS: ClassVar[dict[str, Range]] = {}
+    OWNER: ClassVar[str] = ""  # how messages name these options (default: the class name)
+
+    def __post_init__(self):
+        hints = typing.get_type_hints(type(self))
+        for f in fields(self):
+            value = getattr(self, f.name)
+            problem = type_problem(value, hints[f.name])
+            if problem is None and f.name in self.LIMITS:
+                problem = range_problem(value, self.LIMITS[f.name])
+            if problem is not None:
+                raise SSLUserError(f"{self.OWNER or type(self).__name__} option {f.name} = {value!r}: {problem}.",
+                                   self.example(f.name, f.default))
+        self.check()
+
+    def check(self) -> None:
+        """Rules between fields; subclasses raise SSLUserError."""
+
+    @classmethod
+    def example(cls, name: str, default) -> str:
+        """How to set ``name`` right, shown as the fix."""
+        if default is MISSING or default is None:
+            return f"leave {name} unset for the automatic value, or give a value in the allowed range"
+        shown = json.dumps(list(default) if isinstance(default, tuple) else default, separators=(",", ":"))
+        return f"e.g. --set {name}={shown} (the default)"
 
     @classmethod
     def from_dict(cls, values: dict):
@@ -111,6 +146,12 @@ class PretrainingMethod(nn.Module):
     def preview(self, batch: dict) -> dict[str, torch.Tensor] | None:
         """Images to show the user, {title: (B, C, *spatial)} (e.g. input, masked input, reconstruction);
         None: nothing to show. Called without gradients on a training batch."""
+        return None
+
+    def collapsed_loss(self, global_batch_size: int) -> float | None:
+        """The loss of collapsed embeddings (all equal) for this batch size, which a training that
+        starts from random weights should stay below; the loop stops a run whose epoch loss rises far
+        above it (a diverging learning rate). None: the method gives no such value (no guard)."""
         return None
 
     def health_warnings(self, epoch_metrics: dict[str, float]) -> list[str]:

@@ -75,6 +75,9 @@ class MLSSCLConfig(ReadoutConfig):
     # fraction of 1/sqrt(projection_dim), its value for embeddings spread over the sphere [assumption]
     collapse_std_ratio: float = 0.1
 
+    def check(self) -> None:  # run when built (methods/base.py)
+        _check(self)
+
 
 def _check(config: MLSSCLConfig) -> None:
     def bad(option: str, problem: str, fix: str):

@@ -8,6 +8,7 @@ port [spec 3.2]: slices drawn uniformly over all slices, p = (z_orig + 1) / Z_or
 batchgenerators v1 augmentation, theta used as given.
 """
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -24,7 +25,7 @@ from nnunet_ssl.data.positions import (MAX_PATCH_FRACTION, patch_fraction, posit
 from nnunet_ssl.data.sampler import TwoViewPatchSampler, TwoViewSliceSampler
 from nnunet_ssl.data.views import pcl_slice_view_transform, pcl_view_transform
 from nnunet_ssl.errors import SSLUserError
-from nnunet_ssl.methods.base import DataGeometry, PretrainingMethod, ReadoutConfig
+from nnunet_ssl.methods.base import DataGeometry, PretrainingMethod, Range, ReadoutConfig
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,14 @@ class PCLConfig(ReadoutConfig):
     # lowest loss / collapse (0.73; prenorm 0.77, postnorm 0.77) and the best head-free retrieval of the readout
     # features (0.82; prenorm 0.81, postnorm 0.70; chance 0.21)
     readout: str = "multiscale"
+
+    OWNER: ClassVar[str] = "pcl/simclr/gcl"
+    LIMITS: ClassVar[dict] = {  # checked when built (methods/base.py)
+        "theta": Range(0, 1, low_open=True, why="a difference of normalised positions in [0, 1]"),
+        "temperature": Range(0, low_open=True), "base_temperature": Range(0, low_open=True),
+        "projection_dim": Range(1), "max_patch_fraction": Range(0, 1, low_open=True, high_open=True),
+        "rotation_degrees": Range(0, 360), "p_spatial": Range(0, 1), "scaling": Range(0, low_open=True),
+        "queue_size": Range(0)}
 
 
 def resolve_position_axis(axis: int | str, geometry: DataGeometry) -> int:
@@ -156,6 +165,10 @@ class PCL(PretrainingMethod):
     def queue_positive_mask(self, positions: torch.Tensor, queued_positions: torch.Tensor) -> torch.Tensor:
         """(N,) batch positions x (K,) queued positions -> (N, K) positives."""
         return positional_positive_mask(positions, self.threshold, queued_positions)
+
+    def collapsed_loss(self, global_batch_size: int) -> float:
+        queued = self.queue.size if self.queue is not None else 0  # a full queue: the largest value
+        return supcon_collapse_loss(2 * global_batch_size, queued, self.loss.scale)
 
     def training_step(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         images = torch.cat([batch["view1"], batch["view2"]])

@@ -5,6 +5,7 @@ from nnunetv2.training.lr_scheduler.warmup import Lin_incr_LRScheduler, PolyLRSc
 from nnunetv2.training.nnUNetTrainer.variants.lr_schedule.nnUNetTrainer_warmup import nnUNetTrainer_warmup
 
 from nnunet_ssl.errors import SSLUserError
+from nnunet_ssl.integration.encoder import comparable_description
 from nnunet_ssl.integration.encoder_loader import load_pretrained_encoder, load_pretrained_network, unwrap
 from nnunet_ssl.integration.locations import find_pretrained_checkpoint
 from nnunet_ssl.integration.trainers.sized import SizedTrainer
@@ -107,16 +108,16 @@ class SSLInitTrainer(WarmupPolyTrainer):
         try:
             path = find_pretrained_checkpoint(plans_manager.dataset_name, plans_manager.plans_name,
                                               self.configuration_name, self.PRETRAINING_METHOD)
-            report = self.load_pretrained(network, path)
+            report = self.load_pretrained(network, path, comparable_description(configuration_manager))
         except SSLUserError as e:
             raise SystemExit(f"\nnnunet-ssl error: {e.problem}" + (f"\n  Fix: {e.fix}" if e.fix else "")) from None
         self.print_to_log_file(report.summary())
         return network
 
     @staticmethod
-    def load_pretrained(network, path: str):
+    def load_pretrained(network, path: str, architecture: dict | None = None):
         """What of the checkpoint goes into the network; variants override (default: the encoder)."""
-        return load_pretrained_encoder(network, path)
+        return load_pretrained_encoder(network, path, architecture)
 
 
 class SSLInitTrainer_decoderFirst(SSLInitTrainer):
@@ -145,5 +146,5 @@ class SSLInitTrainer_fullNetwork(SSLInitTrainer):
     SSLInitTrainer; a checkpoint without a decoder (contrastive methods) is refused."""
 
     @staticmethod
-    def load_pretrained(network, path: str):
-        return load_pretrained_network(network, path)
+    def load_pretrained(network, path: str, architecture: dict | None = None):
+        return load_pretrained_network(network, path, architecture)

@@ -1,0 +1,424 @@
+"""Issue 14: every bad input stops with a message and a fix before anything is written; one writer
+per pretraining folder; resume and final writes; architecture compatibility on load.
+
+The CLI cases reuse the session's planned and preprocessed synthetic dataset (conftest.pretrained)
+with a results folder of their own, and fail before training starts, so each costs one start-up.
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from conftest import DATASET_ID, PLANS, fails_cleanly, script
+
+from nnunet_ssl.errors import SSLUserError
+
+PRETRAIN = [script("nnUNetv2_ssl_pretrain"), "-d", str(DATASET_ID), "-p", PLANS, "-device", "cpu"]
+FIXTURE_SCHEDULE = ["--epochs", "2", "--iterations-per-epoch", "3", "--batch-size", "4"]  # as conftest.pretrained
+
+
+@pytest.fixture
+def own_results(pretrained, tmp_path):
+    """The session's dataset with an empty results folder of this test's own (nnUNet_results)."""
+    results = tmp_path / "results"
+    results.mkdir()
+    env = {**os.environ, **pretrained["env"], "nnUNet_results": str(results), "nnUNet_n_proc_DA": "0",
+           "OMP_NUM_THREADS": "1"}
+    return env, results
+
+
+def run_ok(args: list[str], env: dict) -> subprocess.CompletedProcess:
+    result = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def written_results(results) -> list[str]:
+    """Every file under a results folder (a refused command must leave none)."""
+    return sorted(os.path.relpath(os.path.join(d, f), results) for d, _, files in os.walk(results) for f in files)
+
+
+def _recipe(tmp_path, text: str) -> str:
+    path = tmp_path / "recipe.json"
+    path.write_text(text)
+    return str(path)
+
+
+def _unlabeled(tmp_path, pretrained, kind: str) -> str:
+    folder = tmp_path / f"unlabeled_{kind}"
+    folder.mkdir()
+    good = os.path.join(pretrained["env"]["nnUNet_raw"], pretrained["name"], "imagesTr", "case_000_0000.nii.gz")
+    if kind == "truncated":  # the issue's drill: head -c 30000 good_0000.nii.gz > t_0000.nii.gz
+        with open(good, "rb") as f:
+            data = f.read()
+        (folder / "t_0000.nii.gz").write_bytes(data[:len(data) // 2])
+    else:  # three volumes in one file
+        volume = sitk.ReadImage(good)
+        sitk.WriteImage(sitk.JoinSeries([volume] * 3), str(folder / "f_0000.nii.gz"))
+    return str(folder)
+
+
+# (case id, extra pretrain arguments or a builder of them, texts the output must contain)
+BAD_PRETRAIN_INPUTS = [
+    ("epochs 0", ["--epochs", "0"], ["num_epochs = 0: must be >= 1", "--epochs"]),
+    ("epochs -1", ["--epochs", "-1"], ["num_epochs = -1: must be >= 1"]),
+    ("batch size 1", ["--batch-size", "1"], ["batch_size = 1: must be >= 2", "no negatives", "--batch-size 16"]),
+    ("batch size 0", ["--batch-size", "0"], ["batch_size = 0: must be >= 2"]),
+    ("iterations 0", ["--iterations-per-epoch", "0"], ["iterations_per_epoch = 0: must be >= 1"]),
+    ("patch 0 0 0", ["--patch-size", "0", "0", "0"], ["patch_size = [0, 0, 0]: must be >= 1", "--patch-size"]),
+    ("patch negative", ["--patch-size", "-16", "48", "32"], ["must be >= 1 for every element"]),
+    ("patch huge", ["--patch-size", "16", "9992", "9992"], ["larger than the data allow: at most", "--patch-size within"]),
+    ("lr -1", ["--lr", "-1"], ["initial_lr = -1.0: must be > 0", "--lr"]),
+    ("theta -1", ["--set", "theta=-1"], ["theta = -1: must be > 0", "--set theta=0.1"]),
+    ("theta abc", ["--set", "theta=abc"], ["theta = 'abc': must be a number", "--set theta=0.1"]),
+    ("temperature 0", ["--set", "temperature=0"], ["temperature = 0: must be > 0"]),
+    ("mlsscl temperature 0", ["-m", "mlsscl", "--set", "temperature=0"], ["mlsscl option temperature"]),
+    ("recipe malformed", lambda t, p: ["--recipe", _recipe(t, '{"schedule": {"num_epochs": 2,}}')],
+     ["is not valid JSON", "line 1", "a recipe looks like"]),
+    ("recipe list", lambda t, p: ["--recipe", _recipe(t, '[{"schedule": {}}]')], ["is a JSON list, not an object"]),
+    ("recipe bad key", lambda t, p: ["--recipe", _recipe(t, '{"schedul": {}}')], ["unknown key(s) ['schedul']"]),
+    ("plans label_budget_folds", ["-p", "label_budget_folds"],
+     ["no plans 'label_budget_folds'", "is not a plans file", "nnUNetPlans_cpu"]),
+    ("unlabeled truncated", lambda t, p: ["--unlabeled", _unlabeled(t, p, "truncated")],
+     ["t_0000.nii.gz is truncated", "copy that file again"]),
+    ("unlabeled 4D", lambda t, p: ["--unlabeled", _unlabeled(t, p, "4d")],
+     ["f_0000.nii.gz holds several volumes (a 4D image)", "one file per channel"]),
+]
+
+
+def fails_cleanly_in_process(entry, argv: list[str], env: dict, capsys, monkeypatch, *expected: str) -> str:
+    """``fails_cleanly`` for a console script's entry function, called in this process (argparse,
+    run_cli and all; no interpreter start-up per case): exit code != 0, the texts, no exception."""
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as stop:
+        entry()
+    output = "".join(capsys.readouterr())
+    assert stop.value.code not in (0, None), output[-2000:]
+    for text in expected:
+        assert text in output, f"{text!r} not in:\n{output[-3000:]}"
+    return output
+
+
+@pytest.mark.parametrize("args, expected", [c[1:] for c in BAD_PRETRAIN_INPUTS], ids=[c[0] for c in BAD_PRETRAIN_INPUTS])
+def test_bad_pretrain_input_fails_cleanly_and_writes_nothing(pretrained, own_results, tmp_path, capsys, monkeypatch,
+                                                             args, expected):
+    from nnunet_ssl.cli.pretrain import pretrain_entry
+    env, results = own_results
+    args = args(tmp_path, pretrained) if callable(args) else args
+    prepared = os.path.join(pretrained["env"]["nnUNet_preprocessed"], pretrained["name"], "label_budget_folds.json")
+    made = "label_budget_folds" in args and not os.path.exists(prepared)
+    if made:  # what nnUNetv2_ssl_splits writes next to the plans
+        with open(prepared, "w") as f:
+            json.dump({"folds": []}, f)
+    try:
+        fails_cleanly_in_process(pretrain_entry, PRETRAIN + list(args), env, capsys, monkeypatch, *expected, "Fix:")
+    finally:
+        if made:
+            os.remove(prepared)
+    assert os.listdir(results) == []  # not even an empty dataset folder
+
+
+def test_bad_input_through_the_installed_command(own_results):
+    """The same path as a separate process: exit code 2, no traceback, nothing written."""
+    env, results = own_results
+    fails_cleanly(PRETRAIN + ["--epochs", "0"], "num_epochs = 0: must be >= 1", "Fix: e.g. --epochs", env=env)
+    assert os.listdir(results) == []
+
+
+@pytest.mark.parametrize("kind", ["read-only", "not a folder"])
+def test_unwritable_results_folder(pretrained, own_results, tmp_path, kind):
+    env, results = own_results
+    if kind == "read-only":
+        if os.geteuid() == 0:
+            pytest.skip("root writes into read-only folders")
+        results.chmod(0o555)
+    else:
+        env["nnUNet_results"] = str(tmp_path / "a_file")
+        (tmp_path / "a_file").write_text("")
+    try:
+        fails_cleanly(PRETRAIN + FIXTURE_SCHEDULE, "cannot write into", "nnUNet_results", env=env)
+    finally:
+        results.chmod(0o755)
+
+
+@pytest.mark.parametrize("command", [["nnUNetv2_ssl_benchmark", "-d", str(DATASET_ID), "--labeled", "2", "-p", PLANS,
+                                      "-device", "cpu"],
+                                     ["nnUNetv2_ssl_export", "-d", str(DATASET_ID), "-o", "/tmp/nowhere"]])
+def test_results_unset(pretrained, command):
+    env = {k: v for k, v in {**os.environ, **pretrained["env"]}.items() if k != "nnUNet_results"}
+    fails_cleanly([script(command[0])] + command[1:], "nnUNet_results is not set", "export nnUNet_results=", env=env)
+
+
+# --- one writer per folder ------------------------------------------------------------------
+
+def _dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_lock_refuses_a_live_writer_and_takes_over_a_stale_one(tmp_path):
+    from nnunet_ssl.integration.folder_lock import LOCK_NAME, FolderLock
+    folder = tmp_path / "SSLPretrain_x"
+    messages = []
+    with FolderLock(str(folder), "test", messages.append):
+        assert (folder / LOCK_NAME).read_text().split()[0] == str(os.getpid())
+        with pytest.raises(SSLUserError, match="another test .process"):
+            FolderLock(str(folder), "test").__enter__()
+    assert not (tmp_path / "SSLPretrain_x").exists()  # the lock made it and nothing else was written: gone again
+    with FolderLock(str(tmp_path / "a" / "b"), "test"):
+        pass
+    assert not (tmp_path / "a").exists()  # every folder the lock made, not only the last
+    folder.mkdir()
+    (folder / LOCK_NAME).write_text(f"{_dead_pid()} {os.uname().nodename}\n")
+    with FolderLock(str(folder), "test", messages.append):
+        assert (folder / LOCK_NAME).read_text().split()[0] == str(os.getpid())
+    assert "taking over a stale lock" in messages[0]
+    assert not (folder / LOCK_NAME).exists() and folder.exists()  # a folder it did not make stays
+
+
+def test_second_pretraining_on_a_locked_folder_is_refused(pretrained, own_results):
+    env, results = own_results
+    folder = results / pretrained["name"] / f"SSLPretrain_pcl__{PLANS}__3d_fullres"
+    folder.mkdir(parents=True)
+    writer = subprocess.Popen(["sleep", "60"])
+    try:
+        (folder / ".nnunet_ssl.lock").write_text(f"{writer.pid} {os.uname().nodename}\n")
+        fails_cleanly(PRETRAIN + FIXTURE_SCHEDULE, f"another nnUNetv2_ssl_pretrain (process {writer.pid})",
+                      f"kill {writer.pid}", env=env)
+    finally:
+        writer.kill()
+    assert written_results(results) == [os.path.relpath(folder / ".nnunet_ssl.lock", results)]
+
+
+# --- resume, final writes, interrupts ----------------------------------------------------------
+
+def _copy_of_fixture_pretraining(pretrained, results) -> str:
+    folder = os.path.join(results, pretrained["name"], os.path.basename(pretrained["folder"]))
+    shutil.copytree(pretrained["folder"], folder)
+    return folder
+
+
+def test_damaged_final_gets_one_instruction_that_works(pretrained, own_results):
+    env, results = own_results
+    folder = _copy_of_fixture_pretraining(pretrained, results)
+    final = os.path.join(folder, "checkpoint_final.pth")
+    with open(final, "r+b") as f:
+        f.truncate(os.path.getsize(final) // 2)
+    leftover = os.path.join(folder, ".checkpoint_latest.pth.abc123.tmp")  # a kill inside atomic_write
+    open(leftover, "w").close()
+    fails_cleanly(PRETRAIN + FIXTURE_SCHEDULE, "checkpoint_final.pth is damaged", "with --c", env=env)
+    assert not os.path.exists(leftover)
+    out = run_ok(PRETRAIN + FIXTURE_SCHEDULE + ["--c"], env)  # the instruction
+    assert "kept the damaged" in out.stdout and "saved pretrained encoder" in out.stdout
+    assert os.path.isfile(final + ".corrupt")
+    from nnunet_ssl.integration.checkpoint import load_encoder_checkpoint
+    _, meta = load_encoder_checkpoint(final)
+    assert meta.epochs_completed == 2 and [r["epoch"] for r in meta.resumes] == [2]
+    with open(os.path.join(folder, "checkpoint_final.json")) as f:
+        assert json.load(f) == meta.to_dict()
+
+
+def test_lost_json_is_written_from_the_checkpoint(pretrained, own_results):
+    env, results = own_results
+    folder = _copy_of_fixture_pretraining(pretrained, results)
+    os.remove(os.path.join(folder, "checkpoint_final.json"))  # a kill between the two writes
+    out = run_ok(PRETRAIN + FIXTURE_SCHEDULE + ["--c"], env)
+    assert "wrote the missing checkpoint_final.json" in out.stdout and "already finished" in out.stdout
+    with open(os.path.join(folder, "checkpoint_final.json")) as f:
+        assert json.load(f)["epochs_completed"] == 2
+
+
+def test_sigterm_stops_like_ctrl_c_and_claims_no_checkpoint(pretrained, own_results):
+    env, results = own_results
+    process = subprocess.Popen(PRETRAIN + ["--epochs", "2", "--iterations-per-epoch", "10000", "--batch-size", "2"],
+                               env={**env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in process.stdout:  # the loop has started once it prints the run's summary line
+        lines.append(line)
+        if " cases, device cpu" in line:
+            break
+    time.sleep(1)
+    process.send_signal(signal.SIGTERM)
+    output = "".join(lines) + process.stdout.read()
+    assert process.wait(timeout=60) == 143, output
+    assert "interrupted before the first epoch finished: no checkpoint was written" in output
+    assert "terminated (SIGTERM)" in output and "Traceback" not in output
+    folder = results / pretrained["name"] / f"SSLPretrain_pcl__{PLANS}__3d_fullres"
+    assert not (folder / ".nnunet_ssl.lock").exists() and not (folder / "checkpoint_latest.pth").exists()
+
+
+def _pretrainer(pretrained, folder: str, epochs: int = 2, batch_size: int = 2):
+    from nnunet_ssl.integration.dataset import open_preprocessed
+    from nnunet_ssl.integration.pretrainer import Pretrainer, PretrainSchedule
+    data = open_preprocessed(pretrained["name"], "3d_fullres", PLANS)
+    schedule = PretrainSchedule(num_epochs=epochs, iterations_per_epoch=2, batch_size=batch_size, seed=3)
+    trainer = Pretrainer(data, "pcl", {"projection_dim": 16}, schedule, torch.device("cpu"), folder)
+    seen = []
+    step = trainer.method.training_step
+    trainer.method.training_step = lambda batch: (seen.append(batch["positions"].clone()), step(batch))[1]
+    return trainer, seen
+
+
+def test_resume_continues_the_data_stream_and_is_recorded(pretrained, tmp_path, single_torch_thread):
+    straight, seen_straight = _pretrainer(pretrained, str(tmp_path / "straight"))
+    straight.run()
+    interrupted, _ = _pretrainer(pretrained, str(tmp_path / "resumed"))
+    save = interrupted.save_latest
+
+    def save_then_stop():
+        save()
+        raise KeyboardInterrupt
+
+    interrupted.save_latest = save_then_stop
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.run()
+    resumed, seen_resumed = _pretrainer(pretrained, str(tmp_path / "resumed"))
+    resumed.resume()
+    final = resumed.run()
+    assert len(seen_straight) == 4 and len(seen_resumed) == 2
+    for a, b in zip(seen_resumed, seen_straight[2:]):  # epoch 2's batches, not epoch 1's again
+        assert torch.equal(a, b)
+    assert not all(torch.equal(a, b) for a, b in zip(seen_resumed, seen_straight[:2]))
+    from nnunet_ssl.integration.checkpoint import load_encoder_checkpoint
+    _, meta = load_encoder_checkpoint(final)
+    assert [r["epoch"] for r in meta.resumes] == [1] and meta.epochs_completed == 2
+
+
+def test_a_rising_loss_stops_the_run_before_a_final_checkpoint(pretrained, tmp_path, single_torch_thread):
+    folder = tmp_path / "run"
+    trainer, _ = _pretrainer(pretrained, str(folder), epochs=3, batch_size=8)
+    step = trainer.method.training_step
+
+    def rising(batch):  # the real loss, scaled up from the second epoch on, as a too large lr does
+        loss, metrics = step(batch)
+        scale = 1.0 if trainer.epoch == 0 else 3.0
+        return loss * scale, {**metrics, "loss": metrics["loss"] * scale}
+
+    trainer.method.training_step = rising
+    with pytest.raises(SSLUserError, match="diverges .epoch 2; checkpoint_latest.pth keeps epoch 1") as error:
+        trainer.run()
+    assert "--lr 0.01" in error.value.fix
+    assert not (folder / "checkpoint_final.pth").exists()
+
+
+def test_augmentation_workers_stop_when_training_fails(pretrained, tmp_path, monkeypatch, single_torch_thread):
+    from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
+
+    import nnunet_ssl.integration.pretrainer as pretrainer
+    made = []
+
+    def two_workers(sampler, device, seed):
+        made.append(NonDetMultiThreadedAugmenter(sampler, None, 2, num_cached=2, seeds=[seed, seed + 1]))
+        return made[-1]
+
+    monkeypatch.setattr(pretrainer, "_augmenter", two_workers)
+    trainer, _ = _pretrainer(pretrained, str(tmp_path / "run"))
+    running = []
+
+    def fail(batch):
+        running.extend(made[0]._processes)  # the workers that produced this batch
+        raise RuntimeError("boom")
+
+    trainer.method.training_step = fail
+    with pytest.raises(RuntimeError, match="boom"):
+        trainer.run()
+    assert len(running) == 2 and not any(p.is_alive() for p in running)
+
+
+# --- pure rules -------------------------------------------------------------------------------
+
+def test_divergence_rule():
+    from nnunet_ssl.blocks.supcon import collapsed_supcon_loss
+    from nnunet_ssl.integration.pretrainer import divergence_problem
+    collapsed = collapsed_supcon_loss(32)  # batch 16, two views: the issue's start value 4.7 is near it
+    assert collapsed == pytest.approx(0.1 / 0.07 * np.log(31))
+    assert "diverges" in divergence_problem(6.8, 4.7, collapsed, 16)  # the issue's --lr 1e3 run
+    assert divergence_problem(4.9, 4.7, collapsed, 16) is None  # a little noise
+    assert divergence_problem(5.0, 3.0, 8.3, 16) is None  # a filling queue: rising, but below its collapsed value
+    assert divergence_problem(6.8, None, collapsed, 16) is None  # the first epoch has nothing to compare with
+    assert divergence_problem(100.0, 4.7, None, 16) is None  # a method without a collapsed value: no guard
+    assert divergence_problem(100.0, 4.7, collapsed, 4) is None  # tiny batches: a random start is far above it
+
+
+def test_epoch_seeds_differ_by_epoch_rank_and_seed():
+    from nnunet_ssl.integration.pretrainer import epoch_seed
+    seeds = {epoch_seed(s, r, e) for s in range(3) for r in range(2) for e in range(5)}
+    assert len(seeds) == 30 and epoch_seed(0, 0, 1) == epoch_seed(0, 0, 1)
+
+
+def test_largest_useful_patch():
+    from nnunet_ssl.data.positions import largest_useful_patch
+    assert largest_useful_patch([4, 8, 8], [[28, 32, 28], [30, 33, 28]], [16, 16, 16]) == [36, 40, 40]
+    assert largest_useful_patch([4, 8], [[10, 12, 12]], [64, 64]) == [64, 64]  # the plans' patch when longer
+
+
+def test_leftover_temp_files_are_removed(tmp_path):
+    from nnunet_ssl.atomic_io import atomic_save_json, remove_leftover_temp_files
+    atomic_save_json({"a": 1}, str(tmp_path / "x.json"))
+    (tmp_path / ".x.json.k2j3.tmp").write_text("half")
+    (tmp_path / "keep.tmp").write_text("a user's file")
+    assert remove_leftover_temp_files(str(tmp_path)) == [".x.json.k2j3.tmp"]
+    assert sorted(os.listdir(tmp_path)) == ["keep.tmp", "x.json"]
+
+
+def test_nifti_truncation_is_detected(tmp_path):
+    from nnunet_ssl.integration.unlabeled import truncation_problem
+    path = str(tmp_path / "a.nii")
+    sitk.WriteImage(sitk.GetImageFromArray(np.ones((8, 9, 10), np.float32)), path)
+    assert truncation_problem(path) is None
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) - 100)
+    assert "header needs" in truncation_problem(path)
+
+
+# --- architecture compatibility ---------------------------------------------------------------
+
+def _network_and_description(pretrained, change: dict):
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from nnunet_ssl.integration.encoder import build_planned_network, comparable_description
+    prepared = os.path.join(pretrained["env"]["nnUNet_preprocessed"], pretrained["name"])
+    with open(os.path.join(prepared, PLANS + ".json")) as f:
+        plans = json.load(f)
+    plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"].update(change)
+    manager = PlansManager(plans)
+    config = manager.get_configuration("3d_fullres")
+    with open(os.path.join(prepared, "dataset.json")) as f:
+        dataset_json = json.load(f)
+    return build_planned_network(manager, config, dataset_json, 1), comparable_description(config)
+
+
+@pytest.mark.parametrize("change, outcome", [
+    ({}, "loads"),
+    ({"n_conv_per_stage_decoder": [1, 1, 1]}, "loads"),  # the decoder is not pretrained
+    ({"nonlin": "torch.nn.ReLU"}, "refused"),
+    ({"nonlin_kwargs": {"inplace": True, "negative_slope": 0.2}}, "refused"),
+])
+def test_architecture_hash_is_compared_on_load(pretrained, monkeypatch, change, outcome):
+    from nnunet_ssl.integration.encoder_loader import ALLOW_ARCHITECTURE_CHANGE_ENV, load_pretrained_encoder
+    final = os.path.join(pretrained["folder"], "checkpoint_final.pth")
+    if "n_conv_per_stage_decoder" in change:
+        change["n_conv_per_stage_decoder"] = [1] * (len(_network_and_description(pretrained, {})[1]["arch_kwargs"]
+                                                        ["n_conv_per_stage_decoder"]))
+    network, description = _network_and_description(pretrained, change)
+    if outcome == "loads":
+        assert load_pretrained_encoder(network, final, description).warnings == []
+        return
+    field = next(iter(change))
+    with pytest.raises(SSLUserError, match=f"pretrained with another architecture(.|\n)*{field}:") as error:
+        load_pretrained_encoder(network, final, description)
+    assert ALLOW_ARCHITECTURE_CHANGE_ENV in error.value.fix
+    monkeypatch.setenv(ALLOW_ARCHITECTURE_CHANGE_ENV, "1")
+    report = load_pretrained_encoder(network, final, description)
+    assert field in report.warnings[0] and field in report.summary()
