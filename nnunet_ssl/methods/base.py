@@ -14,6 +14,64 @@ from nnunet_ssl.errors import SSLUserError
 
 
 @dataclass(frozen=True)
+class Range:
+    """Allowed values of a numeric option (each element, for a tuple); ``why`` explains a bound."""
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # True: low itself is not allowed
+    high_open: bool = False
+    why: str = ""
+
+    def allows(self, value: float) -> bool:
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return above and below
+
+    def describe(self) -> str:
+        parts = []
+        if self.low is not None:
+            parts.append(f"{'>' if self.low_open else '>='} {self.low:g}")
+        if self.high is not None:
+            parts.append(f"{'<' if self.high_open else '<='} {self.high:g}")
+        return " and ".join(parts) or "finite"
+
+
+def type_problem(value, annotation) -> str | None:
+    """What is wrong with ``value`` for a field annotated ``annotation`` (None: it fits). JSON gives
+    lists for tuples and ints for whole floats; both are accepted."""
+    allowed = typing.get_args(annotation) if isinstance(annotation, types.UnionType) or \
+        typing.get_origin(annotation) is typing.Union else (annotation,)
+    for kind in allowed:
+        if kind is type(None) and value is None:
+            return None
+        if kind is bool and isinstance(value, bool):
+            return None
+        if kind is int and isinstance(value, int) and not isinstance(value, bool):
+            return None
+        if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return None
+        if kind is str and isinstance(value, str):
+            return None
+        if kind in (tuple, list) and isinstance(value, (tuple, list)):
+            return None
+    names = {type(None): "none", bool: "true or false", int: "an integer", float: "a number", str: "a text",
+             tuple: "a list like [1,2]", list: "a list like [1,2]"}
+    return "must be " + " or ".join(names.get(k, getattr(k, "__name__", str(k))) for k in allowed)
+
+
+def range_problem(value, limit: Range) -> str | None:
+    """What is wrong with a (type-checked) value for ``limit`` (None: it fits); tuples per element."""
+    items = value if isinstance(value, (tuple, list)) else [value]
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not limit.allows(v) for v in items
+           if v is not None):
+        return f"must be {limit.describe()}" + (" for every element" if isinstance(value, (tuple, list)) else "") \
+            + (f" ({limit.why})" if limit.why else "")
+    return None
+
+
+@dataclass(frozen=True)
 class Hyperparameters:
     """Frozen hyperparameters; subclasses document each default's source next to it.
 
