@@ -88,3 +88,14 @@ def test_an_older_hook_is_reported_as_outdated(tmp_path):
     assert discovery.hook_outdated(str(tmp_path))
     discovery.install_startup_hook(str(tmp_path))
     assert not discovery.hook_outdated(str(tmp_path))
+
+
+def test_console_scripts_set_the_wait_policy_before_torch_without_the_hook():
+    """-S: no start-up hook; importing our CLI package alone sets it, torch not yet loaded."""
+    package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(discovery.__file__))))
+    code = (f"import sys, os; sys.path.insert(0, {package_parent!r}); import nnunet_ssl.cli; "
+            f"print('torch' in sys.modules, os.environ.get('OMP_WAIT_POLICY'))")
+    result = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True,
+                            env={"PATH": os.environ.get("PATH", "")})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "PASSIVE"]
