@@ -56,14 +56,6 @@ def test_doctor_hook_works_from_a_site_dir(tmp_path):
     assert after.split(os.pathsep) == ["/user", discovery.TRAINER_FOLDER]
 
 
-def test_wait_policy_default_is_passive_and_keeps_a_users_choice():
-    from nnunet_ssl.integration.device import wait_policy_default
-    env = {}
-    assert wait_policy_default(env) == "PASSIVE" and env == {"OMP_WAIT_POLICY": "PASSIVE"}
-    for chosen in ({"OMP_WAIT_POLICY": "ACTIVE"}, {"GOMP_SPINCOUNT": "10000"}, {"KMP_BLOCKTIME": "0"}):
-        env = dict(chosen)
-        assert wait_policy_default(env) is None and env == chosen
-
 
 def test_startup_hook_sets_the_wait_policy_before_torch_starts_its_threads(tmp_path):
     """The hook runs before any import: OMP_WAIT_POLICY is in the environment when torch loads libgomp
