@@ -56,14 +56,6 @@ def test_doctor_hook_works_from_a_site_dir(tmp_path):
     assert after.split(os.pathsep) == ["/user", discovery.TRAINER_FOLDER]
 
 
-def test_wait_policy_default_is_passive_and_keeps_a_users_choice():
-    from nnunet_ssl.integration.device import wait_policy_default
-    env = {}
-    assert wait_policy_default(env) == "PASSIVE" and env == {"OMP_WAIT_POLICY": "PASSIVE"}
-    for chosen in ({"OMP_WAIT_POLICY": "ACTIVE"}, {"GOMP_SPINCOUNT": "10000"}, {"KMP_BLOCKTIME": "0"}):
-        env = dict(chosen)
-        assert wait_policy_default(env) is None and env == chosen
-
 
 def test_startup_hook_sets_the_wait_policy_before_torch_starts_its_threads(tmp_path):
     """The hook runs before any import: OMP_WAIT_POLICY is in the environment when torch loads libgomp
@@ -88,3 +80,14 @@ def test_an_older_hook_is_reported_as_outdated(tmp_path):
     assert discovery.hook_outdated(str(tmp_path))
     discovery.install_startup_hook(str(tmp_path))
     assert not discovery.hook_outdated(str(tmp_path))
+
+
+def test_console_scripts_set_the_wait_policy_before_torch_without_the_hook():
+    """-S: no start-up hook; importing our CLI package alone sets it, torch not yet loaded."""
+    package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(discovery.__file__))))
+    code = (f"import sys, os; sys.path.insert(0, {package_parent!r}); import nnunet_ssl.cli; "
+            f"print('torch' in sys.modules, os.environ.get('OMP_WAIT_POLICY'))")
+    result = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True,
+                            env={"PATH": os.environ.get("PATH", "")})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "PASSIVE"]

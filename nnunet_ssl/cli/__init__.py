@@ -4,6 +4,11 @@ import sys
 from typing import Callable
 
 from nnunet_ssl.errors import SSLUserError
+from nnunet_ssl.integration.device import wait_policy_default
+
+# before any of our console scripts imports torch, also where the start-up hook is not installed
+# (an editable install before `nnUNetv2_ssl_doctor --fix`); the hook covers nnUNetv2_train
+wait_policy_default()
 
 
 class Terminated(KeyboardInterrupt):

@@ -32,6 +32,7 @@ def benchmark(dataset: str, methods: list[str], budgets: list[int], base_folds: 
     from nnunet_ssl.benchmark.steps import StepRunner
     from nnunet_ssl.integration import locations
     from nnunet_ssl.integration.dataset import dataset_id_of, open_preprocessed
+    from nnunet_ssl.integration.device import cpu_worker_env
     from nnunet_ssl.integration.splits import add_label_budget_folds
     from nnunet_ssl.methods import require_methods
 
@@ -43,8 +44,7 @@ def benchmark(dataset: str, methods: list[str], budgets: list[int], base_folds: 
     cells = plan_cells(methods, rows, lengths, tuple(finetunes))
     out_dir = output or join(results_root, data.dataset_name, "ssl_benchmark")
     os.makedirs(out_dir, exist_ok=True)
-    cpu_env = {"nnUNet_n_proc_DA": os.environ.get("nnUNet_n_proc_DA", "0"),
-               "nnUNet_def_n_proc": os.environ.get("nnUNet_def_n_proc", "1")} if device == "cpu" else {}
+    cpu_env = cpu_worker_env(device)
     if not report_only:
         pretrain = [m for m in methods if m not in REFERENCE_ARMS and not os.path.isfile(
             join(locations.pretraining_folder(data.dataset_name, m, plans, configuration), locations.FINAL))]

@@ -81,6 +81,7 @@ def write_demo_split(preprocessed_root: str, protocol: dict, cases: list[str]) -
 
 
 def demo(workdir: str | None = None, device: str = "cpu") -> dict:
+    from nnunet_ssl.integration.device import cpu_worker_env
     from nnunet_ssl.integration.locations import FINAL, PREFIX, model_folder
 
     protocol = load_protocol()
@@ -88,10 +89,7 @@ def demo(workdir: str | None = None, device: str = "cpu") -> dict:
     for path in folders.values():
         os.makedirs(path, exist_ok=True)
     env = {**os.environ, **folders}
-    # On a CPU, augmentation and export worker processes only compete with training for the cores.
-    # (Planning must not see nnUNet_n_proc_DA=0: nnunetv2 2.8.1 passes it to torch.set_num_threads.)
-    cpu_env = {"nnUNet_n_proc_DA": os.environ.get("nnUNet_n_proc_DA", "0"),
-               "nnUNet_def_n_proc": os.environ.get("nnUNet_def_n_proc", "1")} if device == "cpu" else {}
+    cpu_env = cpu_worker_env(device)  # for training steps only, not for planning
     work = os.path.dirname(folders["nnUNet_results"])
     ds_id, ds_name, plans, cfg = (str(protocol["dataset_id"]), protocol["dataset_name"], protocol["plans"],
                                   protocol["configuration"])

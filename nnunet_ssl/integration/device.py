@@ -20,6 +20,16 @@ def requested_threads() -> int | None:
     return int(value) if value.isdigit() and int(value) > 0 else None
 
 
+def cpu_worker_env(device: str, environ=os.environ) -> dict[str, str]:
+    """Environment for nnU-Net commands we start on a CPU: no augmentation or export worker
+    processes (on a CPU they only compete with training for the cores), unless the user set them.
+    Not for planning: nnunetv2 2.8.1 passes nnUNet_n_proc_DA=0 to torch.set_num_threads there."""
+    if device != "cpu":
+        return {}
+    return {"nnUNet_n_proc_DA": environ.get("nnUNet_n_proc_DA", "0"),
+            "nnUNet_def_n_proc": environ.get("nnUNet_def_n_proc", "1")}
+
+
 def wait_policy_default(environ=os.environ) -> str | None:
     """Set OMP_WAIT_POLICY=PASSIVE unless the user chose how OpenMP threads wait; return what was set.
 
