@@ -7,17 +7,17 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from nnunet_ssl.blocks.heads import ProjectionHead, global_average_pool
+from nnunet_ssl.blocks.health import normalised_std
+from nnunet_ssl.blocks.heads import ProjectionHead
 from nnunet_ssl.blocks.momentum import cosine_schedule, make_momentum_copy, update_momentum
 from nnunet_ssl.blocks.similarity import normalized_mse
 from nnunet_ssl.data.views import instance_view_sampler
 from nnunet_ssl.errors import SSLUserError
-from nnunet_ssl.methods.base import DataGeometry, Hyperparameters, PretrainingMethod
-from nnunet_ssl.methods.mlsscl import normalised_std
+from nnunet_ssl.methods.base import DataGeometry, PretrainingMethod, ReadoutConfig
 
 
 @dataclass(frozen=True)
-class BYOLConfig(Hyperparameters):
+class BYOLConfig(ReadoutConfig):  # readout: ReadoutConfig's prenorm
     projection_dim: int = 256  # [paper: BYOL sec. 3.3, projector output 256]
     hidden_dim: int = 4096  # [paper: BYOL, hidden 4096, BatchNorm + ReLU, same for the predictor]
     head_batch_norm: bool = True  # [paper: BYOL]
@@ -41,7 +41,7 @@ class BYOL(PretrainingMethod):
             raise SSLUserError(f"byol needs 0 <= base_momentum <= final_momentum <= 1, got {config.base_momentum}, "
                                f"{config.final_momentum}.", "e.g. --set base_momentum=0.996 --set final_momentum=1")
         self.patch_size = [int(s) for s in (geometry.requested_patch_size or geometry.plans_patch_size)]
-        self.projector = ProjectionHead(bottleneck_channels, config.hidden_dim, config.projection_dim,
+        self.projector = ProjectionHead(self.feature_dim, config.hidden_dim, config.projection_dim,
                                         config.head_batch_norm)
         self.predictor = ProjectionHead(config.projection_dim, config.hidden_dim, config.projection_dim,
                                         config.head_batch_norm)
@@ -52,7 +52,7 @@ class BYOL(PretrainingMethod):
         return nn.ModuleDict({"encoder": self.encoder, "projector": self.projector})
 
     def derived_values(self) -> dict:
-        return {"patch_size": self.patch_size}
+        return {**super().derived_values(), "patch_size": self.patch_size}
 
     def make_sampler(self, cases, case_ids: list[str], batch_size: int):
         if len(self.patch_size) != 3:
@@ -63,13 +63,11 @@ class BYOL(PretrainingMethod):
         return instance_view_sampler(cases, case_ids, batch_size, self.patch_size)
 
     def _target_projection(self, images: torch.Tensor) -> torch.Tensor:
-        features = self.target["encoder"](images)
-        features = features[-1] if isinstance(features, (list, tuple)) else features
-        return self.target["projector"](global_average_pool(features))
+        return self.target["projector"](self.pooled_features(images, encoder=self.target["encoder"]))
 
     def training_step(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         views = torch.cat([batch["view1"], batch["view2"]])
-        projections = self.projector(global_average_pool(self.bottleneck(views)))
+        projections = self.projector(self.pooled_features(views))
         predictions = self.predictor(projections)
         with torch.no_grad():
             targets = self._target_projection(views)

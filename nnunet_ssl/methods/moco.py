@@ -7,18 +7,18 @@ import torch
 from torch import nn
 
 from nnunet_ssl.blocks.distributed import gather_with_local_grad
-from nnunet_ssl.blocks.heads import ProjectionHead, global_average_pool
+from nnunet_ssl.blocks.health import infonce_collapse_loss, normalised_std
+from nnunet_ssl.blocks.heads import ProjectionHead
 from nnunet_ssl.blocks.infonce import InfoNCELoss, retrieval_top1
 from nnunet_ssl.blocks.momentum import make_momentum_copy, update_momentum
 from nnunet_ssl.blocks.queue import MemoryQueue
 from nnunet_ssl.data.views import instance_view_sampler
 from nnunet_ssl.errors import SSLUserError
-from nnunet_ssl.methods.base import DataGeometry, Hyperparameters, PretrainingMethod
-from nnunet_ssl.methods.mlsscl import normalised_std
+from nnunet_ssl.methods.base import DataGeometry, PretrainingMethod, ReadoutConfig
 
 
 @dataclass(frozen=True)
-class MoCoConfig(Hyperparameters):
+class MoCoConfig(ReadoutConfig):  # readout: ReadoutConfig's prenorm
     projection_dim: int = 128  # [paper: MoCo v2, 2-layer MLP head, 128-d output]
     hidden_dim: int = 2048  # [paper: MoCo v2, 2048-d hidden layer]
     # [assumption] MoCo v2's head has no BatchNorm; nnU-Net's InstanceNorm encoders need a batch-level norm in
@@ -45,7 +45,7 @@ class MoCo(PretrainingMethod):
                                f"{config.temperature}, {config.momentum}, {config.queue_size}.",
                                "e.g. --set temperature=0.2 --set momentum=0.999 --set queue_size=4096")
         self.patch_size = [int(s) for s in (geometry.requested_patch_size or geometry.plans_patch_size)]
-        self.projector = ProjectionHead(bottleneck_channels, config.hidden_dim, config.projection_dim,
+        self.projector = ProjectionHead(self.feature_dim, config.hidden_dim, config.projection_dim,
                                         config.head_batch_norm)
         # a child module, so state_dict holds it (resume); requires_grad off, so SGD never changes it
         self.target = make_momentum_copy(self._online_branch())
@@ -56,7 +56,7 @@ class MoCo(PretrainingMethod):
         return nn.ModuleDict({"encoder": self.encoder, "projector": self.projector})
 
     def derived_values(self) -> dict:
-        return {"patch_size": self.patch_size}
+        return {**super().derived_values(), "patch_size": self.patch_size}
 
     def make_sampler(self, cases, case_ids: list[str], batch_size: int):
         if len(self.patch_size) != 3:
@@ -64,19 +64,19 @@ class MoCo(PretrainingMethod):
         return instance_view_sampler(cases, case_ids, batch_size, self.patch_size)
 
     def training_step(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        embedding = self.projector(global_average_pool(self.bottleneck(batch["view1"])))
+        embedding = self.projector(self.pooled_features(batch["view1"]))
         queries = gather_with_local_grad(embedding)
         with torch.no_grad():
-            features = self.target["encoder"](batch["view2"])
-            features = features[-1] if isinstance(features, (list, tuple)) else features
-            keys = gather_with_local_grad(self.target["projector"](global_average_pool(features)))
+            keys = gather_with_local_grad(self.target["projector"](
+                self.pooled_features(batch["view2"], encoder=self.target["encoder"])))
             # in-batch negatives on the very first step, while the queue is empty
             negatives = self.queue.contents()[0] if int(self.queue.num_filled) > 0 else None
         loss = self.loss(queries, keys, negatives)
         top1 = retrieval_top1(queries.detach(), keys, negatives)
         candidates = len(keys) if negatives is None else len(negatives) + 1
         self.queue.enqueue(keys)
-        return loss, {"loss": loss.item(), "top1": top1.item(), "top1_chance": 1.0 / candidates,
+        return loss, {"loss": loss.item(), "loss_collapse": infonce_collapse_loss(candidates), "top1": top1.item(),
+                      "top1_chance": 1.0 / candidates,
                       "queue_fill": int(self.queue.num_filled) / self.queue.size,
                       "embedding_std": normalised_std(queries.detach())}
 
