@@ -316,7 +316,8 @@ def load_pretrained_encoder(network: nn.Module, path: str, architecture: dict | 
                       warnings=[warning] if warning else [])
 
 
-def load_pretrained_network(network: nn.Module, path: str, architecture: dict | None = None) -> LoadReport:
+def load_pretrained_network(network: nn.Module, path: str, architecture: dict | None = None,
+                            rescale: bool | None = None) -> LoadReport:
     """Encoder (as ``load_pretrained_encoder``) and decoder from a full-network checkpoint (reconstruction
     methods), except the segmentation output layers (``decoder.seg_layers.*``), which keep their random
     init: the checkpoint's had one output per input channel, not one per class. The report lists the
@@ -326,7 +327,7 @@ def load_pretrained_network(network: nn.Module, path: str, architecture: dict | 
         raise SSLUserError(f"{path} ({meta.method}) holds only an encoder, no decoder to load.",
                            "fine-tune it with SSLInitTrainer (encoder only), or pretrain a method that trains the "
                            "whole network (-m mae or -m models_genesis)")
-    report = load_pretrained_encoder(network, path, architecture)
+    report = load_pretrained_encoder(network, path, architecture, rescale)
     decoder = unwrap(network).decoder
     target = {k: v for k, v in decoder.state_dict().items() if not k.startswith(DECODER_EXCLUDED_PREFIXES)}
     source = strip_wrapper_prefixes(decoder_state)
