@@ -300,13 +300,7 @@ def load_pretrained_encoder(network: nn.Module, path: str, architecture: dict | 
     encoder_state = encoder.state_dict()
     with torch.no_grad():
         adapted = adapt_input_projection(network, encoder_state, state)
-    problems = encoder_mismatches(encoder_state, state)
-    if problems:
-        shown = "\n    ".join(problems[:10]) + (f"\n    ... and {len(problems) - 10} more" if len(problems) > 10 else "")
-        raise SSLUserError(
-            f"the pretrained encoder in {path} does not fit this network (pretrained with plans "
-            f"{meta.plans_identifier!r}, configuration {meta.configuration!r}):\n    {shown}",
-            "fine-tune with the plans and configuration used for pretraining (-p/-c), or pretrain for these")
+    refuse_mismatches("encoder", encoder_mismatches(encoder_state, state), path, meta)
     warning = check_architecture(meta, architecture, path) if architecture is not None else None
     encoder.load_state_dict(state, strict=True)
     rescaled, skipped = rescale_convs_to_he_std(encoder) if rescale else ({}, [])
@@ -314,6 +308,17 @@ def load_pretrained_encoder(network: nn.Module, path: str, architecture: dict | 
     return LoadReport(path=path, meta=meta, loaded=len({v.data_ptr() for v in encoder.state_dict().values()}),
                       adapted=adapted, rescaled=rescaled, rescale_skipped=skipped, rescale_disabled=not rescale,
                       warnings=[warning] if warning else [])
+
+
+def refuse_mismatches(part: str, problems: list[str], path: str, meta: SSLCheckpointMeta) -> None:
+    """One message for pretrained weights (``part``: encoder or decoder) whose keys or shapes do not fit."""
+    if not problems:
+        return
+    shown = "\n    ".join(problems[:10]) + (f"\n    ... and {len(problems) - 10} more" if len(problems) > 10 else "")
+    raise SSLUserError(
+        f"the pretrained {part} in {path} does not fit this network (pretrained with plans "
+        f"{meta.plans_identifier!r}, configuration {meta.configuration!r}):\n    {shown}",
+        "fine-tune with the plans and configuration used for pretraining (-p/-c), or pretrain for these")
 
 
 def load_pretrained_network(network: nn.Module, path: str, architecture: dict | None = None,
@@ -331,13 +336,7 @@ def load_pretrained_network(network: nn.Module, path: str, architecture: dict | 
     decoder = unwrap(network).decoder
     target = {k: v for k, v in decoder.state_dict().items() if not k.startswith(DECODER_EXCLUDED_PREFIXES)}
     source = strip_wrapper_prefixes(decoder_state)
-    problems = encoder_mismatches(target, source)
-    if problems:
-        shown = "\n    ".join(problems[:10]) + (f"\n    ... and {len(problems) - 10} more" if len(problems) > 10 else "")
-        raise SSLUserError(
-            f"the pretrained decoder in {path} does not fit this network (pretrained with plans "
-            f"{meta.plans_identifier!r}, configuration {meta.configuration!r}):\n    {shown}",
-            "fine-tune with the plans and configuration used for pretraining (-p/-c), or pretrain for these")
+    refuse_mismatches("decoder", encoder_mismatches(target, source), path, meta)
     missing, unexpected = decoder.load_state_dict(source, strict=False)
     assert not unexpected, unexpected  # checked above
     report.decoder_loaded = sorted(f"decoder.{k}" for k in source)
