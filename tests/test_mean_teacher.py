@@ -77,7 +77,7 @@ def test_no_validation_case_is_unlabeled_on_nnunet_and_label_budget_splits():
     label-budget folds of nnUNetv2_ssl_splits, on 260 hippocampus-like case ids."""
     from nnunetv2.utilities.crossval_split import generate_crossval_split
 
-    from nnunet_ssl.benchmark.splits import label_budget_folds
+    from nnunet_ssl.data.folds import label_budget_folds
     cases = [f"hippocampus_{i:03d}" for i in range(260)]
     splits = generate_crossval_split(cases, seed=12345, n_splits=5)
     splits, _ = label_budget_folds(splits, [0, 1, 2], [2, 5, 10], seed=0)

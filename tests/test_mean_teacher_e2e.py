@@ -74,7 +74,7 @@ def test_stock_train_validates_and_saves_the_teacher(pretrained, tmp_path):
     predictor.initialize_from_trained_model_folder(model, (fold,), "checkpoint_final.pth")
     assert all(torch.equal(predictor.list_of_parameters[0][k], v) for k, v in teacher.items())
 
-    from nnunet_ssl.cli.export import export
+    from nnunet_ssl.integration.export import export
     target = export(str(DATASET_ID), "3d_fullres", "SSLMeanTeacherTrainer_tiny", PLANS, str(tmp_path / "shared"),
                     [str(fold)])
     exported = torch.load(os.path.join(target, f"fold_{fold}", "checkpoint_final.pth"), weights_only=False)
