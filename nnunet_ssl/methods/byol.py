@@ -5,19 +5,18 @@ import math
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from nnunet_ssl.blocks.health import normalised_std
 from nnunet_ssl.blocks.heads import ProjectionHead
-from nnunet_ssl.blocks.momentum import cosine_schedule, make_momentum_copy, update_momentum
+from nnunet_ssl.blocks.momentum import cosine_schedule, update_momentum
 from nnunet_ssl.blocks.similarity import normalized_mse
-from nnunet_ssl.data.views import instance_view_sampler
 from nnunet_ssl.errors import SSLUserError
-from nnunet_ssl.methods.base import DataGeometry, PretrainingMethod, ReadoutConfig
+from nnunet_ssl.methods.base import DataGeometry
+from nnunet_ssl.methods.momentum_pair import MomentumPairConfig, MomentumPairMethod
 
 
 @dataclass(frozen=True)
-class BYOLConfig(ReadoutConfig):  # readout: ReadoutConfig's prenorm
+class BYOLConfig(MomentumPairConfig):
     projection_dim: int = 256  # [paper: BYOL sec. 3.3, projector output 256]
     hidden_dim: int = 4096  # [paper: BYOL, hidden 4096, BatchNorm + ReLU, same for the predictor]
     head_batch_norm: bool = True  # [paper: BYOL]
@@ -28,7 +27,7 @@ class BYOLConfig(ReadoutConfig):  # readout: ReadoutConfig's prenorm
     collapse_std_ratio: float = 0.1
 
 
-class BYOL(PretrainingMethod):
+class BYOL(MomentumPairMethod):
     """Symmetrised: each view's prediction regresses the other view's target projection [paper: L + L~]."""
     name = "byol"
     config_class = BYOLConfig
@@ -36,41 +35,21 @@ class BYOL(PretrainingMethod):
     # momentum 0.9, cosine)
 
     def __init__(self, encoder, bottleneck_channels: int, config: BYOLConfig, geometry: DataGeometry):
-        super().__init__(encoder, bottleneck_channels, config)
         if not 0.0 <= config.base_momentum <= config.final_momentum <= 1.0:
             raise SSLUserError(f"byol needs 0 <= base_momentum <= final_momentum <= 1, got {config.base_momentum}, "
                                f"{config.final_momentum}.", "e.g. --set base_momentum=0.996 --set final_momentum=1")
-        self.patch_size = [int(s) for s in (geometry.requested_patch_size or geometry.plans_patch_size)]
-        self.projector = ProjectionHead(self.feature_dim, config.hidden_dim, config.projection_dim,
-                                        config.head_batch_norm)
+        super().__init__(encoder, bottleneck_channels, config, geometry)
+        # not in the online branch the target copies: BYOL's target has no predictor [paper]
         self.predictor = ProjectionHead(config.projection_dim, config.hidden_dim, config.projection_dim,
                                         config.head_batch_norm)
-        self.target = make_momentum_copy(self._online_branch())
         self.current_momentum = config.base_momentum
-
-    def _online_branch(self) -> nn.ModuleDict:
-        return nn.ModuleDict({"encoder": self.encoder, "projector": self.projector})
-
-    def derived_values(self) -> dict:
-        return {**super().derived_values(), "patch_size": self.patch_size}
-
-    def make_sampler(self, cases, case_ids: list[str], batch_size: int):
-        if len(self.patch_size) != 3:
-            raise SSLUserError(f"{self.name} makes 3D views, but the patch is {self.patch_size}.", "use -c 3d_fullres")
-        if batch_size < 2:
-            raise SSLUserError(f"byol needs at least 2 patches per step (BatchNorm in the heads), got {batch_size}.",
-                               "use --batch-size 2 or more")
-        return instance_view_sampler(cases, case_ids, batch_size, self.patch_size)
-
-    def _target_projection(self, images: torch.Tensor) -> torch.Tensor:
-        return self.target["projector"](self.pooled_features(images, encoder=self.target["encoder"]))
 
     def training_step(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         views = torch.cat([batch["view1"], batch["view2"]])
         projections = self.projector(self.pooled_features(views))
         predictions = self.predictor(projections)
         with torch.no_grad():
-            targets = self._target_projection(views)
+            targets = self.target_projection(views)
         p1, p2 = predictions.chunk(2)
         z1, z2 = targets.chunk(2)
         loss = normalized_mse(p1, z2) + normalized_mse(p2, z1)

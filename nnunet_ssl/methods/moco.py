@@ -4,21 +4,19 @@ view, a key of the other view from a momentum encoder, InfoNCE against a queue o
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from nnunet_ssl.blocks.distributed import gather_with_local_grad
 from nnunet_ssl.blocks.health import infonce_collapse_loss, normalised_std
-from nnunet_ssl.blocks.heads import ProjectionHead
 from nnunet_ssl.blocks.infonce import InfoNCELoss, retrieval_top1
-from nnunet_ssl.blocks.momentum import make_momentum_copy, update_momentum
+from nnunet_ssl.blocks.momentum import update_momentum
 from nnunet_ssl.blocks.queue import MemoryQueue
-from nnunet_ssl.data.views import instance_view_sampler
 from nnunet_ssl.errors import SSLUserError
-from nnunet_ssl.methods.base import DataGeometry, PretrainingMethod, ReadoutConfig
+from nnunet_ssl.methods.base import DataGeometry
+from nnunet_ssl.methods.momentum_pair import MomentumPairConfig, MomentumPairMethod
 
 
 @dataclass(frozen=True)
-class MoCoConfig(ReadoutConfig):  # readout: ReadoutConfig's prenorm
+class MoCoConfig(MomentumPairConfig):
     projection_dim: int = 128  # [paper: MoCo v2, 2-layer MLP head, 128-d output]
     hidden_dim: int = 2048  # [paper: MoCo v2, 2048-d hidden layer]
     # [assumption] MoCo v2's head has no BatchNorm; nnU-Net's InstanceNorm encoders need a batch-level norm in
@@ -31,7 +29,7 @@ class MoCoConfig(ReadoutConfig):  # readout: ReadoutConfig's prenorm
     queue_size: int = 4096
 
 
-class MoCo(PretrainingMethod):
+class MoCo(MomentumPairMethod):
     """Asymmetric as in MoCo v2 (view 1 queries, view 2 keys). Shuffle-BN across GPUs is not done: the
     key encoder's BatchNorm is in its head only and runs on the key batch alone."""
     name = "moco"
@@ -39,36 +37,19 @@ class MoCo(PretrainingMethod):
     schedule_defaults = {"initial_lr": 0.03, "weight_decay": 1e-4}  # [paper: MoCo v2, SGD, momentum 0.9, cosine]
 
     def __init__(self, encoder, bottleneck_channels: int, config: MoCoConfig, geometry: DataGeometry):
-        super().__init__(encoder, bottleneck_channels, config)
         if not config.temperature > 0 or not 0.0 <= config.momentum <= 1.0 or not config.queue_size >= 1:
             raise SSLUserError(f"moco needs temperature > 0, momentum in [0, 1] and queue_size >= 1, got "
                                f"{config.temperature}, {config.momentum}, {config.queue_size}.",
                                "e.g. --set temperature=0.2 --set momentum=0.999 --set queue_size=4096")
-        self.patch_size = [int(s) for s in (geometry.requested_patch_size or geometry.plans_patch_size)]
-        self.projector = ProjectionHead(self.feature_dim, config.hidden_dim, config.projection_dim,
-                                        config.head_batch_norm)
-        # a child module, so state_dict holds it (resume); requires_grad off, so SGD never changes it
-        self.target = make_momentum_copy(self._online_branch())
+        super().__init__(encoder, bottleneck_channels, config, geometry)
         self.queue = MemoryQueue(config.queue_size, config.projection_dim)
         self.loss = InfoNCELoss(config.temperature)
-
-    def _online_branch(self) -> nn.ModuleDict:
-        return nn.ModuleDict({"encoder": self.encoder, "projector": self.projector})
-
-    def derived_values(self) -> dict:
-        return {**super().derived_values(), "patch_size": self.patch_size}
-
-    def make_sampler(self, cases, case_ids: list[str], batch_size: int):
-        if len(self.patch_size) != 3:
-            raise SSLUserError(f"{self.name} makes 3D views, but the patch is {self.patch_size}.", "use -c 3d_fullres")
-        return instance_view_sampler(cases, case_ids, batch_size, self.patch_size)
 
     def training_step(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         embedding = self.projector(self.pooled_features(batch["view1"]))
         queries = gather_with_local_grad(embedding)
         with torch.no_grad():
-            keys = gather_with_local_grad(self.target["projector"](
-                self.pooled_features(batch["view2"], encoder=self.target["encoder"])))
+            keys = gather_with_local_grad(self.target_projection(batch["view2"]))
             # in-batch negatives on the very first step, while the queue is empty
             negatives = self.queue.contents()[0] if int(self.queue.num_filled) > 0 else None
         loss = self.loss(queries, keys, negatives)
