@@ -170,7 +170,7 @@ def test_grouped_base_folds_a_user_wrote_are_used_as_they_are(nnunet_env, tmp_pa
     (json.dumps({**GROUPS, "patient099_frame01": "patient099"}), [],
      "names 1 case(s) that are not training cases of this dataset (e.g. ['patient099_frame01'])"),
     (json.dumps({c: p for c, p in GROUPS.items() if c != CASES[3]}), [],
-     f"1 training case(s) have no patient in"),
+     "1 training case(s) have no patient in"),
     (json.dumps({**GROUPS, CASES[0]: ["patient000"]}), [], "no usable patient id"),
     (json.dumps(GROUPS), ["--labeled", "10"], "label budget 10 is larger than the 9 training patients"),
     (None, ["--group-pattern", r"^(patient\d+)_frame01"], "do not match --group-pattern"),

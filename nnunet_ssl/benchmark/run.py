@@ -56,7 +56,7 @@ def trainer_name(method: str, length: str, finetune: str = "default") -> str:
             return compose_name(scratch_base, None, "default", length)
         if method in REFERENCE_ARMS:
             raise SSLUserError(f"--finetune {finetune} has no {method!r} arm.",
-                               f"it runs for scratch and for pretraining methods")
+                               "it runs for scratch and for pretraining methods")
         return compose_name(init_base, method, "default", length)
     if method in REFERENCE_ARMS:
         base, recipe = REFERENCE_ARMS[method]
@@ -147,6 +147,8 @@ def pretraining_summary(method: str, folder: str) -> dict:
     """Steps, wall time and the last epoch's metrics of a finished pretraining (its
     checkpoint_final.json and progress.json), for the benchmark's pretraining table."""
     import json
+
+    from nnunet_ssl.blocks.health import health_plateau
     with open(join(folder, "checkpoint_final.json")) as f:
         meta = json.load(f)
     history = []
@@ -156,7 +158,8 @@ def pretraining_summary(method: str, folder: str) -> dict:
     schedule = meta["hparams"]["schedule"]
     return {"method": method, "epochs": meta["epochs_completed"],
             "steps": meta["epochs_completed"] * schedule["iterations_per_epoch"], "batch_size": schedule["batch_size"],
-            "minutes": sum(e.get("seconds", 0.0) for e in history) / 60, "final_metrics": meta["final_metrics"]}
+            "minutes": sum(e.get("seconds", 0.0) for e in history) / 60, "final_metrics": meta["final_metrics"],
+            "plateau": health_plateau(history)}
 
 
 def missing_summaries(cells: list[Cell], dataset_name: str, configuration: str, plans: str,

@@ -7,6 +7,8 @@ interval carries both the training-to-training and the case-to-case spread.
 """
 import numpy as np
 
+from nnunet_ssl.blocks.health import doubling_plateau
+
 BOOTSTRAP_SAMPLES = 10_000  # [assumption] enough for a stable 2.5/97.5 percentile at 3 decimals
 CONFIDENCE = 0.95
 
@@ -67,7 +69,4 @@ PLATEAU_GAIN = 0.01  # Dice a doubling of the training length must add to count 
 def plateau_length(curve: dict[int, float], gain: float = PLATEAU_GAIN) -> int | None:
     """The shortest length L whose doubling adds less than ``gain`` mean Dice (curve: {iterations:
     mean Dice}, with 2L measured); None while every measured doubling still adds more."""
-    for length in sorted(curve):
-        if 2 * length in curve and curve[2 * length] - curve[length] < gain:
-            return length
-    return None
+    return doubling_plateau(curve, gain)

@@ -66,6 +66,57 @@ def learning_verdict(loss: float, collapse_loss: float, top1: float | None, chan
             "thresholds": {"max_loss_ratio": MAX_LOSS_RATIO, "min_retrieval_gain": MIN_RETRIEVAL_GAIN}}
 
 
+# --- pretraining length from health curves [issue 10 item 4, issue 12 item 4]: the fine-tuning plateau's
+# doubling rule (benchmark/statistics.plateau_length) applied to label-free curves that rise while a method
+# learns. Per-epoch values are averaged over a trailing window, since one epoch of 20-25 steps is noisy.
+HEALTH_PLATEAU_GAIN = 0.01  # [assumption] a doubling of the epochs must move a curve by this much
+HEALTH_SMOOTHING_EPOCHS = 3  # [assumption] trailing window of the per-epoch curves
+
+
+def doubling_plateau(curve: dict[int, float], gain: float) -> int | None:
+    """The shortest length L (a key of ``curve``) whose doubling 2L, also measured, raises the curve by less
+    than ``gain``; None while every measured doubling still raises it more (or none is measured)."""
+    for length in sorted(curve):
+        if 2 * length in curve and curve[2 * length] - curve[length] < gain:
+            return length
+    return None
+
+
+def health_curves(history: list[dict]) -> dict[str, list[float]]:
+    """Per-epoch curves that rise while a method learns, from a pretraining's history (progress.json):
+    ``collapse_margin`` = 1 - loss / collapse value, ``retrieval_gain`` = (top-1 - chance) / (1 - chance).
+    A curve is left out when an epoch lacks its metrics (reconstruction methods have neither)."""
+    curves = {}
+    if history and all("loss" in h and h.get("loss_collapse", 0) > 0 for h in history):
+        curves["collapse_margin"] = [1 - h["loss"] / h["loss_collapse"] for h in history]
+    if history and all("top1_retrieval" in h and 0 <= h.get("top1_chance", 1) < 1 for h in history):
+        curves["retrieval_gain"] = [(h["top1_retrieval"] - h["top1_chance"]) / (1 - h["top1_chance"])
+                                    for h in history]
+    return curves
+
+
+def trailing_mean(values: list[float], window: int = HEALTH_SMOOTHING_EPOCHS) -> list[float]:
+    return [sum(values[max(0, i + 1 - window):i + 1]) / (i + 1 - max(0, i + 1 - window)) for i in range(len(values))]
+
+
+def health_plateau(history: list[dict], gain: float = HEALTH_PLATEAU_GAIN) -> dict:
+    """Where a pretraining's health curves stop rising: per curve, the shortest epoch (from the smoothing
+    window's length on) whose doubling (also run) adds less than ``gain`` to the smoothed curve; ``plateau_epoch`` is the latest of them (None when a
+    curve is still rising at the end, or there is no curve). ``still_rising`` names those curves."""
+    per_curve, rising = {}, []
+    for name, values in health_curves(history).items():
+        smoothed = trailing_mean(values)
+        # from the first full window on: earlier "doublings" are a single epoch or two
+        found = doubling_plateau({epoch: v for epoch, v in enumerate(smoothed, start=1)
+                                  if epoch >= HEALTH_SMOOTHING_EPOCHS}, gain)
+        per_curve[name] = found
+        if found is None:
+            rising.append(name)
+    plateau = max(per_curve.values()) if per_curve and not rising else None
+    return {"plateau_epoch": plateau, "epochs": len(history), "per_curve": per_curve, "still_rising": rising,
+            "gain": gain, "too_short": len(history) < 2 * HEALTH_SMOOTHING_EPOCHS}
+
+
 def he_std(weight: torch.Tensor, negative_slope: float = 1e-2) -> float:
     """Std of nnU-Net's He initialisation (InitWeights_He(1e-2): kaiming_normal_, fan_in, leaky ReLU gain)
     for a conv weight (out, in, *kernel)."""

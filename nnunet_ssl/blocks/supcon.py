@@ -2,7 +2,6 @@
 
 PCL, SimCLR and GCL differ only in the mask they pass in; the loss knows nothing about positions.
 """
-import math
 
 import torch
 import torch.nn.functional as F

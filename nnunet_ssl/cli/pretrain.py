@@ -78,7 +78,6 @@ def pretrain(dataset: str, configuration: str = "3d_fullres", plans: str = "nnUN
     from nnunet_ssl.integration.dataset import open_preprocessed, resolve_dataset_name
     from nnunet_ssl.integration.folder_lock import FolderLock
     from nnunet_ssl.integration.pretrainer import Pretrainer, PretrainSchedule
-    from nnunet_ssl.methods import get_method
 
     require_methods([method])
     recipe_values = load_recipe(recipe) if recipe else {}

@@ -20,7 +20,7 @@ from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 from tqdm import tqdm
 
 from nnunet_ssl.blocks.distributed import rank, world_size
-from nnunet_ssl.blocks.health import learning_verdict, weight_scale_ratios
+from nnunet_ssl.blocks.health import health_plateau, learning_verdict, weight_scale_ratios
 from nnunet_ssl.data.positions import largest_useful_patch
 from nnunet_ssl.errors import SSLUserError
 from nnunet_ssl.integration import locations
@@ -116,6 +116,19 @@ def seed_data_stream(seed: int, rank_: int, epoch: int) -> None:
     np.random.seed(value)
     random.seed(value)
     torch.random.manual_seed(value)
+
+
+def plateau_message(plateau: dict) -> str:
+    """One line on whether the run was long enough, from blocks.health.health_plateau."""
+    if not plateau["per_curve"]:
+        return "health curves: none for this method (no collapse value or retrieval), no plateau check"
+    if plateau["too_short"]:
+        return f"health curves: {plateau['epochs']} epoch(s) are too few to tell whether they stopped rising"
+    if plateau["plateau_epoch"] is not None:
+        return (f"health curves ({', '.join(plateau['per_curve'])}) stopped rising at epoch "
+                f"{plateau['plateau_epoch']} of {plateau['epochs']}: doubling it added < {plateau['gain']}")
+    return (f"health curves still rising at the end ({', '.join(plateau['still_rising'])}: no doubling within "
+            f"{plateau['epochs']} epochs added < {plateau['gain']}): a longer pretraining (--epochs) may learn more")
 
 
 def divergence_problem(epoch_loss: float, best_earlier_loss: float | None, collapsed_loss: float | None,
@@ -258,10 +271,12 @@ class Pretrainer:
             resumes=list(self.resumes))
 
     def health(self) -> dict:
-        """The last epoch's learning verdict (blocks.health) and the encoder's conv weight std against He init."""
+        """The last epoch's learning verdict (blocks.health), where the health curves stopped rising, and the
+        encoder's conv weight std against He init."""
         ratios = sorted(weight_scale_ratios(self.method.encoder).values())
         result = {"conv_weight_std_over_he": {"min": ratios[0], "median": ratios[len(ratios) // 2],
-                                              "max": ratios[-1]} if ratios else {}}
+                                              "max": ratios[-1]} if ratios else {},
+                  "plateau": health_plateau(self.log.history)}
         last = self.log.history[-1] if self.log.history else {}
         if "loss" in last and "loss_collapse" in last:
             result.update(learning_verdict(last["loss"], last["loss_collapse"], last.get("top1_retrieval"),
@@ -351,6 +366,7 @@ class Pretrainer:
                 f"WARNING: this pretraining shows no learning: {health['reason']}. Fine-tuning from it is likely "
                 "no better than from scratch and can be worse; SSLInitTrainer refuses it unless "
                 "nnUNet_ssl_allow_unhealthy=1. Try another --set readout=..., a longer run or a different --lr.")
+        self.log.print(plateau_message(health["plateau"]))
         return path
 
     def _kept(self) -> str:

@@ -56,7 +56,8 @@ class MoCo(MomentumPairMethod):
         top1 = retrieval_top1(queries.detach(), keys, negatives)
         candidates = len(keys) if negatives is None else len(negatives) + 1
         self.queue.enqueue(keys)
-        return loss, {"loss": loss.item(), "loss_collapse": infonce_collapse_loss(candidates), "top1": top1.item(),
+        return loss, {"loss": loss.item(), "loss_collapse": infonce_collapse_loss(candidates),
+                      "top1_retrieval": top1.item(),
                       "top1_chance": 1.0 / candidates,
                       "queue_fill": int(self.queue.num_filled) / self.queue.size,
                       "embedding_std": normalised_std(queries.detach())}

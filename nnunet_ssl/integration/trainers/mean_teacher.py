@@ -101,7 +101,7 @@ class MeanTeacherMixin:
         try:
             cases = fold_cases(dataset_cases, train, validation, extra)
         except ValueError as e:
-            raise _user_error(SSLUserError(f"{e} ({extra_folder}).", f"rename the unlabeled folder's cases")) from None
+            raise _user_error(SSLUserError(f"{e} ({extra_folder}).", "rename the unlabeled folder's cases")) from None
         if not cases.unlabeled:
             raise _user_error(SSLUserError(
                 f"fold {self.fold} leaves no unlabeled case: all {len(dataset_cases)} cases of "
