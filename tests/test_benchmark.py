@@ -65,7 +65,7 @@ def test_paired_difference_to_scratch_is_per_fold(tmp_path):
     assert "Δ foreground vs scratch (fold-paired) | folds better | Δ per case [95% CI] | Wilcoxon p | verdict |" \
         in markdown
     assert "| pcl | 2 | — | 3 | 0.567 ± 0.249 | 0.000 ± 0.100 | 1/2 | +0.000 [-0.100, +0.100] | 1.000 | " \
-           "no detectable difference |" in markdown
+           "no verdict (2 of the 3 folds it needs) |" in markdown
     assert "| scratch | 2 | — | 2 | 0.400 ± 0.200 | — | — | — | — | — |" in markdown
     assert report["statistics"][("pcl", 2, 0)]["cases"] == 2
 
@@ -132,6 +132,12 @@ def test_tiny_matrix_runs_resumes_and_writes_results(pretrained, tmp_path):
                                 f"SSLScratchTrainer_tiny__{PLANS}__3d_fullres", f"fold_{fold}")
     os.remove(os.path.join(scratch_fold, "validation", "summary.json"))
     logs_before = {f for f in os.listdir(scratch_fold) if f.startswith("training_log")}
+    # a report of the finished cells only says what it lacks; without --partial it refuses and says how
+    refused = run_command(args + ["--report-only"], check=False)
+    assert refused.returncode == 2 and "add --partial" in refused.stderr + refused.stdout
+    partial = run_command(args + ["--report-only", "--partial"])
+    assert "**Partial**: 1 of 4 cells had not finished" in partial.stdout and "| scratch |" not in partial.stdout
+    assert f"scratch M=2 fold {fold} tiny" in open(out / "benchmark.md").read()
     third = run_command(args)
     assert third.stdout.count("already done") == 3
     assert os.path.isfile(os.path.join(scratch_fold, "validation", "summary.json"))

@@ -47,3 +47,11 @@ def test_plateau_is_the_shortest_length_whose_doubling_adds_little():
     assert plateau_length(curve) == 2000
     assert plateau_length({500: 0.3, 1000: 0.5}) is None  # still rising at every measured doubling
     assert plateau_length({500: 0.3, 2000: 0.3}) is None  # no doubling measured
+
+
+def test_too_few_folds_give_an_interval_but_no_verdict():
+    one_fold = [np.full(20, 0.2) + np.linspace(-0.01, 0.01, 20)]
+    result = compare(one_fold, min_folds=3)
+    assert result["ci_low"] > 0 and result["verdict"] == "no verdict (1 of the 3 folds it needs)"
+    assert compare(one_fold * 3, min_folds=3)["verdict"] == "better"
+    assert compare(one_fold)["verdict"] == "better"  # the demo's one-run report: cases only, said in its caveat

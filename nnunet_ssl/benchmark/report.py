@@ -169,7 +169,7 @@ def benchmark_report(rows: list[dict], out_prefix: str, class_names: dict[str, s
     several lengths (a learning curve), else against the number of labeled cases."""
     import csv
 
-    from nnunet_ssl.benchmark.statistics import compare, plateau_length
+    from nnunet_ssl.benchmark.statistics import MIN_FOLDS_FOR_VERDICT, compare, plateau_length
     methods = list(dict.fromkeys(r["method"] for r in rows))
     groups = sorted({_group(r) for r in rows}, key=lambda g: (methods.index(g[0]), g[1], g[2]))
     iterations = sorted({g[2] for g in groups})
@@ -178,7 +178,8 @@ def benchmark_report(rows: list[dict], out_prefix: str, class_names: dict[str, s
     names = {"dice_foreground": "Dice (foreground)", "ppv": "PPV", "ltpr": "LTPR", "lfpr": "LFPR",
              **{f"dice_{k}": f"Dice {v}" for k, v in class_names.items()}}
     paired = paired_fold_differences(rows, baseline) if baseline in methods and len(methods) > 1 else None
-    statistics = {k: compare(v) for k, v in paired_case_differences(rows, baseline).items()} \
+    statistics = {k: compare(v, min_folds=MIN_FOLDS_FOR_VERDICT)
+                  for k, v in paired_case_differences(rows, baseline).items()} \
         if paired is not None else {}
     header = "| method | labeled | iterations | folds | " + " | ".join(names.get(m, m) for m in metrics) + " |"
     if paired is not None:
@@ -214,7 +215,8 @@ def benchmark_report(rows: list[dict], out_prefix: str, class_names: dict[str, s
             f"std over folds. Δ per case: the per-case differences pooled over folds (folds weigh equally), "
             f"with a 95% bootstrap interval that resamples folds, then cases within folds; Wilcoxon: "
             f"two-sided signed-rank test of the pooled per-case differences (cases of one fold share a "
-            f"model, so read it as descriptive); verdict: better / worse only when the interval excludes 0."
+            f"model, so read it as descriptive); verdict: better / worse only when the interval excludes 0, and only from "
+            f"{MIN_FOLDS_FOR_VERDICT} folds on (with fewer, the interval hardly reflects retraining spread)."
             if paired is not None else ""))
     with open(out_prefix + ".md", "w") as f:
         f.write(markdown + "\n")

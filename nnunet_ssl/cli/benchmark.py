@@ -21,7 +21,7 @@ def benchmark(dataset: str, methods: list[str], budgets: list[int], base_folds: 
               configuration: str = "3d_fullres", plans: str = "nnUNetPlans", seed: int = 0, device: str = "cuda",
               pretrain_recipe: str | None = None, output: str | None = None, report_only: bool = False,
               finetunes: tuple[str, ...] = ("default",), groups_file: str | None = None,
-              group_pattern: str | None = None) -> dict:
+              group_pattern: str | None = None, partial: bool = False) -> dict:
     import json
 
     from nnunetv2.paths import nnUNet_preprocessed
@@ -56,13 +56,21 @@ def benchmark(dataset: str, methods: list[str], budgets: list[int], base_folds: 
                        progress=r"epoch \d+, loss", env=cpu_env)
         run_matrix(dataset_id, data.dataset_name, configuration, plans, cells, device, runner, results_root, cpu_env)
     missing = missing_summaries(cells, data.dataset_name, configuration, plans, results_root)
-    if missing:
+    finished = [c for c in cells if c not in missing]
+    if missing and not (partial and finished):
         raise SSLUserError(f"{len(missing)} of {len(cells)} cells have no finished training yet "
-                           f"(e.g. {missing[0].trainer} fold {missing[0].fold}).", "run without --report-only")
-    case_rows = evaluate_cells(cells, data.dataset_name, configuration, plans, results_root,
+                           f"(e.g. {missing[0].trainer} fold {missing[0].fold}).",
+                           "run without --report-only" + (", or add --partial to report the finished cells"
+                                                          if finished else ""))
+    case_rows = evaluate_cells(finished, data.dataset_name, configuration, plans, results_root,
                                str(nnUNet_preprocessed), data.dataset_json)
     class_names = {str(v): k for k, v in data.dataset_json["labels"].items() if isinstance(v, int)}
     report = benchmark_report(case_rows, join(out_dir, "benchmark"), class_names)
+    if missing:  # --partial: say in the table itself what it lacks
+        note = partial_note(missing, len(cells))
+        report["markdown"] += "\n\n" + note
+        with open(join(out_dir, "benchmark.md"), "a") as f:
+            f.write("\n" + note + "\n")
     pretrained = [pretraining_summary(m, locations.pretraining_folder(data.dataset_name, m, plans, configuration))
                   for m in methods if m not in REFERENCE_ARMS]
     if pretrained:  # how long each method pretrained, and where its health metrics ended
@@ -78,6 +86,12 @@ def benchmark(dataset: str, methods: list[str], budgets: list[int], base_folds: 
                    "group_pattern": group_pattern, "cells": [c.__dict__ for c in cells]}, f, indent=1)
     print("\n" + report["markdown"] + "\n\nwritten: " + ", ".join(report["files"]))
     return report
+
+
+def partial_note(missing: list, total: int) -> str:
+    shown = ", ".join(f"{c.arm} M={c.labeled} fold {c.fold} {c.length or 'default length'}" for c in missing)
+    return (f"**Partial**: {len(missing)} of {total} cells had not finished and are not in this table ({shown}). "
+            "Means over folds, curves and plateaus then rest on different folds per arm and length.")
 
 
 def benchmark_entry() -> None:
@@ -110,8 +124,14 @@ def benchmark_entry() -> None:
     parser.add_argument("-device", default="cuda", choices=["cpu", "cuda", "mps"])
     parser.add_argument("--pretrain-recipe", help="recipe for methods that still need pretraining")
     parser.add_argument("-o", dest="output", help="folder for the results (default: <results>/DatasetX/ssl_benchmark)")
-    parser.add_argument("--report-only", action="store_true", help="only evaluate finished cells and write results")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: evaluate the cells and write results (every cell must be finished)")
+    parser.add_argument("--partial", action="store_true",
+                        help="with --report-only: report the finished cells and list the missing ones in the table")
     args = parser.parse_args()
+    if args.partial and not args.report_only:
+        parser.error("--partial only applies to --report-only (a run without it trains every cell)")
     run_cli(lambda: benchmark(args.dataset, args.methods, args.labeled, args.base_folds, args.length,
                               args.configuration, args.plans, args.seed, args.device, args.pretrain_recipe,
-                              args.output, args.report_only, args.finetune, args.groups, args.group_pattern))
+                              args.output, args.report_only, args.finetune, args.groups, args.group_pattern,
+                              args.partial))
