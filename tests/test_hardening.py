@@ -341,7 +341,8 @@ def test_augmentation_workers_stop_when_training_fails(pretrained, tmp_path, mon
 def test_divergence_rule():
     from nnunet_ssl.blocks.health import supcon_collapse_loss
     from nnunet_ssl.integration.pretrainer import divergence_problem
-    collapsed = supcon_collapse_loss(32, scale=0.1 / 0.07)  # batch 16, two views: the start value 4.7 is near it
+    # batch 16, two views: the start value 4.7 is near it
+    collapsed = supcon_collapse_loss(32, scale=0.1 / 0.07)
     assert collapsed == pytest.approx(0.1 / 0.07 * np.log(31))
     assert "diverges" in divergence_problem(6.8, 4.7, collapsed, 16)  # the issue's --lr 1e3 run
     assert divergence_problem(4.9, 4.7, collapsed, 16) is None  # a little noise

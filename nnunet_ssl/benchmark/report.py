@@ -215,8 +215,9 @@ def benchmark_report(rows: list[dict], out_prefix: str, class_names: dict[str, s
             f"std over folds. Δ per case: the per-case differences pooled over folds (folds weigh equally), "
             f"with a 95% bootstrap interval that resamples folds, then cases within folds; Wilcoxon: "
             f"two-sided signed-rank test of the pooled per-case differences (cases of one fold share a "
-            f"model, so read it as descriptive); verdict: better / worse only when the interval excludes 0, and only from "
-            f"{MIN_FOLDS_FOR_VERDICT} folds on (with fewer, the interval hardly reflects retraining spread)."
+            f"model, so read it as descriptive); verdict: better / worse only when the interval excludes 0, "
+            f"and only from {MIN_FOLDS_FOR_VERDICT} folds on (with fewer, the interval hardly reflects "
+            f"retraining spread)."
             if paired is not None else ""))
     with open(out_prefix + ".md", "w") as f:
         f.write(markdown + "\n")
@@ -248,10 +249,12 @@ def pretraining_table(summaries: list[dict]) -> str:
         lines.append(f"| {s['method']} | {s['steps']} | {s['batch_size']} | {s['minutes']:.1f} | "
                      f"{_plateau_cell(s.get('plateau'))} | "
                      + " | ".join("—" if v is None else f"{v:.4g}" for v in values) + " |")
+    from nnunet_ssl.blocks.health import HEALTH_PLATEAU_GAIN, HEALTH_SMOOTHING_EPOCHS
     return "\n".join(lines) + (
-        "\n\nHealth plateau: the epoch from which doubling the pretraining added < 0.01 to every label-free "
-        "health curve (1 - loss / collapse value, retrieval gain over chance; 3-epoch means); \"still rising\" "
-        "when no measured doubling did: that method may need a longer pretraining.")
+        f"\n\nHealth plateau: the epoch from which doubling the pretraining added < {HEALTH_PLATEAU_GAIN} to every "
+        f"label-free health curve (1 - loss / collapse value, retrieval gain over chance; "
+        f"{HEALTH_SMOOTHING_EPOCHS}-epoch means); \"still rising\" when no measured doubling did: that method may "
+        "need a longer pretraining.")
 
 
 def _plateau_cell(plateau: dict | None) -> str:

@@ -101,8 +101,10 @@ def trailing_mean(values: list[float], window: int = HEALTH_SMOOTHING_EPOCHS) ->
 
 def health_plateau(history: list[dict], gain: float = HEALTH_PLATEAU_GAIN) -> dict:
     """Where a pretraining's health curves stop rising: per curve, the shortest epoch (from the smoothing
-    window's length on) whose doubling (also run) adds less than ``gain`` to the smoothed curve; ``plateau_epoch`` is the latest of them (None when a
-    curve is still rising at the end, or there is no curve). ``still_rising`` names those curves."""
+    window's length on) whose doubling (also run) adds less than ``gain`` to the smoothed curve;
+    ``plateau_epoch`` is the latest of them (None when a curve is still rising at the end, or there is no
+    curve). ``still_rising`` names those curves; ``too_short``: fewer epochs than one doubling of the
+    smoothing window, so nothing can be told."""
     per_curve, rising = {}, []
     for name, values in health_curves(history).items():
         smoothed = trailing_mean(values)

@@ -45,7 +45,7 @@ class MomentumPairMethod(PretrainingMethod):
     def make_sampler(self, cases, case_ids: list[str], batch_size: int):
         if len(self.patch_size) != 3:
             raise SSLUserError(f"{self.name} makes 3D views, but the patch is {self.patch_size}.", "use -c 3d_fullres")
-        if self.config.head_batch_norm and batch_size < 2:
+        if batch_size < 2:
             raise SSLUserError(f"{self.name} needs at least 2 patches per step (BatchNorm in the heads), got "
                                f"{batch_size}.", "use --batch-size 2 or more")
         return instance_view_sampler(cases, case_ids, batch_size, self.patch_size)
