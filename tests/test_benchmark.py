@@ -123,6 +123,10 @@ def test_tiny_matrix_runs_resumes_and_writes_results(pretrained, tmp_path):
                        map_location="cpu", weights_only=False)
     assert stock["trainer_name"] == "nnUNetTrainer_tiny" and stock["current_epoch"] == 2
     assert stock["logging"]["lrs"][0] == pytest.approx(0.01)  # nnU-Net's poly starts at 1e-2
+    matched = torch.load(os.path.join(pretrained["env"]["nnUNet_results"], pretrained["name"],
+                                      f"SSLScratchTrainer_tiny__{PLANS}__3d_fullres", f"fold_{fold}",
+                                      "checkpoint_final.pth"), map_location="cpu", weights_only=False)
+    assert matched["logging"]["lrs"] == pytest.approx(stock["logging"]["lrs"])  # matched scratch: stock's schedule
 
     second = run_command(args)  # resumable: finished cells are skipped
     assert second.stdout.count("already done") == 4

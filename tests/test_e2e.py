@@ -87,6 +87,31 @@ def test_encoder_learning_rate_of_the_variants(pretrained, name, scales):
         assert base > 0 and trainer.optimizer.param_groups[1]["lr"] == pytest.approx(scale * base)
 
 
+def _scheduled_lrs(trainer, epochs: int) -> list[float]:
+    lrs = []
+    for epoch in range(epochs):
+        trainer.current_epoch = epoch
+        trainer.on_train_epoch_start()
+        lrs.append(trainer.optimizer.param_groups[0]["lr"])
+    return lrs
+
+
+def test_matched_schedule_is_nnunets_poly_and_linear_warmup_is_a_recipe(pretrained):
+    import nnunet_ssl.integration.trainers as trainers
+    stock = _trainer(trainers.nnUNetTrainer_cpu500it)
+    stock.initialize()
+    expected = [0.01 * (1 - e / 20) ** 0.9 for e in range(20)]  # nnU-Net's PolyLRScheduler over 20 epochs
+    assert _scheduled_lrs(stock, 20) == pytest.approx(expected)
+    for name in ("SSLScratchTrainer_cpu500it", "SSLInitTrainer_cpu500it"):
+        matched = _trainer(getattr(trainers, name))
+        matched.initialize()
+        assert _scheduled_lrs(matched, 20) == pytest.approx(expected), name
+    warm = _trainer(trainers.SSLScratchTrainer_linearWarmup_cpu500it)  # 1 warm-up epoch of 20 at cpu500it
+    warm.initialize()
+    lrs = _scheduled_lrs(warm, 20)
+    assert lrs[0] == pytest.approx(0.01) and lrs[1:] == pytest.approx([0.01 * (1 - e / 19) ** 0.9 for e in range(19)])
+
+
 def test_cpu_trainers_honour_omp_num_threads(pretrained, monkeypatch):
     from nnunet_ssl.integration.trainers import SSLScratchTrainer_tiny
     threads = torch.get_num_threads()

@@ -22,6 +22,8 @@ REFERENCE_ARMS = {SCRATCH: ("SSLScratchTrainer", "default"), SCRATCH_RERUN: ("SS
 # --finetune choices that change the base trainer rather than the recipe: (scratch base, pretrained base).
 # Unlike a recipe they apply to the scratch arm too (arm "scratch+meanTeacher"), so each has its own control.
 BASE_FINETUNES = {"meanTeacher": ("SSLMeanTeacherTrainer", "SSLInitMeanTeacherTrainer")}
+# recipes that change the schedule rather than the init; scratch has them too (registry.py RECIPES)
+SCHEDULE_RECIPES = ("linearWarmup",)
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,8 @@ def plan_cells(methods: list[str], rows: list[dict], lengths: list[str] | str,
     cells = []
     for length in lengths:
         for method in methods:
-            scratch_finetunes = ("default", *(f for f in finetunes if f in BASE_FINETUNES))
+            # scratch once per choice that changes its schedule or base too: each such arm has its own control
+            scratch_finetunes = ("default", *(f for f in finetunes if f in BASE_FINETUNES or f in SCHEDULE_RECIPES))
             for finetune in (scratch_finetunes if method == SCRATCH else ("default",) if method in REFERENCE_ARMS
                              else finetunes):
                 name = trainer_name(method, length, finetune)

@@ -1,8 +1,9 @@
 """Named training lengths, the ``_<length>`` part of a trainer name (``SSLScratchTrainer_cpu2000it``).
 
 Every arm of a comparison at one length shares it exactly; the registry (registry.py) turns each
-entry into class attributes of SizedTrainer / WarmupPolyTrainer. Warm-up is about 5% of the epochs,
-as nnssl's 50 of 1000 [nnssl PretrainedTrainer]. CPU lengths use 25 iterations per epoch, one
+entry into class attributes of SizedTrainer / MatchedScheduleTrainer. Warm-up epochs (read by the
+linearWarmup and decoderFirst recipes only) are about 5% of the epochs, as nnssl's 50 of 1000
+[nnssl PretrainedTrainer]. CPU lengths use 25 iterations per epoch, one
 validation iteration (only nnU-Net's pseudo-Dice log reads it) and, except cpu1200it, no test-time
 mirroring: with it, CPU evaluation of 52 hippocampus cases takes longer than a short training.
 Resumed (``--c``) runs continue the schedule at the saved epoch; only the random data stream differs.
@@ -15,7 +16,7 @@ class Length:
     epochs: int
     iterations_per_epoch: int | None = None  # None: nnU-Net's 250
     val_iterations_per_epoch: int | None = None  # None: nnU-Net's 50
-    warmup_epochs: int = 50  # only warm-up trainers read it
+    warmup_epochs: int = 50  # only the linearWarmup and decoderFirst recipes read it
     test_time_mirroring: bool = True
     save_every: int | None = None  # epochs between checkpoint_latest writes; None: nnU-Net's 50
 

@@ -45,7 +45,7 @@ def _user_error(error: SSLUserError) -> SystemExit:
 
 
 class MeanTeacherMixin:
-    """Put before a WarmupPolyTrainer subclass; the schedule, init and recipe stay the base's."""
+    """Put before a MatchedScheduleTrainer subclass; the schedule, init and recipe stay the base's."""
 
     EMA_DECAY: float = 0.99  # [code: yulequan/UA-MT --ema_decay 0.99; Tarvainen & Valpola: 0.99 in ramp-up]
     EMA_DECAY_AFTER_RAMPUP: float | None = None  # None: one decay (UA-MT); 0.999 = Tarvainen & Valpola [paper]

@@ -17,8 +17,9 @@ pretraining method: the method names are a plain tuple, checked against the meth
 from functools import cache
 
 from nnunet_ssl.integration.trainers.finetune import (SSLInitTrainer, SSLInitTrainer_decoderFirst,
-                                                     SSLInitTrainer_fullNetwork, SSLInitTrainer_lowEncoderLR,
-                                                     SSLScratchTrainer, SSLScratchTrainer_rerun)
+                                                     SSLInitTrainer_fullNetwork, SSLInitTrainer_linearWarmup,
+                                                     SSLInitTrainer_lowEncoderLR, SSLScratchTrainer,
+                                                     SSLScratchTrainer_linearWarmup, SSLScratchTrainer_rerun)
 from nnunet_ssl.integration.trainers.lengths import LENGTHS
 from nnunet_ssl.integration.trainers.mean_teacher import (SSLInitMeanTeacherTrainer,
                                                           SSLInitMeanTeacherTrainer_decoderFirst,
@@ -32,8 +33,11 @@ PRETRAINING_METHODS = ("byol", "gcl", "mae", "mlsscl", "mlsscl_longshort", "mlss
 # per base: its recipes by the name the trainer name and the benchmark's --finetune use; "default" is the base
 RECIPES: dict[str, dict[str, type]] = {
     "SSLInitTrainer": {"default": SSLInitTrainer, "decoderFirst": SSLInitTrainer_decoderFirst,
-                       "lowEncoderLR": SSLInitTrainer_lowEncoderLR, "fullNetwork": SSLInitTrainer_fullNetwork},
-    "SSLScratchTrainer": {"default": SSLScratchTrainer, "rerun": SSLScratchTrainer_rerun},
+                       "lowEncoderLR": SSLInitTrainer_lowEncoderLR, "fullNetwork": SSLInitTrainer_fullNetwork,
+                       "linearWarmup": SSLInitTrainer_linearWarmup},
+    # a recipe scratch has too changes the schedule: the benchmark trains it as that recipe's control
+    "SSLScratchTrainer": {"default": SSLScratchTrainer, "rerun": SSLScratchTrainer_rerun,
+                          "linearWarmup": SSLScratchTrainer_linearWarmup},
     "SSLInitMeanTeacherTrainer": {"default": SSLInitMeanTeacherTrainer,
                                   "decoderFirst": SSLInitMeanTeacherTrainer_decoderFirst,
                                   "lowEncoderLR": SSLInitMeanTeacherTrainer_lowEncoderLR},
