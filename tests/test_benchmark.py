@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import shutil
 
 import pytest
 from conftest import DATASET_ID, PLANS, run_command, script
@@ -46,6 +47,30 @@ def test_finetune_recipes_multiply_pretrained_arms_only():
     assert pinned.encoder_lr_scale.__qualname__.startswith("SSLInitTrainer_decoderFirst")
     with pytest.raises(SSLUserError, match="unknown fine-tuning recipe"):
         plan_cells(["pcl"], rows, "tiny", ("frozen",))
+    # a recipe that changes the schedule gets a scratch control on that schedule too
+    cells = plan_cells(["scratch", "pcl"], rows, "cpu500it", ("default", "linearWarmup"))
+    assert [(c.arm, c.trainer) for c in cells] == [
+        ("scratch", "SSLScratchTrainer_cpu500it"), ("scratch+linearWarmup", "SSLScratchTrainer_linearWarmup_cpu500it"),
+        ("pcl", "SSLInitTrainer_pcl_cpu500it"), ("pcl+linearWarmup", "SSLInitTrainer_pcl_linearWarmup_cpu500it")]
+
+
+def test_earlier_rows_stand_in_for_their_cells_once(tmp_path):
+    from nnunet_ssl.benchmark.run import earlier_case_rows
+    rows = [{"labeled": 5, "base_fold": 0, "fold": 6}, {"labeled": 5, "base_fold": 1, "fold": 9}]
+    cells = plan_cells(["scratch"], rows, "cpu4000it")
+    header = "method,labeled,iterations,base_fold,fold,trainer,case,dice_foreground\n"
+    first = tmp_path / "a.csv"
+    first.write_text(header + "scratch,5,4000,0,6,SSLScratchTrainer_cpu4000it,c1,0.8\n"
+                              "scratch,5,4000,0,6,SSLScratchTrainer_cpu4000it,c2,0.6\n"
+                              "scratch,5,2000,0,6,SSLScratchTrainer_cpu2000it,c1,0.7\n")  # another length: ignored
+    found, reused = earlier_case_rows([str(first)], cells)
+    assert [r["case"] for r in found] == ["c1", "c2"] and [c.fold for c in reused] == [6]
+    second = tmp_path / "b.csv"
+    second.write_text(header + "scratch,5,4000,0,6,SSLScratchTrainer_cpu4000it,c1,0.9\n")
+    with pytest.raises(SSLUserError, match="fold 6 is in both"):
+        earlier_case_rows([str(first), str(second)], cells)
+    with pytest.raises(SSLUserError, match="cannot read --earlier"):
+        earlier_case_rows([str(tmp_path / "missing.csv")], cells)
 
 
 def test_fold_means_then_mean_over_folds():
@@ -99,6 +124,7 @@ def test_tiny_matrix_runs_resumes_and_writes_results(pretrained, tmp_path):
             "pcl", "--labeled", "2", "--base-folds", "0", "--length", "tiny", "--finetune", "default", "lowEncoderLR",
             "-device", "cpu", "-o", str(out)]
     first = run_command(args)
+    shutil.copy(out / "benchmark.csv", tmp_path / "earlier.csv")  # what an earlier session leaves behind
     assert "| scratch | 2 | 4 | 1 |" in first.stdout and "| pcl | 2 | 4 | 1 |" in first.stdout
     assert "| pcl+lowEncoderLR | 2 | 4 | 1 |" in first.stdout and "| nnunet | 2 | 4 | 1 |" in first.stdout
     assert "Pretraining:" in first.stdout and "| pcl | " in first.stdout.split("Pretraining:")[1]
@@ -142,6 +168,13 @@ def test_tiny_matrix_runs_resumes_and_writes_results(pretrained, tmp_path):
     partial = run_command(args + ["--report-only", "--partial"])
     assert "**Partial**: 1 of 4 cells had not finished" in partial.stdout and "| scratch |" not in partial.stdout
     assert f"scratch M=2 fold {fold} tiny" in open(out / "benchmark.md").read()
+    # an earlier session's benchmark.csv stands in for the missing cell: neither retrained nor re-evaluated
+    merged = run_command(args + ["--report-only", "--earlier", str(tmp_path / "earlier.csv")])
+    assert "| scratch | 2 | 4 | 1 |" in merged.stdout and "**Partial**" not in merged.stdout
+    assert not os.path.isfile(os.path.join(scratch_fold, "validation", "summary.json"))
+    (tmp_path / "not_a_benchmark.csv").write_text("case,dice\na,0.5\n")
+    wrong = run_command(args + ["--report-only", "--earlier", str(tmp_path / "not_a_benchmark.csv")], check=False)
+    assert wrong.returncode == 2 and "is not a benchmark.csv with per-case rows (no method" in wrong.stderr
     third = run_command(args)
     assert third.stdout.count("already done") == 3
     assert os.path.isfile(os.path.join(scratch_fold, "validation", "summary.json"))

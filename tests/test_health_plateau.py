@@ -21,7 +21,10 @@ def test_curves_are_the_collapse_margin_and_the_retrieval_gain():
     curves = health_curves(_history([0.0, 0.25], retrieval=[0.5, 1.0]))
     assert curves["collapse_margin"] == pytest.approx([0.0, 0.25])
     assert curves["retrieval_gain"] == pytest.approx([0.5, 1.0])
-    assert health_curves([{"epoch": 1, "loss": 0.3}]) == {}  # reconstruction: no collapse value, no retrieval
+    assert health_curves([{"epoch": 1, "loss": 0.3}]) == {}  # no reference value: nothing to read
+    # reconstruction: the margin to what learning nothing scores (MAE: predict 0; Genesis: return the input)
+    assert health_curves([{"loss": 0.3, "loss_predict_zero": 1.2}]) == {"baseline_margin": [pytest.approx(0.75)]}
+    assert health_curves([{"loss": 0.1, "loss_return_input": 0.4}]) == {"baseline_margin": [pytest.approx(0.75)]}
 
 
 def test_trailing_mean_and_doubling_rule():

@@ -137,6 +137,36 @@ def evaluate_cells(cells: list[Cell], dataset_name: str, configuration: str, pla
     return rows
 
 
+CASE_ROW_KEYS = ("method", "labeled", "iterations", "base_fold", "fold", "trainer", "case", "dice_foreground")
+
+
+def earlier_case_rows(csv_paths, cells: list[Cell]) -> tuple[list[dict], list[Cell]]:
+    """The per-case rows of ``cells`` found in earlier benchmark.csv files (a cell is its trainer and
+    fold), and those cells. A cell found in two files is refused: which run counts would be a guess."""
+    import csv
+    wanted = {(c.trainer, c.fold): c for c in cells}
+    rows, source = [], {}
+    for path in csv_paths:
+        try:
+            with open(path, newline="") as f:
+                found = list(csv.DictReader(f))
+        except OSError as e:
+            raise SSLUserError(f"cannot read --earlier {path}: {e.strerror}.", "give the benchmark.csv of an earlier run")
+        lacking = [k for k in CASE_ROW_KEYS if not found or k not in found[0]]
+        if lacking:
+            raise SSLUserError(f"--earlier {path} is not a benchmark.csv with per-case rows (no {', '.join(lacking)}).",
+                               "give the benchmark.csv that nnUNetv2_ssl_benchmark wrote")
+        for row in found:
+            key = (row["trainer"], int(row["fold"]))
+            if key not in wanted:
+                continue
+            if source.setdefault(key, path) != path:
+                raise SSLUserError(f"{key[0]} fold {key[1]} is in both {source[key]} and {path}.",
+                                   "give each cell's rows once")
+            rows.append(row)
+    return rows, [c for key, c in wanted.items() if key in source]
+
+
 def class_onsets_of_training(fold_folder: str, labels: list[str]) -> dict[str, int | None]:
     """When each class started in one nnU-Net training: its checkpoint_final's per-epoch pseudo-Dice."""
     import torch

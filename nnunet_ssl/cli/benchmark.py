@@ -21,14 +21,14 @@ def benchmark(dataset: str, methods: list[str], budgets: list[int], base_folds: 
               configuration: str = "3d_fullres", plans: str = "nnUNetPlans", seed: int = 0, device: str = "cuda",
               pretrain_recipe: str | None = None, output: str | None = None, report_only: bool = False,
               finetunes: tuple[str, ...] = ("default",), groups_file: str | None = None,
-              group_pattern: str | None = None, partial: bool = False) -> dict:
+              group_pattern: str | None = None, partial: bool = False, earlier: tuple[str, ...] = ()) -> dict:
     import json
 
     from nnunetv2.paths import nnUNet_preprocessed
 
     from nnunet_ssl.benchmark.report import benchmark_report, pretraining_table
-    from nnunet_ssl.benchmark.run import (REFERENCE_ARMS, evaluate_cells, missing_summaries, plan_cells,
-                                          pretraining_summary, run_matrix)
+    from nnunet_ssl.benchmark.run import (REFERENCE_ARMS, earlier_case_rows, evaluate_cells, missing_summaries,
+                                          plan_cells, pretraining_summary, run_matrix)
     from nnunet_ssl.benchmark.steps import StepRunner
     from nnunet_ssl.integration import locations
     from nnunet_ssl.integration.dataset import dataset_id_of, open_preprocessed
@@ -42,28 +42,32 @@ def benchmark(dataset: str, methods: list[str], budgets: list[int], base_folds: 
     results_root = locations.results_root(needed_for="the benchmark")  # checked before any fold is written
     rows = add_label_budget_folds(data.dataset_name, budgets, base_folds, seed, groups_file, group_pattern)
     cells = plan_cells(methods, rows, lengths, tuple(finetunes))
+    # cells finished in an earlier session (its benchmark.csv) are neither retrained nor evaluated again
+    reused_rows, reused = earlier_case_rows(earlier, cells)
+    to_train = [c for c in cells if c not in reused]
     out_dir = output or join(results_root, data.dataset_name, "ssl_benchmark")
     os.makedirs(out_dir, exist_ok=True)
     cpu_env = cpu_worker_env(device)
     if not report_only:
         pretrain = [m for m in methods if m not in REFERENCE_ARMS and not os.path.isfile(
             join(locations.pretraining_folder(data.dataset_name, m, plans, configuration), locations.FINAL))]
-        runner = StepRunner(dict(os.environ), join(out_dir, "logs"), total_steps=len(pretrain) + len(cells))
+        runner = StepRunner(dict(os.environ), join(out_dir, "logs"), total_steps=len(pretrain) + len(to_train))
         for method in pretrain:
             runner.run(f"pretrain_{method}", ["nnUNetv2_ssl_pretrain", "-d", str(dataset_id), "-c", configuration,
                                               "-p", plans, "-m", method, "-device", device]
                        + (["--recipe", pretrain_recipe] if pretrain_recipe else []),
                        progress=r"epoch \d+, loss", env=cpu_env)
-        run_matrix(dataset_id, data.dataset_name, configuration, plans, cells, device, runner, results_root, cpu_env)
-    missing = missing_summaries(cells, data.dataset_name, configuration, plans, results_root)
-    finished = [c for c in cells if c not in missing]
-    if missing and not (partial and finished):
+        run_matrix(dataset_id, data.dataset_name, configuration, plans, to_train, device, runner, results_root,
+                   cpu_env)
+    missing = missing_summaries(to_train, data.dataset_name, configuration, plans, results_root)
+    finished = [c for c in to_train if c not in missing]
+    if missing and not (partial and (finished or reused)):
         raise SSLUserError(f"{len(missing)} of {len(cells)} cells have no finished training yet "
                            f"(e.g. {missing[0].trainer} fold {missing[0].fold}).",
                            "run without --report-only" + (", or add --partial to report the finished cells"
-                                                          if finished else ""))
-    case_rows = evaluate_cells(finished, data.dataset_name, configuration, plans, results_root,
-                               str(nnUNet_preprocessed), data.dataset_json)
+                                                          if finished or reused else ""))
+    case_rows = reused_rows + (evaluate_cells(finished, data.dataset_name, configuration, plans, results_root,
+                                              str(nnUNet_preprocessed), data.dataset_json) if finished else [])
     class_names = {str(v): k for k, v in data.dataset_json["labels"].items() if isinstance(v, int)}
     report = benchmark_report(case_rows, join(out_dir, "benchmark"), class_names)
     if missing:  # --partial: say in the table itself what it lacks
@@ -83,7 +87,8 @@ def benchmark(dataset: str, methods: list[str], budgets: list[int], base_folds: 
         json.dump({"dataset": data.dataset_name, "configuration": configuration, "plans": plans,
                    "methods": methods, "budgets": budgets, "base_folds": base_folds, "seed": seed,
                    "lengths": lengths, "finetunes": list(finetunes), "groups": groups_file,
-                   "group_pattern": group_pattern, "cells": [c.__dict__ for c in cells]}, f, indent=1)
+                   "group_pattern": group_pattern, "earlier": list(earlier),
+                   "cells": [{**c.__dict__, "from_earlier_run": c in reused} for c in cells]}, f, indent=1)
     print("\n" + report["markdown"] + "\n\nwritten: " + ", ".join(report["files"]))
     return report
 
@@ -112,9 +117,14 @@ def benchmark_entry() -> None:
                              "run's end) and plot a learning curve")
     parser.add_argument("--finetune", nargs="+", default=["default"], metavar="RECIPE",
                         help="fine-tuning recipes for each pretrained method: default (SSLInitTrainer), lowEncoderLR, "
-                             "decoderFirst, meanTeacher (SSLInitMeanTeacherTrainer: consistency on the fold's "
-                             "unlabeled cases; scratch then also runs as scratch+meanTeacher); scratch runs once "
-                             "otherwise (default: default)")
+                             "decoderFirst, fullNetwork, linearWarmup (nnssl's warm-up; scratch then also runs as "
+                             "scratch+linearWarmup), meanTeacher (SSLInitMeanTeacherTrainer: consistency on the "
+                             "fold's unlabeled cases; scratch then also runs as scratch+meanTeacher); scratch runs "
+                             "once otherwise (default: default)")
+    parser.add_argument("--earlier", nargs="+", default=[], metavar="CSV",
+                        help="benchmark.csv of earlier runs (another session or machine, same folds): the cells "
+                             "found there are not retrained and their per-case rows join this report, so a "
+                             "matrix can grow one session at a time")
     parser.add_argument("--seed", type=int, default=0, help="seed of the label-budget draw")
     grouping = parser.add_mutually_exclusive_group()
     grouping.add_argument("--groups", metavar="FILE.json",
@@ -134,4 +144,4 @@ def benchmark_entry() -> None:
     run_cli(lambda: benchmark(args.dataset, args.methods, args.labeled, args.base_folds, args.length,
                               args.configuration, args.plans, args.seed, args.device, args.pretrain_recipe,
                               args.output, args.report_only, args.finetune, args.groups, args.group_pattern,
-                              args.partial))
+                              args.partial, tuple(args.earlier)))

@@ -30,6 +30,15 @@ def cpu_worker_env(device: str, environ=os.environ) -> dict[str, str]:
             "nnUNet_def_n_proc": environ.get("nnUNet_def_n_proc", "1")}
 
 
+def shared_cores_env(device: str, processes: int, environ=os.environ) -> dict[str, str]:
+    """OMP_NUM_THREADS for ``processes`` CPU commands that run at once: the cores shared out evenly,
+    unless the user chose a number."""
+    if device != "cpu" or environ.get("OMP_NUM_THREADS"):
+        return {}
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return {"OMP_NUM_THREADS": str(max(1, cores // processes))}
+
+
 def wait_policy_default(environ=os.environ) -> str | None:
     """Set OMP_WAIT_POLICY=PASSIVE unless the user chose how OpenMP threads wait; return what was set.
 

@@ -121,7 +121,7 @@ def seed_data_stream(seed: int, rank_: int, epoch: int) -> None:
 def plateau_message(plateau: dict) -> str:
     """One line on whether the run was long enough, from blocks.health.health_plateau."""
     if not plateau["per_curve"]:
-        return "health curves: none for this method (no collapse value or retrieval), no plateau check"
+        return "health curves: none for this method (no collapse value, retrieval or trivial loss), no plateau check"
     if plateau["too_short"]:
         return f"health curves: {plateau['epochs']} epoch(s) are too few to tell whether they stopped rising"
     if plateau["plateau_epoch"] is not None:
