@@ -73,3 +73,10 @@ def test_shim_answers_nnunet_lookup_without_importing_methods(tmp_path):
             "print(sorted(m for m in sys.modules if m.startswith('nnunet_ssl.methods')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_cpu_lengths_redraw_progress_with_each_checkpoint_and_at_the_end():
+    from nnunet_ssl.integration.trainers.sized import plots_at
+    assert [e for e in range(25) if plots_at(e, 25, 10)] == [9, 19, 24]
+    assert registry.trainer_class("SSLScratchTrainer_cpu4000it").PLOT_EVERY == 10
+    assert registry.trainer_class("SSLScratchTrainer_tiny").PLOT_EVERY is None  # every epoch, as nnU-Net

@@ -19,6 +19,7 @@ class Length:
     warmup_epochs: int = 50  # only the linearWarmup and decoderFirst recipes read it
     test_time_mirroring: bool = True
     save_every: int | None = None  # epochs between checkpoint_latest writes; None: nnU-Net's 50
+    plot_every: int | None = None  # epochs between progress.png redraws; None: every epoch (nnU-Net)
 
     @property
     def iterations(self) -> int:
@@ -27,14 +28,17 @@ class Length:
     def class_attributes(self) -> dict:
         return {"NUM_EPOCHS": self.epochs, "ITERATIONS_PER_EPOCH": self.iterations_per_epoch,
                 "VAL_ITERATIONS_PER_EPOCH": self.val_iterations_per_epoch, "WARMUP_EPOCHS": self.warmup_epochs,
-                "TEST_TIME_MIRRORING": self.test_time_mirroring, "SAVE_EVERY": self.save_every}
+                "TEST_TIME_MIRRORING": self.test_time_mirroring, "SAVE_EVERY": self.save_every,
+                "PLOT_EVERY": self.plot_every}
 
 
 def _cpu(iterations: int) -> Length:
     # a checkpoint every 10 epochs (250 iterations): a CPU cell stopped with its session loses little,
     # and the benchmark continues it with nnU-Net's --c
     epochs = iterations // 25
-    return Length(epochs, 25, 1, max(1, round(0.05 * epochs)), test_time_mirroring=False, save_every=10)
+    # progress.png is redrawn with each checkpoint: drawing every epoch cost more than the training on a GPU
+    return Length(epochs, 25, 1, max(1, round(0.05 * epochs)), test_time_mirroring=False, save_every=10,
+                  plot_every=10)
 
 
 LENGTHS: dict[str, Length] = {
@@ -42,7 +46,7 @@ LENGTHS: dict[str, Length] = {
     "cpu1000it": _cpu(1000),  # learning-curve point (docs/benchmarks/hippocampus_curve_*)
     "cpuDemo": _cpu(1000),  # the demo's length on 2 CPU cores
     "cpu2000it": _cpu(2000),  # the 2d matrices; a learning-curve point
-    "cpu4000it": _cpu(4000),  # learning-curve points
+    "cpu4000it": _cpu(4000),  # the plateau on hippocampus, M = 5 (docs/benchmarks/hippocampus_curve_2026-12-04.md)
     "cpu8000it": _cpu(8000),
     "cpu1200it": Length(48, 25, 2, 2),  # with test-time mirroring, as nnU-Net validates
     "tiny": Length(2, 2, 1, 1, test_time_mirroring=False),  # smoke tests only

@@ -15,6 +15,10 @@ class SizedTrainer:
     VAL_ITERATIONS_PER_EPOCH: int | None = None  # 50 [nnU-Net]
     TEST_TIME_MIRRORING: bool = True  # False: validation/prediction without mirroring (8x faster on CPU)
     SAVE_EVERY: int | None = None  # epochs between checkpoint_latest.pth writes; None: nnU-Net's 50
+    # epochs between progress.png redraws (always at the last epoch); None: every epoch, as nnU-Net. The
+    # plot of all epochs so far took 1.2-1.6 s at 320 epochs, against 0.7 s of GPU training per
+    # 25-iteration epoch (docs/benchmarks/hippocampus_curve_2026-12-04.md)
+    PLOT_EVERY: int | None = None
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -30,12 +34,22 @@ class SizedTrainer:
                                  ("VAL_ITERATIONS_PER_EPOCH", "num_val_iterations_per_epoch"), ("SAVE_EVERY", "save_every")):
             if getattr(self, attribute) is not None:
                 setattr(self, field, getattr(self, attribute))
+        if self.PLOT_EVERY is not None:
+            draw = self.logger.plot_progress_png  # nnUNetTrainer.on_epoch_end calls it every epoch
+            self.logger.plot_progress_png = lambda folder: draw(folder) if plots_at(
+                self.current_epoch, self.num_epochs, self.PLOT_EVERY) else None
 
     def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
         result = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
         if not self.TEST_TIME_MIRRORING:  # training still mirrors; only inference skips it
             self.inference_allowed_mirroring_axes = None
         return result
+
+
+def plots_at(epoch: int, num_epochs: int, every: int) -> bool:
+    """Whether epoch ``epoch`` (0-based, as nnU-Net counts) redraws progress.png: every ``every``-th
+    and the last."""
+    return (epoch + 1) % every == 0 or epoch + 1 >= num_epochs
 
 
 class nnUNetStockTrainer(SizedTrainer, nnUNetTrainer):
