@@ -9,7 +9,8 @@ import torch
 from nnunetv2.run.run_training import get_trainer_from_args, maybe_load_checkpoint
 
 dataset, config, fold, trainer_name, plans = sys.argv[1:6]
-trainer = get_trainer_from_args(dataset, config, int(fold), trainer_name, plans, device=torch.device(os.environ.get("DEVICE", "cuda")))
+device = torch.device(os.environ.get("DEVICE", "cuda"))
+trainer = get_trainer_from_args(dataset, config, int(fold), trainer_name, plans, device=device)
 full_split = trainer.do_split
 trainer.do_split = lambda: (lambda tr, val: (tr, sorted(val)[:4]))(*full_split())
 maybe_load_checkpoint(trainer, os.environ.get("RESUME") == "1", False)

@@ -30,5 +30,14 @@ for case in cases:
     for path in glob.glob(os.path.join(src, "nnUNetPlans_3d_fullres", case + "*")):
         shutil.copy(path, f"{dst}/nnUNetPlans_3d_fullres/")
 print(f"{len(cases)} cases for folds {folds}")
+# finished pretrainings for SSLInitTrainer_<method> cells: checkpoint_final.pth and its .json only
+results = os.path.join(os.environ["nnUNet_results"], "Dataset501_Hippocampus")
+for folder in sorted(glob.glob(os.path.join(results, "SSLPretrain_*"))):
+    target = os.path.join(".gpu/res/Dataset501_Hippocampus", os.path.basename(folder))
+    os.makedirs(target, exist_ok=True)
+    for name in ("checkpoint_final.pth", "checkpoint_final.json"):
+        if os.path.isfile(os.path.join(folder, name)):
+            shutil.copy(os.path.join(folder, name), target)
+    print("pretraining", os.path.basename(folder))
 PY
 du -sh .gpu

@@ -9,6 +9,8 @@ fi
 export PYTHONPATH=/tmp/site:$PWD nnUNet_raw=/tmp/raw nnUNet_preprocessed=$PWD/.gpu/pre nnUNet_results=/tmp/res \
   nnUNet_compile=f OMP_NUM_THREADS=1 nnUNet_extTrainer=$PWD/nnunet_ssl/integration/ext_trainers PYTHONUNBUFFERED=1
 mkdir -p /tmp/raw /tmp/res /tmp/logs
+# finished pretrainings (SSLPretrain_* folders) that SSLInitTrainer_<method> cells load, if carried
+[ -d .gpu/res ] && cp -rn .gpu/res/. /tmp/res/
 nvidia-smi -L; nproc; python3 -c "import torch; print(torch.__version__)"
 pids=()
 for cell in "$@"; do

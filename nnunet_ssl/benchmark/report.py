@@ -30,10 +30,12 @@ ONE_RUN_CAVEAT = ("One fold, one training run per arm: the interval covers case-
 
 
 def paired_dice_report(summaries: dict[str, str], baseline: str, out_prefix: str,
-                       class_names: dict[str, str] | None = None, onsets: dict[str, dict] | None = None) -> dict:
+                       class_names: dict[str, str] | None = None, onsets: dict[str, dict] | None = None,
+                       note: str = "") -> dict:
     """Markdown table (mean ± std over cases, per class and foreground), the paired difference to the
     baseline with a bootstrap interval over cases, the Wilcoxon p-value and a verdict, a box/paired-line
-    plot and a JSON of every per-case number. ``onsets``: {arm: {class: first epoch it was learned}}."""
+    plot and a JSON of every per-case number. ``onsets``: {arm: {class: first epoch it was learned}};
+    ``note`` goes before the one-run caveat."""
     from nnunet_ssl.benchmark.statistics import compare
     per_method = {name: per_case_dice(path) for name, path in summaries.items()}
     cases = sorted(set.intersection(*(set(d) for d in per_method.values())))
@@ -60,7 +62,7 @@ def paired_dice_report(summaries: dict[str, str], baseline: str, out_prefix: str
         markdown += "\n\nClass onset (first epoch whose validation pseudo-Dice of the class reached 0.2):\n" + \
             "\n".join(f"- {arm}: " + ", ".join(f"{names.get(c, c)} {'never' if e is None else f'epoch {e}'}"
                                                for c, e in onset.items()) for arm, onset in onsets.items())
-    markdown += "\n\n" + ONE_RUN_CAVEAT
+    markdown += "\n\n" + (note + " " if note else "") + ONE_RUN_CAVEAT
     with open(out_prefix + ".md", "w") as f:
         f.write(markdown + "\n")
     with open(out_prefix + ".json", "w") as f:

@@ -127,7 +127,8 @@ def evaluate_cells(cells: list[Cell], dataset_name: str, configuration: str, pla
             metrics = case_metrics(join(validation, case + ending), join(reference, case + ending), labels,
                                    lesion_label=labels[0] if binary else None)
             row = {"method": cell.arm, "labeled": cell.labeled, "iterations": cell.iterations,
-                   "base_fold": cell.base_fold, "fold": cell.fold, "trainer": cell.trainer, "case": case, "dice_foreground": metrics["mean_dice"],
+                   "base_fold": cell.base_fold, "fold": cell.fold, "trainer": cell.trainer, "case": case,
+                   "dice_foreground": metrics["mean_dice"],
                    **{f"dice_{label}": value for label, value in metrics["dice"].items()}}
             if binary:
                 row.update({k: metrics["lesion"][k] for k in ("ppv", "ltpr", "lfpr")})
@@ -151,7 +152,8 @@ def earlier_case_rows(csv_paths, cells: list[Cell]) -> tuple[list[dict], list[Ce
             with open(path, newline="") as f:
                 found = list(csv.DictReader(f))
         except OSError as e:
-            raise SSLUserError(f"cannot read --earlier {path}: {e.strerror}.", "give the benchmark.csv of an earlier run")
+            raise SSLUserError(f"cannot read --earlier {path}: {e.strerror}.",
+                               "give the benchmark.csv of an earlier run")
         lacking = [k for k in CASE_ROW_KEYS if not found or k not in found[0]]
         if lacking:
             raise SSLUserError(f"--earlier {path} is not a benchmark.csv with per-case rows (no {', '.join(lacking)}).",
@@ -197,5 +199,7 @@ def pretraining_summary(method: str, folder: str) -> dict:
 
 def missing_summaries(cells: list[Cell], dataset_name: str, configuration: str, plans: str,
                       results_root: str) -> list[Cell]:
-    return [c for c in cells if not isfile(join(model_folder(dataset_name, c.trainer, plans, configuration, results_root),
-                                                f"fold_{c.fold}", "validation", "summary.json"))]
+    def summary(c: Cell) -> str:
+        return join(model_folder(dataset_name, c.trainer, plans, configuration, results_root), f"fold_{c.fold}",
+                    "validation", "summary.json")
+    return [c for c in cells if not isfile(summary(c))]

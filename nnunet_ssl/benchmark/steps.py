@@ -38,12 +38,14 @@ class StepRunner:
             if skip_if and os.path.exists(skip_if):
                 self.done(f"{name}: already done ({skip_if}), skipped")
             elif shutil.which(command[0], path=self.env["PATH"]) is None:
-                raise SSLUserError(f"command {command[0]!r} not found.", "pip install nnunet-ssl (it installs nnunetv2)")
+                raise SSLUserError(f"command {command[0]!r} not found.",
+                                   "pip install nnunet-ssl (it installs nnunetv2)")
             else:
                 pending.append((name, command))
         outcomes: dict[str, tuple[int, str, float]] = {}
-        threads = [threading.Thread(target=self._execute, args=(name, command, progress, total, env, position, outcomes),
-                                    daemon=True) for position, (name, command) in enumerate(pending)]
+        threads = [threading.Thread(target=self._execute, daemon=True,
+                                    args=(name, command, progress, total, env, position, outcomes))
+                   for position, (name, command) in enumerate(pending)]
         for thread in threads:
             thread.start()
         for thread in threads:

@@ -106,9 +106,9 @@ def benchmark_entry() -> None:
     parser.add_argument("-c", dest="configuration", default="3d_fullres")
     parser.add_argument("-p", dest="plans", default="nnUNetPlans")
     parser.add_argument("--methods", nargs="+", default=["scratch", "pcl"],
-                        help="pretraining methods and reference arms: scratch (SSLScratchTrainer, the matched control), "
-                             "scratch_rerun (the same in its own folder: the noise floor), nnunet (stock nnUNetTrainer "
-                             "at the same length)")
+                        help="pretraining methods and reference arms: scratch (SSLScratchTrainer, the matched "
+                             "control), scratch_rerun (the same in its own folder: the noise floor), nnunet (stock "
+                             "nnUNetTrainer at the same length)")
     parser.add_argument("--labeled", type=int, nargs="+", required=True, metavar="N", help="label budgets, e.g. 2 5 10")
     parser.add_argument("--base-folds", type=int, nargs="+", default=[0, 1, 2], metavar="F")
     parser.add_argument("--length", nargs="+", default=[""], metavar="LENGTH",

@@ -211,7 +211,8 @@ class MeanTeacherMixin:
         # 'loss' is nnU-Net's supervised loss, comparable with plain fine-tuning; the consistency is logged apart
         return {"loss": supervised_loss.detach().cpu().numpy(), "consistency": consistency.detach().cpu().numpy(),
                 "consistency_weight": np.float64(weight), "ema_decay": np.float64(decay),
-                "step_seconds": np.float64(perf_counter() - start), "unlabeled_wait_seconds": np.float64(unlabeled_wait),
+                "step_seconds": np.float64(perf_counter() - start),
+                "unlabeled_wait_seconds": np.float64(unlabeled_wait),
                 "teacher_seconds": np.float64(teacher_seconds), "ema_seconds": np.float64(ema_seconds)}
 
     def on_train_epoch_end(self, train_outputs: list[dict]):

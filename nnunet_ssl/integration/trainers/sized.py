@@ -31,7 +31,8 @@ class SizedTrainer:
             if threads is not None:
                 torch.set_num_threads(threads)
         for attribute, field in (("NUM_EPOCHS", "num_epochs"), ("ITERATIONS_PER_EPOCH", "num_iterations_per_epoch"),
-                                 ("VAL_ITERATIONS_PER_EPOCH", "num_val_iterations_per_epoch"), ("SAVE_EVERY", "save_every")):
+                                 ("VAL_ITERATIONS_PER_EPOCH", "num_val_iterations_per_epoch"),
+                                 ("SAVE_EVERY", "save_every")):
             if getattr(self, attribute) is not None:
                 setattr(self, field, getattr(self, attribute))
         if self.PLOT_EVERY is not None:
