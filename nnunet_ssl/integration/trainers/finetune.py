@@ -18,8 +18,9 @@ class MatchedScheduleTrainer(SizedTrainer, nnUNetTrainer_warmup):
     through nnU-Net's own nnUNetTrainer_warmup (the ``linearWarmup`` recipe).
 
     Why no warm-up by default: on hippocampus (M = 5, folds 6/9/12, 2000 iterations) the warm-up
-    schedule scored 0.750 +- 0.046 foreground Dice against stock nnU-Net's 0.807 +- 0.021, lower on
-    3 of 3 folds (docs/benchmarks/hippocampus_curve_2026-12-03.md).
+    schedule scored 0.750 +- 0.046 foreground Dice against 0.807 +- 0.021 and 0.797 +- 0.039 in two
+    runs of the stock schedule, lower on 3 of 3 folds against each; the two stock runs differed by
+    +0.010 [-0.005, +0.034] (docs/benchmarks/hippocampus_curve_2026-12-04.md).
 
     Training length lives in class attributes (SizedTrainer; lengths.py names them); ``None`` keeps
     nnU-Net's value.
