@@ -31,6 +31,9 @@ def test_trailing_mean_and_doubling_rule():
     assert trailing_mean([3.0, 0.0, 3.0, 6.0]) == pytest.approx([3.0, 1.5, 2.0, 3.0])
     assert doubling_plateau({1: 0.1, 2: 0.3, 4: 0.305, 8: 0.31}, 0.01) == 2
     assert doubling_plateau({1: 0.1, 2: 0.3, 3: 0.5}, 0.01) is None  # 1 -> 2 still rises, 4 not run
+    # a flat stretch the curve climbs out of again is no plateau: 2 -> 4 rises after 1 -> 2 did not
+    assert doubling_plateau({1: 0.1, 2: 0.1, 4: 0.3, 8: 0.305}, 0.01) == 4
+    assert doubling_plateau({1: 0.1, 2: 0.1, 4: 0.3}, 0.01) is None
 
 
 def test_plateau_is_the_latest_curve_plateau_and_none_while_one_still_rises():

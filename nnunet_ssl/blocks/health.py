@@ -75,11 +75,17 @@ HEALTH_SMOOTHING_EPOCHS = 3  # [assumption] trailing window of the per-epoch cur
 
 def doubling_plateau(curve: dict[int, float], gain: float) -> int | None:
     """The shortest length L (a key of ``curve``) whose doubling 2L, also measured, raises the curve by less
-    than ``gain``; None while every measured doubling still raises it more (or none is measured)."""
-    for length in sorted(curve):
-        if 2 * length in curve and curve[2 * length] - curve[length] < gain:
-            return length
-    return None
+    than ``gain``, and from which every later measured doubling does too: a flat stretch that the curve
+    climbs out of again is no plateau (a PCL run's health curves dipped at epochs 5-10 and rose until
+    its end, docs/methods/readouts.md). None while the last measured doubling still raises it more."""
+    doublings = [length for length in sorted(curve) if 2 * length in curve]
+    plateau = None
+    for length in doublings:
+        if curve[2 * length] - curve[length] >= gain:
+            plateau = None
+        elif plateau is None:
+            plateau = length
+    return plateau
 
 
 # what a reconstruction network that learned nothing scores: MAE predicting 0 (the mean intensity) in the
