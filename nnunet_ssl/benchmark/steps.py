@@ -18,6 +18,8 @@ class StepRunner:
         os.makedirs(log_folder, exist_ok=True)
         # console scripts live next to the interpreter in a venv that is not activated
         self.env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+        # a Python child writing into our pipe buffers its output in blocks: the progress bars would jump
+        self.env.setdefault("PYTHONUNBUFFERED", "1")
 
     def done(self, message: str) -> None:
         self.index += 1
