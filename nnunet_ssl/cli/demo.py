@@ -83,6 +83,7 @@ def write_demo_split(preprocessed_root: str, protocol: dict, cases: list[str]) -
 def demo(workdir: str | None = None, device: str = "cpu") -> dict:
     from nnunet_ssl.integration.device import cpu_worker_env, shared_cores_env
     from nnunet_ssl.integration.locations import FINAL, PREFIX, model_folder
+    from nnunet_ssl.integration.trainers.registry import trainer_class
 
     protocol = load_protocol()
     folders = demo_folders(workdir)
@@ -113,8 +114,8 @@ def demo(workdir: str | None = None, device: str = "cpu") -> dict:
     summaries = {label: os.path.join(model_folder(ds_name, trainer, plans, cfg, folders["nnUNet_results"]),
                                      "fold_0", "validation", "summary.json")
                  for label, trainer in protocol["trainers"].items()}
-    # the arms train at the same time, one thread each on a CPU: on 2 cores that halves the wall time
-    # of two 2-thread runs one after the other (one thread per process scales best, cpu_sharing benchmark)
+    # the arms train at the same time, one thread each on a CPU (one thread per process scales best, cpu_sharing
+    # benchmark): on 2 cores both took 599 s side by side (2026-12-04), against 948 s one after the other (12-01)
     steps.run_together([(f"finetune_{label}", ["nnUNetv2_train", ds_id, cfg, "0", "-p", plans, "-tr", trainer,
                                                "-device", device], summaries[label])
                         for label, trainer in protocol["trainers"].items()],
@@ -123,7 +124,6 @@ def demo(workdir: str | None = None, device: str = "cpu") -> dict:
     foreground = [str(v) for v in sorted(v for v in labels.values() if v > 0)]
     onsets = {label: class_onsets_of_training(os.path.dirname(os.path.dirname(summary)), foreground)
               for label, summary in summaries.items()}
-    from nnunet_ssl.integration.trainers.registry import trainer_class
     classes = [trainer_class(name) for name in protocol["trainers"].values()]
     iterations = sorted({c.NUM_EPOCHS * c.ITERATIONS_PER_EPOCH for c in classes})
     note = (f"The arms trained {', '.join(map(str, iterations))} iterations; from scratch, hippocampus fine-tuning "
