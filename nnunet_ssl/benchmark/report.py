@@ -254,9 +254,9 @@ def pretraining_table(summaries: list[dict]) -> str:
     from nnunet_ssl.blocks.health import HEALTH_PLATEAU_GAIN, HEALTH_SMOOTHING_EPOCHS
     return "\n".join(lines) + (
         f"\n\nHealth plateau: the epoch from which doubling the pretraining added < {HEALTH_PLATEAU_GAIN} to every "
-        f"label-free health curve (1 - loss / collapse value, retrieval gain over chance; "
-        f"{HEALTH_SMOOTHING_EPOCHS}-epoch means); \"still rising\" when no measured doubling did: that method may "
-        "need a longer pretraining.")
+        f"label-free health curve, and every later doubling too (1 - loss / collapse value, retrieval gain over "
+        f"chance, 1 - loss / trivial loss for reconstruction; {HEALTH_SMOOTHING_EPOCHS}-epoch means); \"still "
+        "rising\" when the last measured doubling added more: that method may need a longer pretraining.")
 
 
 def _plateau_cell(plateau: dict | None) -> str:
