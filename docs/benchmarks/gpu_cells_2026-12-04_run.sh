@@ -30,7 +30,6 @@ pkill -f .gpu/driver.py; sleep 3
 echo "elapsed $(( $(date +%s) - start )) s"
 for f in /tmp/logs/*.txt; do echo "== $f"; grep -E "Epoch [0-9]+$|epoch time|Traceback|Error" $f | tail -3; done
 cd /tmp/res && find . -name "checkpoint_best.pth" -delete
-find . -path "*fold_*" -name "checkpoint_final.pth" | sed 's#/checkpoint_final.pth##' > /tmp/finished
 for d in */*/; do  # one archive per trainer: finished folds keep checkpoint_final, unfinished ones checkpoint_latest
   for fold in $d/fold_*; do [ -f $fold/checkpoint_final.pth ] && rm -f $fold/checkpoint_latest.pth; done
   tar czf $OUT/$(basename $d).tgz $d

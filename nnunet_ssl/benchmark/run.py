@@ -22,8 +22,6 @@ REFERENCE_ARMS = {SCRATCH: ("SSLScratchTrainer", "default"), SCRATCH_RERUN: ("SS
 # --finetune choices that change the base trainer rather than the recipe: (scratch base, pretrained base).
 # Unlike a recipe they apply to the scratch arm too (arm "scratch+meanTeacher"), so each has its own control.
 BASE_FINETUNES = {"meanTeacher": ("SSLMeanTeacherTrainer", "SSLInitMeanTeacherTrainer")}
-# recipes that change the schedule rather than the init; scratch has them too (registry.py RECIPES)
-SCHEDULE_RECIPES = ("linearWarmup",)
 
 
 @dataclass(frozen=True)
@@ -74,6 +72,8 @@ def plan_cells(methods: list[str], rows: list[dict], lengths: list[str] | str,
     from nnunet_ssl.integration.trainers.lengths import LENGTHS
     from nnunet_ssl.integration.trainers.registry import RECIPES, trainer_class
     lengths = [lengths] if isinstance(lengths, str) else list(lengths)
+    # recipes SSLScratchTrainer has too change the schedule, not the init (e.g. linearWarmup): scratch gets one
+    schedule_recipes = (set(RECIPES["SSLScratchTrainer"]) & set(RECIPES["SSLInitTrainer"])) - {"default"}
     known_recipes = {r for recipes in RECIPES.values() for r in recipes} | set(BASE_FINETUNES)
     unknown = [f for f in finetunes if f not in known_recipes]
     if unknown:
@@ -87,7 +87,7 @@ def plan_cells(methods: list[str], rows: list[dict], lengths: list[str] | str,
     for length in lengths:
         for method in methods:
             # scratch once per choice that changes its schedule or base too: each such arm has its own control
-            scratch_finetunes = ("default", *(f for f in finetunes if f in BASE_FINETUNES or f in SCHEDULE_RECIPES))
+            scratch_finetunes = ("default", *(f for f in finetunes if f in BASE_FINETUNES or f in schedule_recipes))
             for finetune in (scratch_finetunes if method == SCRATCH else ("default",) if method in REFERENCE_ARMS
                              else finetunes):
                 name = trainer_name(method, length, finetune)
@@ -98,10 +98,15 @@ def plan_cells(methods: list[str], rows: list[dict], lengths: list[str] | str,
     return cells
 
 
+def cell_folder(cell: Cell, dataset_name: str, configuration: str, plans: str, results_root: str) -> str:
+    """nnU-Net's fold folder of a cell: checkpoints, and its validation/ predictions and summary.json."""
+    return join(model_folder(dataset_name, cell.trainer, plans, configuration, results_root), f"fold_{cell.fold}")
+
+
 def run_matrix(dataset_id: int, dataset_name: str, configuration: str, plans: str, cells: list[Cell],
                device: str, runner: StepRunner, results_root: str, env: dict | None = None) -> None:
     for cell in cells:
-        folder = join(model_folder(dataset_name, cell.trainer, plans, configuration, results_root), f"fold_{cell.fold}")
+        folder = cell_folder(cell, dataset_name, configuration, plans, results_root)
         # a cell stopped part-way (a session ended) continues from its last checkpoint with nnU-Net's --c
         resume = any(isfile(join(folder, f)) for f in ("checkpoint_latest.pth", "checkpoint_final.pth"))
         runner.run(f"{cell.arm}_labeled{cell.labeled}_fold{cell.fold}_{cell.iterations}it",
@@ -120,8 +125,7 @@ def evaluate_cells(cells: list[Cell], dataset_name: str, configuration: str, pla
     reference = join(preprocessed_root, dataset_name, "gt_segmentations")
     rows = []
     for cell in cells:
-        validation = join(model_folder(dataset_name, cell.trainer, plans, configuration, results_root),
-                          f"fold_{cell.fold}", "validation")
+        validation = join(cell_folder(cell, dataset_name, configuration, plans, results_root), "validation")
         cases = sorted(f[: -len(ending)] for f in os.listdir(validation) if f.endswith(ending))
         for case in cases:
             metrics = case_metrics(join(validation, case + ending), join(reference, case + ending), labels,
@@ -199,7 +203,6 @@ def pretraining_summary(method: str, folder: str) -> dict:
 
 def missing_summaries(cells: list[Cell], dataset_name: str, configuration: str, plans: str,
                       results_root: str) -> list[Cell]:
-    def summary(c: Cell) -> str:
-        return join(model_folder(dataset_name, c.trainer, plans, configuration, results_root), f"fold_{c.fold}",
-                    "validation", "summary.json")
-    return [c for c in cells if not isfile(summary(c))]
+    return [c for c in cells
+            if not isfile(join(cell_folder(c, dataset_name, configuration, plans, results_root), "validation",
+                               "summary.json"))]

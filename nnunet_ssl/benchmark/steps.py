@@ -39,20 +39,21 @@ class StepRunner:
         for name, command, skip_if in steps:
             if skip_if and os.path.exists(skip_if):
                 self.done(f"{name}: already done ({skip_if}), skipped")
-            elif shutil.which(command[0], path=self.env["PATH"]) is None:
+                continue
+            executable = shutil.which(command[0], path=self.env["PATH"])
+            if executable is None:
                 raise SSLUserError(f"command {command[0]!r} not found.",
                                    "pip install nnunet-ssl (it installs nnunetv2)")
-            else:
-                pending.append((name, command))
+            pending.append((name, command, executable))
         outcomes: dict[str, tuple[int, str, float]] = {}
         threads = [threading.Thread(target=self._execute, daemon=True,
-                                    args=(name, command, progress, total, env, position, outcomes))
-                   for position, (name, command) in enumerate(pending)]
+                                    args=(name, [executable, *command[1:]], progress, total, env, position, outcomes))
+                   for position, (name, command, executable) in enumerate(pending)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-        for name, command in pending:
+        for name, command, _ in pending:
             code, log_path, seconds = outcomes[name]
             if code != 0:
                 with open(log_path) as f:
@@ -61,16 +62,15 @@ class StepRunner:
                                    f"read {log_path}; fix the cause and re-run (finished steps are skipped)")
             self.done(f"{name}: {seconds:.0f} s (log: {log_path})")
 
-    def _execute(self, name: str, command: list[str], progress: str | None, total: int | None, env: dict | None,
+    def _execute(self, name: str, argv: list[str], progress: str | None, total: int | None, env: dict | None,
                  position: int, outcomes: dict) -> None:
-        executable = shutil.which(command[0], path=self.env["PATH"])
         log_path = os.path.join(self.log_folder, f"{name}.log")
         start = time.time()
         pattern = re.compile(progress) if progress else None
         bar = tqdm(total=total, desc=f"[{self.index + 1 + position}/{self.total}] {name}",
                    unit=" epochs" if pattern else "", leave=False, disable=pattern is None, position=position)
         with open(log_path, "w") as log:
-            process = subprocess.Popen([executable, *command[1:]], env={**self.env, **(env or {})},
+            process = subprocess.Popen(argv, env={**self.env, **(env or {})},
                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
             for line in process.stdout:
                 log.write(line)
