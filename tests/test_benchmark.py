@@ -54,6 +54,19 @@ def test_finetune_recipes_multiply_pretrained_arms_only():
         ("pcl", "SSLInitTrainer_pcl_cpu500it"), ("pcl+linearWarmup", "SSLInitTrainer_pcl_linearWarmup_cpu500it")]
 
 
+def test_an_arm_pinned_to_a_recipe_runs_that_recipe_only():
+    rows = [{"labeled": 5, "base_fold": 0, "fold": 6}]
+    cells = plan_cells(["scratch", "pcl", "mae+fullNetwork"], rows, "cpu4000it", ("default", "lowEncoderLR"))
+    assert [(c.arm, c.trainer) for c in cells] == [
+        ("scratch", "SSLScratchTrainer_cpu4000it"), ("pcl", "SSLInitTrainer_pcl_cpu4000it"),
+        ("pcl+lowEncoderLR", "SSLInitTrainer_pcl_lowEncoderLR_cpu4000it"),
+        ("mae+fullNetwork", "SSLInitTrainer_mae_fullNetwork_cpu4000it")]
+    with pytest.raises(SSLUserError, match="unknown fine-tuning recipe"):
+        plan_cells(["mae+frozen"], rows, "tiny")
+    with pytest.raises(SSLUserError, match="no trainer 'SSLScratchTrainer_fullNetwork_tiny'"):
+        plan_cells(["scratch+fullNetwork"], rows, "tiny")
+
+
 def test_earlier_rows_stand_in_for_their_cells_once(tmp_path):
     from nnunet_ssl.benchmark.run import earlier_case_rows
     rows = [{"labeled": 5, "base_fold": 0, "fold": 6}, {"labeled": 5, "base_fold": 1, "fold": 9}]
@@ -65,6 +78,7 @@ def test_earlier_rows_stand_in_for_their_cells_once(tmp_path):
                               "scratch,5,2000,0,6,SSLScratchTrainer_cpu2000it,c1,0.7\n")  # another length: ignored
     found, reused = earlier_case_rows([str(first)], cells)
     assert [r["case"] for r in found] == ["c1", "c2"] and [c.fold for c in reused] == [6]
+    assert (found[0]["fold"], found[0]["iterations"]) == (6, 4000)  # typed like this run's rows
     second = tmp_path / "b.csv"
     second.write_text(header + "scratch,5,4000,0,6,SSLScratchTrainer_cpu4000it,c1,0.9\n")
     with pytest.raises(SSLUserError, match="fold 6 is in both"):
@@ -77,6 +91,14 @@ def test_fold_means_then_mean_over_folds():
     rows = [{"method": "pcl", "labeled": 2, "fold": f, "dice_foreground": v}
             for f, v in ((5, 0.2), (5, 0.4), (8, 0.9))]
     assert fold_means(rows, "dice_foreground") == {("pcl", 2, 0): [pytest.approx(0.3), pytest.approx(0.9)]}
+
+
+def test_training_curves_average_the_epochs_every_fold_has(tmp_path):
+    from nnunet_ssl.benchmark.report import mean_training_curve, plot_training_curves
+    assert mean_training_curve([[0.1, 0.5, 0.7], [0.3, 0.7]]).tolist() == pytest.approx([0.2, 0.6])
+    plot_training_curves({("scratch", 5, 100): [[0.1, 0.5], [0.3, 0.7]], ("pcl", 5, 100): [[0.2, 0.4]]},
+                         str(tmp_path / "training.png"))
+    assert (tmp_path / "training.png").stat().st_size > 10_000
 
 
 def test_paired_difference_to_scratch_is_per_fold(tmp_path):
@@ -142,6 +164,7 @@ def test_tiny_matrix_runs_resumes_and_writes_results(pretrained, tmp_path):
     assert {"ppv", "ltpr", "lfpr", "dice_1"} <= set(rows[0])  # binary task: lesion-wise metrics too
     for ext in ("md", "json", "png"):
         assert (out / f"benchmark.{ext}").is_file()
+    assert (out / "benchmark_training.png").is_file() and "benchmark_training.png" in first.stdout
 
     import torch  # the stock arm is nnU-Net's own trainer (no warm-up) at the requested length
     stock = torch.load(os.path.join(pretrained["env"]["nnUNet_results"], pretrained["name"],
@@ -171,6 +194,7 @@ def test_tiny_matrix_runs_resumes_and_writes_results(pretrained, tmp_path):
     # an earlier session's benchmark.csv stands in for the missing cell: neither retrained nor re-evaluated
     merged = run_command(args + ["--report-only", "--earlier", str(tmp_path / "earlier.csv")])
     assert "| scratch | 2 | 4 | 1 |" in merged.stdout and "**Partial**" not in merged.stdout
+    assert f"({len(splits[fold]['val'])} distinct validation cases in all)" in merged.stdout  # read rows count once
     assert not os.path.isfile(os.path.join(scratch_fold, "validation", "summary.json"))
     (tmp_path / "not_a_benchmark.csv").write_text("case,dice\na,0.5\n")
     wrong = run_command(args + ["--report-only", "--earlier", str(tmp_path / "not_a_benchmark.csv")], check=False)

@@ -56,3 +56,14 @@ def test_recipes_and_protocols_are_installed_package_data():
     assets = resources.files("nnunet_ssl") / "assets" / "hippocampus"
     assert len([p for p in (assets / "imagesTr").iterdir() if p.name.endswith(".nii.gz")]) == 60
     assert (assets / "ATTRIBUTION.md").is_file()
+
+
+def test_the_demo_protocol_fine_tunes_the_method_its_recipe_pretrains():
+    from nnunet_ssl.cli.demo import load_protocol
+    from nnunet_ssl.cli.pretrain import load_recipe
+    from nnunet_ssl.integration.trainers.registry import trainer_class
+    protocol = load_protocol()
+    method = load_recipe(protocol["pretraining_recipe"])["method"]
+    arms = {label: trainer_class(name) for label, name in protocol["trainers"].items()}
+    assert None not in arms.values() and arms.pop("scratch").__name__.startswith("SSLScratchTrainer")
+    assert [getattr(cls, "PRETRAINING_METHOD", None) in (None, method) for cls in arms.values()] == [True]

@@ -306,3 +306,34 @@ def _plot_learning_curve(fold_values: dict, groups: list[tuple], path: str) -> N
     for g in groups:
         series.setdefault(f"{g[0]}, M = {g[1]}" if several_budgets else g[0], []).append(g)
     _errorbar_plot(fold_values, series, lambda g: g[2], "fine-tuning iterations", path, log_x=True)
+
+
+def mean_training_curve(curves: list[list[float]]) -> np.ndarray:
+    """Epoch-wise mean over folds; a fold cut short is averaged only over the epochs all folds have."""
+    shortest = min(len(c) for c in curves)
+    return np.mean([c[:shortest] for c in curves], axis=0)
+
+
+def plot_training_curves(curves: dict[tuple[str, int, int], list[list[float]]], path: str) -> None:
+    """Pseudo-Dice during fine-tuning against iterations: each fold thin, the mean over folds bold. Shown
+    to see when each arm learns; never used to select a model (the reported Dice is checkpoint_final's)."""
+    import matplotlib
+    matplotlib.use("agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.2, 4.4))
+    for (arm, labeled, iterations), folds in curves.items():
+        mean = mean_training_curve(folds)
+        x = np.arange(1, len(mean) + 1) * iterations / max(len(c) for c in folds)
+        folds_said = f"{len(folds)} fold" + "s" * (len(folds) > 1)
+        line, = ax.plot(x, mean, lw=2, label=f"{arm}, M = {labeled}, {iterations} it ({folds_said})")
+        for fold in folds:
+            ax.plot(x[:len(fold)], fold[:len(x)], lw=0.6, alpha=0.35, color=line.get_color())
+    ax.set_xlabel("fine-tuning iterations")
+    ax.set_ylabel("pseudo-Dice on validation batches (EMA)")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -64,18 +64,26 @@ def trainer_name(method: str, length: str, finetune: str = "default") -> str:
     return compose_name("SSLInitTrainer", method, finetune, length)
 
 
+def split_arm(arm: str) -> tuple[str, str | None]:
+    """``mae+fullNetwork`` -> ("mae", "fullNetwork"): an arm pinned to one recipe; ``pcl`` -> ("pcl", None)."""
+    method, _, recipe = arm.partition("+")
+    return method, recipe or None
+
+
 def plan_cells(methods: list[str], rows: list[dict], lengths: list[str] | str,
                finetunes: tuple[str, ...] = ("default",)) -> list[Cell]:
     """Every arm at every length: length by length (a learning curve fills evenly), the reference arms
     once each, every pretraining method once per fine-tuning recipe; scratch also once per
-    BASE_FINETUNES choice (its matched control, e.g. scratch+meanTeacher)."""
+    BASE_FINETUNES choice (its matched control, e.g. scratch+meanTeacher). A method written as an arm
+    (``mae+fullNetwork``) runs with that recipe only, so arms on different recipes share one matrix."""
     from nnunet_ssl.integration.trainers.lengths import LENGTHS
     from nnunet_ssl.integration.trainers.registry import RECIPES, trainer_class
     lengths = [lengths] if isinstance(lengths, str) else list(lengths)
     # recipes SSLScratchTrainer has too change the schedule, not the init (e.g. linearWarmup): scratch gets one
     schedule_recipes = (set(RECIPES["SSLScratchTrainer"]) & set(RECIPES["SSLInitTrainer"])) - {"default"}
     known_recipes = {r for recipes in RECIPES.values() for r in recipes} | set(BASE_FINETUNES)
-    unknown = [f for f in finetunes if f not in known_recipes]
+    pinned = [recipe for _, recipe in map(split_arm, methods) if recipe]
+    unknown = [f for f in (*finetunes, *pinned) if f not in known_recipes]
     if unknown:
         raise SSLUserError(f"unknown fine-tuning recipe(s) {unknown}.",
                            f"use --finetune with {sorted(RECIPES['SSLInitTrainer']) + sorted(BASE_FINETUNES)}")
@@ -85,11 +93,11 @@ def plan_cells(methods: list[str], rows: list[dict], lengths: list[str] | str,
                            f"use --length with one or more of {list(LENGTHS)} (or '' for the full nnU-Net length)")
     cells = []
     for length in lengths:
-        for method in methods:
+        for method, recipe in map(split_arm, methods):
             # scratch once per choice that changes its schedule or base too: each such arm has its own control
             scratch_finetunes = ("default", *(f for f in finetunes if f in BASE_FINETUNES or f in schedule_recipes))
-            for finetune in (scratch_finetunes if method == SCRATCH else ("default",) if method in REFERENCE_ARMS
-                             else finetunes):
+            for finetune in ((recipe,) if recipe else scratch_finetunes if method == SCRATCH
+                             else ("default",) if method in REFERENCE_ARMS else finetunes):
                 name = trainer_name(method, length, finetune)
                 if trainer_class(name) is None:
                     raise SSLUserError(f"no trainer {name!r} for method {method!r} and length {length!r}.",
@@ -169,7 +177,8 @@ def earlier_case_rows(csv_paths, cells: list[Cell]) -> tuple[list[dict], list[Ce
             if source.setdefault(key, path) != path:
                 raise SSLUserError(f"{key[0]} fold {key[1]} is in both {source[key]} and {path}.",
                                    "give each cell's rows once")
-            rows.append(row)
+            # the same types as this run's rows, so a case counts once however its rows were read
+            rows.append({**row, **{k: int(row[k]) for k in ("labeled", "iterations", "base_fold", "fold")}})
     return rows, [c for key, c in wanted.items() if key in source]
 
 
@@ -180,6 +189,21 @@ def class_onsets_of_training(fold_folder: str, labels: list[str]) -> dict[str, i
     from nnunet_ssl.benchmark.report import class_onsets
     checkpoint = torch.load(join(fold_folder, "checkpoint_final.pth"), map_location="cpu", weights_only=False)
     return class_onsets(checkpoint["logging"]["dice_per_class_or_region"], labels)
+
+
+def training_curves(cells: list[Cell], dataset_name: str, configuration: str, plans: str,
+                    results_root: str) -> dict[tuple[str, int, int], list[list[float]]]:
+    """Per arm (arm, labeled, iterations): each fold's per-epoch pseudo-Dice from its checkpoint_final's log
+    (nnU-Net's EMA of the foreground Dice on validation batches). Cells without a checkpoint here (taken
+    from --earlier) are left out."""
+    import torch
+    curves: dict[tuple[str, int, int], list[list[float]]] = {}
+    for cell in cells:
+        path = join(cell_folder(cell, dataset_name, configuration, plans, results_root), "checkpoint_final.pth")
+        if isfile(path):
+            log = torch.load(path, map_location="cpu", weights_only=False)["logging"]
+            curves.setdefault((cell.arm, cell.labeled, cell.iterations), []).append(list(log["ema_fg_dice"]))
+    return curves
 
 
 def pretraining_summary(method: str, folder: str) -> dict:

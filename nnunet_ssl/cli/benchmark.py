@@ -26,9 +26,10 @@ def benchmark(dataset: str, methods: list[str], budgets: list[int], base_folds: 
 
     from nnunetv2.paths import nnUNet_preprocessed
 
-    from nnunet_ssl.benchmark.report import benchmark_report, pretraining_table
+    from nnunet_ssl.benchmark.report import benchmark_report, plot_training_curves, pretraining_table
     from nnunet_ssl.benchmark.run import (REFERENCE_ARMS, earlier_case_rows, evaluate_cells, missing_summaries,
-                                          plan_cells, pretraining_summary, run_matrix)
+                                          plan_cells, pretraining_summary, run_matrix, split_arm,
+                                          training_curves)
     from nnunet_ssl.benchmark.steps import StepRunner
     from nnunet_ssl.integration import locations
     from nnunet_ssl.integration.dataset import dataset_id_of, open_preprocessed
@@ -36,7 +37,9 @@ def benchmark(dataset: str, methods: list[str], budgets: list[int], base_folds: 
     from nnunet_ssl.integration.splits import add_label_budget_folds
     from nnunet_ssl.methods import require_methods
 
-    require_methods(methods, "--methods", also=tuple(REFERENCE_ARMS))
+    # an arm pinned to a recipe (mae+fullNetwork) pretrains and reports as its method
+    pretraining_methods = list(dict.fromkeys(m for m, _ in map(split_arm, methods) if m not in REFERENCE_ARMS))
+    require_methods([m for m, _ in map(split_arm, methods)], "--methods", also=tuple(REFERENCE_ARMS))
     data = open_preprocessed(dataset, configuration, plans)
     dataset_id = dataset_id_of(data.dataset_name)
     results_root = locations.results_root(needed_for="the benchmark")  # checked before any fold is written
@@ -49,7 +52,7 @@ def benchmark(dataset: str, methods: list[str], budgets: list[int], base_folds: 
     os.makedirs(out_dir, exist_ok=True)
     cpu_env = cpu_worker_env(device)
     if not report_only:
-        pretrain = [m for m in methods if m not in REFERENCE_ARMS and not os.path.isfile(
+        pretrain = [m for m in pretraining_methods if not os.path.isfile(
             join(locations.pretraining_folder(data.dataset_name, m, plans, configuration), locations.FINAL))]
         runner = StepRunner(dict(os.environ), join(out_dir, "logs"), total_steps=len(pretrain) + len(to_train))
         for method in pretrain:
@@ -70,17 +73,19 @@ def benchmark(dataset: str, methods: list[str], budgets: list[int], base_folds: 
                                               str(nnUNet_preprocessed), data.dataset_json) if finished else [])
     class_names = {str(v): k for k, v in data.dataset_json["labels"].items() if isinstance(v, int)}
     report = benchmark_report(case_rows, join(out_dir, "benchmark"), class_names)
+    curves = training_curves(finished, data.dataset_name, configuration, plans, results_root)
+    if curves:  # when each arm learns, not only where it ends
+        plot_training_curves(curves, join(out_dir, "benchmark_training.png"))
+        report["files"].append(join(out_dir, "benchmark_training.png"))
+        append_to_report(report, out_dir, "Training curves: benchmark_training.png, each arm's pseudo-Dice during "
+                         "fine-tuning (nnU-Net's EMA on validation batches; shown to see when an arm learns, never "
+                         "used to select a model).")
     if missing:  # --partial: say in the table itself what it lacks
-        note = partial_note(missing, len(cells))
-        report["markdown"] += "\n\n" + note
-        with open(join(out_dir, "benchmark.md"), "a") as f:
-            f.write("\n" + note + "\n")
+        append_to_report(report, out_dir, partial_note(missing, len(cells)))
     pretrained = [pretraining_summary(m, locations.pretraining_folder(data.dataset_name, m, plans, configuration))
-                  for m in methods if m not in REFERENCE_ARMS]
+                  for m in pretraining_methods]
     if pretrained:  # how long each method pretrained, and where its health metrics ended
-        report["markdown"] += "\n\nPretraining:\n\n" + pretraining_table(pretrained)
-        with open(join(out_dir, "benchmark.md"), "a") as f:
-            f.write("\nPretraining:\n\n" + pretraining_table(pretrained) + "\n")
+        append_to_report(report, out_dir, "Pretraining:\n\n" + pretraining_table(pretrained))
         with open(join(out_dir, "benchmark_pretraining.json"), "w") as f:
             json.dump(pretrained, f, indent=1)
     with open(join(out_dir, "benchmark_setup.json"), "w") as f:
@@ -91,6 +96,13 @@ def benchmark(dataset: str, methods: list[str], budgets: list[int], base_folds: 
                    "cells": [{**c.__dict__, "from_earlier_run": c in reused} for c in cells]}, f, indent=1)
     print("\n" + report["markdown"] + "\n\nwritten: " + ", ".join(report["files"]))
     return report
+
+
+def append_to_report(report: dict, out_dir: str, text: str) -> None:
+    """A paragraph after the table, in the printed markdown and in benchmark.md."""
+    report["markdown"] += "\n\n" + text
+    with open(join(out_dir, "benchmark.md"), "a") as f:
+        f.write("\n" + text + "\n")
 
 
 def partial_note(missing: list, total: int) -> str:
@@ -108,7 +120,8 @@ def benchmark_entry() -> None:
     parser.add_argument("--methods", nargs="+", default=["scratch", "pcl"],
                         help="pretraining methods and reference arms: scratch (SSLScratchTrainer, the matched "
                              "control), scratch_rerun (the same in its own folder: the noise floor), nnunet (stock "
-                             "nnUNetTrainer at the same length)")
+                             "nnUNetTrainer at the same length); METHOD+RECIPE (e.g. mae+fullNetwork) runs that "
+                             "method with that recipe only, instead of each --finetune recipe")
     parser.add_argument("--labeled", type=int, nargs="+", required=True, metavar="N", help="label budgets, e.g. 2 5 10")
     parser.add_argument("--base-folds", type=int, nargs="+", default=[0, 1, 2], metavar="F")
     parser.add_argument("--length", nargs="+", default=[""], metavar="LENGTH",

@@ -1,7 +1,8 @@
 """nnUNetv2_ssl_demo: the whole product path on bundled real data, on a CPU, in minutes.
 
 Raw dataset from the bundled MSD hippocampus subset -> nnU-Net planning and preprocessing ->
-CPU plans -> PCL pretraining -> fine-tuning from scratch and from PCL with one schedule, through
+CPU plans -> pretraining (the protocol's recipe names the method) -> fine-tuning from scratch and from
+the pretrained weights with one schedule, through
 stock nnUNetv2_train -> per-case 3D Dice table and plot on the cases neither run trained on.
 Every step is a real nnU-Net or nnunet-ssl command; finished steps are skipped on a re-run.
 """
@@ -81,6 +82,7 @@ def write_demo_split(preprocessed_root: str, protocol: dict, cases: list[str]) -
 
 
 def demo(workdir: str | None = None, device: str = "cpu") -> dict:
+    from nnunet_ssl.cli.pretrain import load_recipe
     from nnunet_ssl.integration.device import cpu_worker_env, shared_cores_env
     from nnunet_ssl.integration.locations import FINAL, PREFIX, model_folder
     from nnunet_ssl.integration.trainers.registry import trainer_class
@@ -107,9 +109,11 @@ def demo(workdir: str | None = None, device: str = "cpu") -> dict:
     split = write_demo_split(folders["nnUNet_preprocessed"], protocol, cases)
     print(f"       fold 0: {len(split['train'])} labeled training cases {split['train']}, "
           f"{len(split['val'])} evaluation cases")
-    steps.run("pretrain", ["nnUNetv2_ssl_pretrain", "-d", ds_id, "-c", cfg, "-p", plans, "-m", "pcl",
-                           "-device", device, "--recipe", protocol["pretraining_recipe"]],
-              skip_if=os.path.join(model_folder(ds_name, PREFIX + "pcl", plans, cfg, folders["nnUNet_results"]), FINAL),
+    method = load_recipe(protocol["pretraining_recipe"])["method"]
+    steps.run(f"pretrain_{method}", ["nnUNetv2_ssl_pretrain", "-d", ds_id, "-c", cfg, "-p", plans, "-m", method,
+                                     "-device", device, "--recipe", protocol["pretraining_recipe"]],
+              skip_if=os.path.join(model_folder(ds_name, PREFIX + method, plans, cfg, folders["nnUNet_results"]),
+                                   FINAL),
               progress=r"epoch \d+, loss", env=cpu_env)
     summaries = {label: os.path.join(model_folder(ds_name, trainer, plans, cfg, folders["nnUNet_results"]),
                                      "fold_0", "validation", "summary.json")
