@@ -1,4 +1,5 @@
 """Per-case 3D Dice from nnU-Net's validation summaries: tables, a plot and raw numbers."""
+import contextlib
 import json
 
 import numpy as np
@@ -86,24 +87,33 @@ def class_onsets(dice_per_epoch: list[list[float]], labels: list[str], threshold
     return onsets
 
 
-def _plot(per_method: dict, cases: list[str], baseline: str, path: str) -> None:
+@contextlib.contextmanager
+def _saved_axes(path: str, figsize: tuple[float, float]):
+    """One matplotlib axes (headless backend), written to ``path`` when the block ends."""
     import matplotlib
     matplotlib.use("agg")
     import matplotlib.pyplot as plt
 
+    fig, ax = plt.subplots(figsize=figsize)
+    try:
+        yield ax
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+    finally:
+        plt.close(fig)
+
+
+def _plot(per_method: dict, cases: list[str], baseline: str, path: str) -> None:
     names = list(per_method)
     data = [[per_method[n][c]["foreground"] for c in cases] for n in names]
-    fig, ax = plt.subplots(figsize=(2.2 + 1.6 * len(names), 4.5))
-    for i in range(len(cases)):
-        ax.plot(range(len(names)), [d[i] for d in data], color="grey", alpha=0.25, lw=0.8)
-    ax.boxplot(data, positions=range(len(names)), widths=0.45, showmeans=True)
-    ax.set_xticks(range(len(names)), names)
-    ax.set_ylabel("per-case foreground Dice (3D)")
-    ax.set_title(f"{len(cases)} evaluation cases; lines pair the same case")
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with _saved_axes(path, (2.2 + 1.6 * len(names), 4.5)) as ax:
+        for i in range(len(cases)):
+            ax.plot(range(len(names)), [d[i] for d in data], color="grey", alpha=0.25, lw=0.8)
+        ax.boxplot(data, positions=range(len(names)), widths=0.45, showmeans=True)
+        ax.set_xticks(range(len(names)), names)
+        ax.set_ylabel("per-case foreground Dice (3D)")
+        ax.set_title(f"{len(cases)} evaluation cases; lines pair the same case")
+        ax.grid(axis="y", alpha=0.3)
 
 
 # --- benchmark matrices -------------------------------------------------------------------------
@@ -271,26 +281,19 @@ def _plateau_cell(plateau: dict | None) -> str:
 
 def _errorbar_plot(fold_values: dict, series: dict[str, list[tuple]], x_of, xlabel: str, path: str,
                    log_x: bool = False) -> None:
-    import matplotlib
-    matplotlib.use("agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    xticks = sorted({x_of(g) for groups in series.values() for g in groups})
-    for label, groups in series.items():
-        ax.errorbar([x_of(g) for g in groups], [np.mean(fold_values[g]) for g in groups],
-                    yerr=[np.std(fold_values[g]) for g in groups], marker="o", capsize=4, label=label)
-    if log_x:
-        ax.set_xscale("log")
-    ax.set_xticks(xticks, [str(x) for x in xticks])
-    ax.minorticks_off()
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("foreground Dice (mean ± std over folds)")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with _saved_axes(path, (6.4, 4.4)) as ax:
+        xticks = sorted({x_of(g) for groups in series.values() for g in groups})
+        for label, groups in series.items():
+            ax.errorbar([x_of(g) for g in groups], [np.mean(fold_values[g]) for g in groups],
+                        yerr=[np.std(fold_values[g]) for g in groups], marker="o", capsize=4, label=label)
+        if log_x:
+            ax.set_xscale("log")
+        ax.set_xticks(xticks, [str(x) for x in xticks])
+        ax.minorticks_off()
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("foreground Dice (mean ± std over folds)")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
 
 
 def _plot_budget_curve(fold_values: dict, groups: list[tuple], path: str) -> None:
@@ -317,23 +320,16 @@ def mean_training_curve(curves: list[list[float]]) -> np.ndarray:
 def plot_training_curves(curves: dict[tuple[str, int, int], list[list[float]]], path: str) -> None:
     """Pseudo-Dice during fine-tuning against iterations: each fold thin, the mean over folds bold. Shown
     to see when each arm learns; never used to select a model (the reported Dice is checkpoint_final's)."""
-    import matplotlib
-    matplotlib.use("agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.2, 4.4))
-    for (arm, labeled, iterations), folds in curves.items():
-        mean = mean_training_curve(folds)
-        x = np.arange(1, len(mean) + 1) * iterations / max(len(c) for c in folds)
-        folds_said = f"{len(folds)} fold" + "s" * (len(folds) > 1)
-        line, = ax.plot(x, mean, lw=2, label=f"{arm}, M = {labeled}, {iterations} it ({folds_said})")
-        for fold in folds:
-            ax.plot(x[:len(fold)], fold[:len(x)], lw=0.6, alpha=0.35, color=line.get_color())
-    ax.set_xlabel("fine-tuning iterations")
-    ax.set_ylabel("pseudo-Dice on validation batches (EMA)")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with _saved_axes(path, (7.2, 4.4)) as ax:
+        for (arm, labeled, iterations), folds in curves.items():
+            mean = mean_training_curve(folds)
+            x = np.arange(1, len(mean) + 1) * iterations / max(len(c) for c in folds)
+            folds_said = f"{len(folds)} fold" + "s" * (len(folds) > 1)
+            line, = ax.plot(x, mean, lw=2, label=f"{arm}, M = {labeled}, {iterations} it ({folds_said})")
+            for fold in folds:
+                ax.plot(x[:len(fold)], fold[:len(x)], lw=0.6, alpha=0.35, color=line.get_color())
+        ax.set_xlabel("fine-tuning iterations")
+        ax.set_ylabel("pseudo-Dice on validation batches (EMA)")
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)

@@ -182,13 +182,16 @@ def earlier_case_rows(csv_paths, cells: list[Cell]) -> tuple[list[dict], list[Ce
     return rows, [c for key, c in wanted.items() if key in source]
 
 
+def final_training_log(fold_folder: str) -> dict:
+    """nnU-Net's per-epoch log (losses, pseudo-Dice, lrs) as saved in a training's checkpoint_final."""
+    import torch
+    return torch.load(join(fold_folder, "checkpoint_final.pth"), map_location="cpu", weights_only=False)["logging"]
+
+
 def class_onsets_of_training(fold_folder: str, labels: list[str]) -> dict[str, int | None]:
     """When each class started in one nnU-Net training: its checkpoint_final's per-epoch pseudo-Dice."""
-    import torch
-
     from nnunet_ssl.benchmark.report import class_onsets
-    checkpoint = torch.load(join(fold_folder, "checkpoint_final.pth"), map_location="cpu", weights_only=False)
-    return class_onsets(checkpoint["logging"]["dice_per_class_or_region"], labels)
+    return class_onsets(final_training_log(fold_folder)["dice_per_class_or_region"], labels)
 
 
 def training_curves(cells: list[Cell], dataset_name: str, configuration: str, plans: str,
@@ -196,13 +199,12 @@ def training_curves(cells: list[Cell], dataset_name: str, configuration: str, pl
     """Per arm (arm, labeled, iterations): each fold's per-epoch pseudo-Dice from its checkpoint_final's log
     (nnU-Net's EMA of the foreground Dice on validation batches). Cells without a checkpoint here (taken
     from --earlier) are left out."""
-    import torch
     curves: dict[tuple[str, int, int], list[list[float]]] = {}
     for cell in cells:
-        path = join(cell_folder(cell, dataset_name, configuration, plans, results_root), "checkpoint_final.pth")
-        if isfile(path):
-            log = torch.load(path, map_location="cpu", weights_only=False)["logging"]
-            curves.setdefault((cell.arm, cell.labeled, cell.iterations), []).append(list(log["ema_fg_dice"]))
+        folder = cell_folder(cell, dataset_name, configuration, plans, results_root)
+        if isfile(join(folder, "checkpoint_final.pth")):
+            curves.setdefault((cell.arm, cell.labeled, cell.iterations), []).append(
+                list(final_training_log(folder)["ema_fg_dice"]))
     return curves
 
 

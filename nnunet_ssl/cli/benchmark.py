@@ -38,8 +38,9 @@ def benchmark(dataset: str, methods: list[str], budgets: list[int], base_folds: 
     from nnunet_ssl.methods import require_methods
 
     # an arm pinned to a recipe (mae+fullNetwork) pretrains and reports as its method
-    pretraining_methods = list(dict.fromkeys(m for m, _ in map(split_arm, methods) if m not in REFERENCE_ARMS))
-    require_methods([m for m, _ in map(split_arm, methods)], "--methods", also=tuple(REFERENCE_ARMS))
+    arm_methods = [method for method, _ in map(split_arm, methods)]
+    require_methods(arm_methods, "--methods", also=tuple(REFERENCE_ARMS))
+    pretraining_methods = list(dict.fromkeys(m for m in arm_methods if m not in REFERENCE_ARMS))
     data = open_preprocessed(dataset, configuration, plans)
     dataset_id = dataset_id_of(data.dataset_name)
     results_root = locations.results_root(needed_for="the benchmark")  # checked before any fold is written
