@@ -75,7 +75,8 @@ def test_earlier_rows_stand_in_for_their_cells_once(tmp_path):
     first = tmp_path / "a.csv"
     first.write_text(header + "scratch,5,4000,0,6,SSLScratchTrainer_cpu4000it,c1,0.8\n"
                               "scratch,5,4000,0,6,SSLScratchTrainer_cpu4000it,c2,0.6\n"
-                              "scratch,5,2000,0,6,SSLScratchTrainer_cpu2000it,c1,0.7\n")  # another length: ignored
+                              "scratch,5,2000,0,6,SSLScratchTrainer_cpu2000it,c1,0.7\n"  # another length: ignored
+                              "scratch_rerun,5,4000,0,6,SSLScratchTrainer_cpu4000it,c1,0.5\n")  # from --rerun
     found, reused = earlier_case_rows([str(first)], cells)
     assert [r["case"] for r in found] == ["c1", "c2"] and [c.fold for c in reused] == [6]
     assert (found[0]["fold"], found[0]["iterations"]) == (6, 4000)  # typed like this run's rows
@@ -85,6 +86,30 @@ def test_earlier_rows_stand_in_for_their_cells_once(tmp_path):
         earlier_case_rows([str(first), str(second)], cells)
     with pytest.raises(SSLUserError, match="cannot read --earlier"):
         earlier_case_rows([str(tmp_path / "missing.csv")], cells)
+
+
+def test_another_run_of_scratch_reports_as_its_noise_floor(tmp_path):
+    from nnunet_ssl.benchmark.run import rerun_case_rows, same_run
+    rows = [{"labeled": 5, "base_fold": 0, "fold": 6}, {"labeled": 5, "base_fold": 1, "fold": 9}]
+    cells = plan_cells(["scratch", "pcl"], rows, "cpu4000it")
+    header = "method,labeled,iterations,base_fold,fold,trainer,case,dice_foreground\n"
+    other = tmp_path / "gpu.csv"
+    other.write_text(header + "scratch,5,4000,0,6,SSLScratchTrainer_cpu4000it,c1,0.8\n"
+                              "pcl,5,4000,0,6,SSLInitTrainer_pcl_cpu4000it,c1,0.7\n"  # not scratch: ignored
+                              "scratch,5,4000,1,9,SSLScratchTrainer_cpu4000it,c2,0.6\n")
+    found = rerun_case_rows([str(other)], cells)
+    assert [(r["method"], r["fold"], r["case"], r["trainer"]) for r in found] == [
+        ("scratch_rerun", 6, "c1", "SSLScratchTrainer_cpu4000it"),
+        ("scratch_rerun", 9, "c2", "SSLScratchTrainer_cpu4000it")]  # the trainer that ran stays on record
+    one_fold = tmp_path / "one_fold.csv"
+    one_fold.write_text(header + "scratch,5,4000,0,6,SSLScratchTrainer_cpu4000it,c1,0.8\n")
+    with pytest.raises(SSLUserError, match="no SSLScratchTrainer_cpu4000it fold 9"):  # the noise floor pairs folds
+        rerun_case_rows([str(one_fold)], cells)
+    with pytest.raises(SSLUserError, match="add scratch to --methods"):
+        rerun_case_rows([str(other)], plan_cells(["pcl"], rows, "cpu4000it"))
+    mine = [{"fold": 6, "case": "c1", "dice_foreground": "0.8"}, {"fold": 9, "case": "c2", "dice_foreground": 0.6}]
+    assert same_run(mine, found)  # one run read twice: no noise floor
+    assert not same_run([{**mine[0], "dice_foreground": 0.81}, mine[1]], found)
 
 
 def test_fold_means_then_mean_over_folds():
@@ -204,3 +229,16 @@ def test_tiny_matrix_runs_resumes_and_writes_results(pretrained, tmp_path):
     assert os.path.isfile(os.path.join(scratch_fold, "validation", "summary.json"))
     new_log = [f for f in os.listdir(scratch_fold) if f.startswith("training_log") and f not in logs_before]
     assert len(new_log) == 1 and "Epoch 0" not in open(os.path.join(scratch_fold, new_log[0])).read()  # not retrained
+
+    # the noise floor from another run of the scratch cells (e.g. on another machine), not from the same run
+    same = run_command(args + ["--report-only", "--rerun", str(tmp_path / "earlier.csv")], check=False)
+    assert same.returncode == 2 and "holds the very scratch run this report already has" in same.stderr
+    with open(tmp_path / "earlier.csv") as f:
+        other_run = [{**r, "dice_foreground": float(r["dice_foreground"]) / 2} for r in csv.DictReader(f)]
+    with open(tmp_path / "other_run.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(other_run[0]))
+        writer.writeheader()
+        writer.writerows(other_run)
+    noise = run_command(args + ["--report-only", "--rerun", str(tmp_path / "other_run.csv")])
+    assert "| scratch_rerun | 2 | 4 | 1 |" in noise.stdout
+    assert "scratch_rerun: the scratch cells as run in" in noise.stdout

@@ -153,33 +153,63 @@ def evaluate_cells(cells: list[Cell], dataset_name: str, configuration: str, pla
 CASE_ROW_KEYS = ("method", "labeled", "iterations", "base_fold", "fold", "trainer", "case", "dice_foreground")
 
 
-def earlier_case_rows(csv_paths, cells: list[Cell]) -> tuple[list[dict], list[Cell]]:
-    """The per-case rows of ``cells`` found in earlier benchmark.csv files (a cell is its trainer and
-    fold), and those cells. A cell found in two files is refused: which run counts would be a guess."""
+def read_case_csv(path: str, option: str) -> list[dict]:
+    """The per-case rows of a benchmark.csv, typed like this run's own rows (so a case counts once however
+    its rows were read)."""
     import csv
-    wanted = {(c.trainer, c.fold): c for c in cells}
+    try:
+        with open(path, newline="") as f:
+            found = list(csv.DictReader(f))
+    except OSError as e:
+        raise SSLUserError(f"cannot read {option} {path}: {e.strerror}.", "give the benchmark.csv of an earlier run")
+    lacking = [k for k in CASE_ROW_KEYS if not found or k not in found[0]]
+    if lacking:
+        raise SSLUserError(f"{option} {path} is not a benchmark.csv with per-case rows (no {', '.join(lacking)}).",
+                           "give the benchmark.csv that nnUNetv2_ssl_benchmark wrote")
+    return [{**row, **{k: int(row[k]) for k in ("labeled", "iterations", "base_fold", "fold")}} for row in found]
+
+
+def earlier_case_rows(csv_paths, cells: list[Cell], option: str = "--earlier") -> tuple[list[dict], list[Cell]]:
+    """The per-case rows of ``cells`` found in earlier benchmark.csv files (a cell is its arm, trainer and
+    fold: a scratch_rerun row taken from --rerun has scratch's trainer but is not scratch), and those
+    cells. A cell found in two files is refused: which run counts would be a guess."""
+    wanted = {(c.arm, c.trainer, c.fold): c for c in cells}
     rows, source = [], {}
     for path in csv_paths:
-        try:
-            with open(path, newline="") as f:
-                found = list(csv.DictReader(f))
-        except OSError as e:
-            raise SSLUserError(f"cannot read --earlier {path}: {e.strerror}.",
-                               "give the benchmark.csv of an earlier run")
-        lacking = [k for k in CASE_ROW_KEYS if not found or k not in found[0]]
-        if lacking:
-            raise SSLUserError(f"--earlier {path} is not a benchmark.csv with per-case rows (no {', '.join(lacking)}).",
-                               "give the benchmark.csv that nnUNetv2_ssl_benchmark wrote")
-        for row in found:
-            key = (row["trainer"], int(row["fold"]))
+        for row in read_case_csv(path, option):
+            key = (row["method"], row["trainer"], row["fold"])
             if key not in wanted:
                 continue
             if source.setdefault(key, path) != path:
-                raise SSLUserError(f"{key[0]} fold {key[1]} is in both {source[key]} and {path}.",
+                raise SSLUserError(f"{key[1]} fold {key[2]} is in both {source[key]} and {path}.",
                                    "give each cell's rows once")
-            # the same types as this run's rows, so a case counts once however its rows were read
-            rows.append({**row, **{k: int(row[k]) for k in ("labeled", "iterations", "base_fold", "fold")}})
+            rows.append(row)
     return rows, [c for key, c in wanted.items() if key in source]
+
+
+def rerun_case_rows(csv_paths, cells: list[Cell]) -> list[dict]:
+    """Another run of this matrix's scratch cells (e.g. on another machine), from its benchmark.csv, as the
+    scratch_rerun arm: the run-to-run noise floor without training scratch once more. Every scratch cell
+    must be there, since the noise floor pairs folds."""
+    scratch = [c for c in cells if c.arm == SCRATCH]
+    if not scratch:
+        raise SSLUserError("--rerun reports another run of the scratch arm, and --methods has none.",
+                           "add scratch to --methods")
+    rows, found = earlier_case_rows(csv_paths, scratch, option="--rerun")
+    lacking = [c for c in scratch if c not in found]
+    if lacking:
+        raise SSLUserError(f"--rerun has no {lacking[0].trainer} fold {lacking[0].fold} (nor {len(lacking) - 1} "
+                           "more scratch cells of this matrix).",
+                           "give the benchmark.csv of a run of the same scratch cells, or leave --rerun out")
+    return [{**row, "method": SCRATCH_RERUN} for row in rows]
+
+
+def same_run(rows: list[dict], other: list[dict]) -> bool:
+    """Whether two arms' rows are one run read twice: identical per-case Dice on every shared case."""
+    mine = {(r["fold"], r["case"]): float(r["dice_foreground"]) for r in rows}
+    theirs = {(r["fold"], r["case"]): float(r["dice_foreground"]) for r in other}
+    shared = mine.keys() & theirs.keys()
+    return bool(shared) and all(mine[k] == theirs[k] for k in shared)
 
 
 def final_training_log(fold_folder: str) -> dict:

@@ -21,15 +21,16 @@ def benchmark(dataset: str, methods: list[str], budgets: list[int], base_folds: 
               configuration: str = "3d_fullres", plans: str = "nnUNetPlans", seed: int = 0, device: str = "cuda",
               pretrain_recipe: str | None = None, output: str | None = None, report_only: bool = False,
               finetunes: tuple[str, ...] = ("default",), groups_file: str | None = None,
-              group_pattern: str | None = None, partial: bool = False, earlier: tuple[str, ...] = ()) -> dict:
+              group_pattern: str | None = None, partial: bool = False, earlier: tuple[str, ...] = (),
+              rerun: tuple[str, ...] = ()) -> dict:
     import json
 
     from nnunetv2.paths import nnUNet_preprocessed
 
     from nnunet_ssl.benchmark.report import benchmark_report, plot_training_curves, pretraining_table
-    from nnunet_ssl.benchmark.run import (REFERENCE_ARMS, earlier_case_rows, evaluate_cells, missing_summaries,
-                                          plan_cells, pretraining_summary, run_matrix, split_arm,
-                                          training_curves)
+    from nnunet_ssl.benchmark.run import (REFERENCE_ARMS, SCRATCH, SCRATCH_RERUN, earlier_case_rows, evaluate_cells,
+                                          missing_summaries, plan_cells, pretraining_summary, rerun_case_rows,
+                                          run_matrix, same_run, split_arm, training_curves)
     from nnunet_ssl.benchmark.steps import StepRunner
     from nnunet_ssl.integration import locations
     from nnunet_ssl.integration.dataset import dataset_id_of, open_preprocessed
@@ -48,6 +49,13 @@ def benchmark(dataset: str, methods: list[str], budgets: list[int], base_folds: 
     cells = plan_cells(methods, rows, lengths, tuple(finetunes))
     # cells finished in an earlier session (its benchmark.csv) are neither retrained nor evaluated again
     reused_rows, reused = earlier_case_rows(earlier, cells)
+    if rerun and SCRATCH_RERUN in methods:
+        raise SSLUserError("--rerun and the scratch_rerun arm are two sources for one arm.",
+                           "leave scratch_rerun out of --methods, or leave --rerun out")
+    if set(rerun) & set(earlier):
+        raise SSLUserError(f"{sorted(set(rerun) & set(earlier))[0]} is given to both --earlier and --rerun: scratch "
+                           "against itself is no noise floor.", "give --rerun the CSV of another run")
+    rerun_rows = rerun_case_rows(rerun, cells) if rerun else []
     to_train = [c for c in cells if c not in reused]
     out_dir = output or join(results_root, data.dataset_name, "ssl_benchmark")
     os.makedirs(out_dir, exist_ok=True)
@@ -72,6 +80,11 @@ def benchmark(dataset: str, methods: list[str], budgets: list[int], base_folds: 
                                                           if finished or reused else ""))
     case_rows = reused_rows + (evaluate_cells(finished, data.dataset_name, configuration, plans, results_root,
                                               str(nnUNet_preprocessed), data.dataset_json) if finished else [])
+    if rerun_rows:  # the noise floor: scratch as run here (or --earlier) against scratch as run in --rerun
+        if same_run([r for r in case_rows if r["method"] == SCRATCH], rerun_rows):
+            raise SSLUserError("--rerun holds the very scratch run this report already has (identical Dice on "
+                               "every case).", "give --rerun the CSV of another run of the scratch cells")
+        case_rows += rerun_rows
     class_names = {str(v): k for k, v in data.dataset_json["labels"].items() if isinstance(v, int)}
     report = benchmark_report(case_rows, join(out_dir, "benchmark"), class_names)
     curves = training_curves(finished, data.dataset_name, configuration, plans, results_root)
@@ -81,6 +94,10 @@ def benchmark(dataset: str, methods: list[str], budgets: list[int], base_folds: 
         append_to_report(report, out_dir, "Training curves: benchmark_training.png, each arm's pseudo-Dice during "
                          "fine-tuning (nnU-Net's EMA on validation batches; shown to see when an arm learns, never "
                          "used to select a model).")
+    if rerun_rows:
+        append_to_report(report, out_dir, f"scratch_rerun: the scratch cells as run in {', '.join(rerun)} (the "
+                         "same trainers and folds run again, not trained here), so its row is the run-to-run noise "
+                         "floor of scratch.")
     if missing:  # --partial: say in the table itself what it lacks
         append_to_report(report, out_dir, partial_note(missing, len(cells)))
     pretrained = [pretraining_summary(m, locations.pretraining_folder(data.dataset_name, m, plans, configuration))
@@ -93,7 +110,7 @@ def benchmark(dataset: str, methods: list[str], budgets: list[int], base_folds: 
         json.dump({"dataset": data.dataset_name, "configuration": configuration, "plans": plans,
                    "methods": methods, "budgets": budgets, "base_folds": base_folds, "seed": seed,
                    "lengths": lengths, "finetunes": list(finetunes), "groups": groups_file,
-                   "group_pattern": group_pattern, "earlier": list(earlier),
+                   "group_pattern": group_pattern, "earlier": list(earlier), "rerun": list(rerun),
                    "cells": [{**c.__dict__, "from_earlier_run": c in reused} for c in cells]}, f, indent=1)
     print("\n" + report["markdown"] + "\n\nwritten: " + ", ".join(report["files"]))
     return report
@@ -139,6 +156,10 @@ def benchmark_entry() -> None:
                         help="benchmark.csv of earlier runs (another session or machine, same folds): the cells "
                              "found there are not retrained and their per-case rows join this report, so a "
                              "matrix can grow one session at a time")
+    parser.add_argument("--rerun", nargs="+", default=[], metavar="CSV",
+                        help="benchmark.csv of another run of this matrix's scratch cells (e.g. on another "
+                             "machine): reported as the scratch_rerun arm, the run-to-run noise floor, without "
+                             "training scratch again")
     parser.add_argument("--seed", type=int, default=0, help="seed of the label-budget draw")
     grouping = parser.add_mutually_exclusive_group()
     grouping.add_argument("--groups", metavar="FILE.json",
@@ -158,4 +179,4 @@ def benchmark_entry() -> None:
     run_cli(lambda: benchmark(args.dataset, args.methods, args.labeled, args.base_folds, args.length,
                               args.configuration, args.plans, args.seed, args.device, args.pretrain_recipe,
                               args.output, args.report_only, args.finetune, args.groups, args.group_pattern,
-                              args.partial, tuple(args.earlier)))
+                              args.partial, tuple(args.earlier), tuple(args.rerun)))
