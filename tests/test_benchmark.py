@@ -107,6 +107,10 @@ def test_another_run_of_scratch_reports_as_its_noise_floor(tmp_path):
         rerun_case_rows([str(one_fold)], cells)
     with pytest.raises(SSLUserError, match="add scratch to --methods"):
         rerun_case_rows([str(other)], plan_cells(["pcl"], rows, "cpu4000it"))
+    with pytest.raises(SSLUserError, match="two sources for one arm"):
+        rerun_case_rows([str(other)], plan_cells(["scratch", "scratch_rerun"], rows, "cpu4000it"))
+    with pytest.raises(SSLUserError, match="given to both --earlier and --rerun"):
+        rerun_case_rows([str(other)], cells, earlier=[str(other)])
     mine = [{"fold": 6, "case": "c1", "dice_foreground": "0.8"}, {"fold": 9, "case": "c2", "dice_foreground": 0.6}]
     assert same_run(mine, found)  # one run read twice: no noise floor
     assert not same_run([{**mine[0], "dice_foreground": 0.81}, mine[1]], found)

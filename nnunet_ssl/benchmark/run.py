@@ -187,10 +187,17 @@ def earlier_case_rows(csv_paths, cells: list[Cell], option: str = "--earlier") -
     return rows, [c for key, c in wanted.items() if key in source]
 
 
-def rerun_case_rows(csv_paths, cells: list[Cell]) -> list[dict]:
+def rerun_case_rows(csv_paths, cells: list[Cell], earlier=()) -> list[dict]:
     """Another run of this matrix's scratch cells (e.g. on another machine), from its benchmark.csv, as the
     scratch_rerun arm: the run-to-run noise floor without training scratch once more. Every scratch cell
     must be there, since the noise floor pairs folds."""
+    if any(c.method == SCRATCH_RERUN for c in cells):
+        raise SSLUserError("--rerun and the scratch_rerun arm are two sources for one arm.",
+                           "leave scratch_rerun out of --methods, or leave --rerun out")
+    both = sorted(set(csv_paths) & set(earlier))
+    if both:
+        raise SSLUserError(f"{both[0]} is given to both --earlier and --rerun: scratch against itself is no noise "
+                           "floor.", "give --rerun the CSV of another run")
     scratch = [c for c in cells if c.arm == SCRATCH]
     if not scratch:
         raise SSLUserError("--rerun reports another run of the scratch arm, and --methods has none.",

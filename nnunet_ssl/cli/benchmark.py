@@ -28,7 +28,7 @@ def benchmark(dataset: str, methods: list[str], budgets: list[int], base_folds: 
     from nnunetv2.paths import nnUNet_preprocessed
 
     from nnunet_ssl.benchmark.report import benchmark_report, plot_training_curves, pretraining_table
-    from nnunet_ssl.benchmark.run import (REFERENCE_ARMS, SCRATCH, SCRATCH_RERUN, earlier_case_rows, evaluate_cells,
+    from nnunet_ssl.benchmark.run import (REFERENCE_ARMS, SCRATCH, earlier_case_rows, evaluate_cells,
                                           missing_summaries, plan_cells, pretraining_summary, rerun_case_rows,
                                           run_matrix, same_run, split_arm, training_curves)
     from nnunet_ssl.benchmark.steps import StepRunner
@@ -49,13 +49,7 @@ def benchmark(dataset: str, methods: list[str], budgets: list[int], base_folds: 
     cells = plan_cells(methods, rows, lengths, tuple(finetunes))
     # cells finished in an earlier session (its benchmark.csv) are neither retrained nor evaluated again
     reused_rows, reused = earlier_case_rows(earlier, cells)
-    if rerun and SCRATCH_RERUN in methods:
-        raise SSLUserError("--rerun and the scratch_rerun arm are two sources for one arm.",
-                           "leave scratch_rerun out of --methods, or leave --rerun out")
-    if set(rerun) & set(earlier):
-        raise SSLUserError(f"{sorted(set(rerun) & set(earlier))[0]} is given to both --earlier and --rerun: scratch "
-                           "against itself is no noise floor.", "give --rerun the CSV of another run")
-    rerun_rows = rerun_case_rows(rerun, cells) if rerun else []
+    rerun_rows = rerun_case_rows(rerun, cells, earlier) if rerun else []
     to_train = [c for c in cells if c not in reused]
     out_dir = output or join(results_root, data.dataset_name, "ssl_benchmark")
     os.makedirs(out_dir, exist_ok=True)
