@@ -146,6 +146,21 @@ def test_paired_difference_to_scratch_is_per_fold(tmp_path):
     assert report["statistics"][("pcl", 2, 0)]["cases"] == 2
 
 
+def test_a_recipe_is_also_compared_with_its_own_pretraining(tmp_path):
+    values = {"scratch": (0.5, 0.6), "pcl": (0.4, 0.5), "pcl+meanTeacher": (0.5, 0.7),
+              "scratch+meanTeacher": (0.6, 0.6)}
+    rows = [{"method": m, "labeled": 5, "iterations": 4000, "fold": f, "case": c, "dice_foreground": v[i]}
+            for m, v in values.items() for f in (6, 9, 12) for i, c in enumerate(("a", "b"))]
+    report = benchmark_report(rows, str(tmp_path / "b"), {})
+    # pcl+meanTeacher - pcl: +0.1 and +0.2 on every fold; scratch+meanTeacher's plain arm is the baseline
+    assert "| pcl+meanTeacher | pcl | 5 | 4000 | 3 | 0.150 ± 0.000 | 3/3 | +0.150 [+0.117, +0.183] | 0.031 | " \
+           "better |" in report["markdown"]
+    assert "| scratch+meanTeacher | scratch |" not in report["markdown"]
+    assert list(report["recipe_statistics"]) == [("pcl+meanTeacher", 5, 4000)]
+    assert report["recipe_statistics"][("pcl+meanTeacher", 5, 4000)]["verdict"] == "better"
+    assert json.loads((tmp_path / "b.json").read_text())["recipe_statistics"]["pcl+meanTeacher|5|4000"]["cases"] == 6
+
+
 @pytest.mark.parametrize("length", ["cpu500it", "cpu1000it", "cpu2000it", "cpu4000it", "cpu8000it", "tiny"])
 def test_curve_points_train_the_iterations_they_report(length):
     from nnunet_ssl.integration.trainers import trainer_class

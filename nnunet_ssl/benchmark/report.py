@@ -173,6 +173,40 @@ def _p_value(p: float) -> str:
     return "—" if np.isnan(p) else (f"{p:.3f}" if p >= 0.001 else f"{p:.0e}")
 
 
+def _paired_cells(fold_differences: list[float], stats: dict) -> list[str]:
+    """The comparison columns of a table row: fold-paired Δ, folds better, per-case Δ [CI], p, verdict."""
+    return [_over_folds(fold_differences), f"{sum(d > 0 for d in fold_differences)}/{len(fold_differences)}",
+            f"{stats['mean']:+.3f} [{stats['ci_low']:+.3f}, {stats['ci_high']:+.3f}]",
+            _p_value(stats["wilcoxon_p"]), stats["verdict"]]
+
+
+def recipe_comparisons(rows: list[dict], baseline: str) -> tuple[list[str], dict]:
+    """What a fine-tuning recipe adds to its own pretraining: each METHOD+RECIPE arm (pcl+meanTeacher)
+    against its METHOD arm (pcl, the default recipe) on the same folds and cases. Arms whose plain arm
+    is the baseline are left out: the main table already compares them. Returns markdown lines and
+    {(arm, labeled, iterations): statistics}."""
+    from nnunet_ssl.benchmark.run import split_arm
+    from nnunet_ssl.benchmark.statistics import MIN_FOLDS_FOR_VERDICT, compare
+    arms = list(dict.fromkeys(r["method"] for r in rows))
+    pairs = [(arm, split_arm(arm)[0]) for arm in arms if split_arm(arm)[1] and split_arm(arm)[0] in arms]
+    lines, statistics = [], {}
+    for arm, plain in pairs:
+        if plain == baseline:
+            continue
+        fold_differences = paired_fold_differences(rows, plain)
+        for group, differences in paired_case_differences(rows, plain).items():
+            if group[0] == arm:
+                statistics[group] = compare(differences, min_folds=MIN_FOLDS_FOR_VERDICT)
+                lines.append(f"| {arm} | {plain} | {group[1]} | {group[2] or '—'} | {len(differences)} | "
+                             + " | ".join(_paired_cells(fold_differences[group], statistics[group])) + " |")
+    if lines:
+        lines = ["", "What each recipe adds to its own pretraining (per case, against the same method fine-tuned "
+                 "with the default recipe on the same folds and cases):", "",
+                 "| arm | against | labeled | iterations | folds | Δ foreground (fold-paired) | folds better | "
+                 "Δ per case [95% CI] | Wilcoxon p | verdict |", "|" + "---|" * 10] + lines
+    return lines, statistics
+
+
 def benchmark_report(rows: list[dict], out_prefix: str, class_names: dict[str, str], baseline: str = "scratch") -> dict:
     """CSV and JSON of every per-case number, a markdown table (mean ± std over folds of each fold's
     mean per-case 3D Dice, per class and foreground; PPV/LTPR/LFPR for binary tasks; with a
@@ -204,12 +238,11 @@ def benchmark_report(rows: list[dict], out_prefix: str, class_names: dict[str, s
         folds = aggregated["dice_foreground"].get(group, [])
         cells = [_over_folds(aggregated[m].get(group, [])) for m in metrics]
         if paired is not None:
-            diffs, stats = paired.get(group, []), statistics.get(group)
-            cells += ["—"] * 5 if method == baseline or not diffs else [
-                _over_folds(diffs), f"{sum(d > 0 for d in diffs)}/{len(diffs)}",
-                f"{stats['mean']:+.3f} [{stats['ci_low']:+.3f}, {stats['ci_high']:+.3f}]",
-                _p_value(stats["wilcoxon_p"]), stats["verdict"]]
+            diffs = paired.get(group, [])
+            cells += ["—"] * 5 if method == baseline or not diffs else _paired_cells(diffs, statistics[group])
         lines.append(f"| {method} | {labeled} | {n_iterations or '—'} | {len(folds)} | " + " | ".join(cells) + " |")
+    recipe_lines, recipe_statistics = recipe_comparisons(rows, baseline) if paired is not None else ([], {})
+    lines += recipe_lines
     n_cases = len({(r["fold"], r["case"]) for r in rows})
     if len(iterations) > 1:  # a learning curve: where does each arm stop gaining?
         lines += ["", "Plateau (shortest length whose doubling adds < 0.01 mean foreground Dice):"]
@@ -239,14 +272,16 @@ def benchmark_report(rows: list[dict], out_prefix: str, class_names: dict[str, s
         writer.writerows(rows)
     with open(out_prefix + ".json", "w") as f:
         json.dump({"rows": rows, "baseline": baseline,
-                   "statistics": {"|".join(map(str, k)): v for k, v in statistics.items()}}, f, indent=1)
+                   "statistics": {"|".join(map(str, k)): v for k, v in statistics.items()},
+                   "recipe_statistics": {"|".join(map(str, k)): v for k, v in recipe_statistics.items()}},
+                  f, indent=1)
     plot = out_prefix + ".png"
     if len(iterations) > 1:
         _plot_learning_curve(aggregated["dice_foreground"], groups, plot)
     else:
         _plot_budget_curve(aggregated["dice_foreground"], groups, plot)
     return {"markdown": markdown, "files": [out_prefix + ext for ext in (".md", ".csv", ".json", ".png")],
-            "statistics": statistics,
+            "statistics": statistics, "recipe_statistics": recipe_statistics,
             "aggregated": {m: {"|".join(map(str, k)): v for k, v in agg.items()} for m, agg in aggregated.items()}}
 
 
