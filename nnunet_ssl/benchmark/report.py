@@ -188,11 +188,10 @@ def recipe_comparisons(rows: list[dict], baseline: str) -> tuple[list[str], dict
     from nnunet_ssl.benchmark.run import split_arm
     from nnunet_ssl.benchmark.statistics import MIN_FOLDS_FOR_VERDICT, compare
     arms = list(dict.fromkeys(r["method"] for r in rows))
-    pairs = [(arm, split_arm(arm)[0]) for arm in arms if split_arm(arm)[1] and split_arm(arm)[0] in arms]
+    pairs = [(arm, method) for arm in arms for method, recipe in [split_arm(arm)]
+             if recipe and method in arms and method != baseline]
     lines, statistics = [], {}
     for arm, plain in pairs:
-        if plain == baseline:
-            continue
         fold_differences = paired_fold_differences(rows, plain)
         for group, differences in paired_case_differences(rows, plain).items():
             if group[0] == arm:
