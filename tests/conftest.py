@@ -1,4 +1,5 @@
 """Shared fixtures: a tiny synthetic nnU-Net dataset and isolated nnU-Net folders."""
+import json
 import os
 import subprocess
 import sys
@@ -75,6 +76,44 @@ def single_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def run_entry(entry, argv0: str, monkeypatch, capsys, *args: str) -> tuple[int, str]:
+    """A console script's entry point run in this process (the same code path as the installed script):
+    its exit code and everything it printed."""
+    monkeypatch.setattr(sys, "argv", [argv0, *args])
+    code = 0
+    try:
+        entry()
+    except SystemExit as e:
+        code = e.code
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def write_minimal_preprocessed(env: dict, name: str, case_ids, channel: str, labels: dict,
+                               splits: list[dict] | None = None) -> str:
+    """A preprocessed dataset folder with what the splits command reads: dataset.json, empty case files of
+    one configuration and optionally splits_final.json (indented, not nnU-Net's formatting: contents must
+    survive, not bytes)."""
+    folder = os.path.join(env["nnUNet_preprocessed"], name)
+    data = os.path.join(folder, "nnUNetPlans_3d_fullres")
+    os.makedirs(data)
+    with open(os.path.join(folder, "dataset.json"), "w") as f:
+        json.dump({"channel_names": {"0": channel}, "labels": labels, "numTraining": len(case_ids),
+                   "file_ending": ".nii.gz"}, f)
+    for case in case_ids:
+        for suffix in (".b2nd", "_seg.b2nd", ".pkl"):
+            open(os.path.join(data, case + suffix), "w").close()
+    if splits is not None:
+        with open(os.path.join(folder, "splits_final.json"), "w") as f:
+            json.dump(splits, f, indent=2)
+    return folder
+
+
+def read_json(folder: str, name: str):
+    with open(os.path.join(folder, name)) as f:
+        return json.load(f)
 
 
 def script(name: str) -> str:

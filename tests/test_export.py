@@ -2,23 +2,17 @@
 nnUNetTrainer, keeps the weights, records its origin, and never overwrites."""
 import json
 import os
-import sys
 
 import torch
+from conftest import run_entry
+
+from nnunet_ssl.cli.export import export_entry
 
 NAME = "Dataset654_Export"
 
 
 def _entry(monkeypatch, capsys, *args: str) -> tuple[int, str]:
-    from nnunet_ssl.cli.export import export_entry
-    monkeypatch.setattr(sys, "argv", ["nnUNetv2_ssl_export", *args])
-    code = 0
-    try:
-        export_entry()
-    except SystemExit as e:
-        code = e.code
-    captured = capsys.readouterr()
-    return code, captured.out + captured.err
+    return run_entry(export_entry, "nnUNetv2_ssl_export", monkeypatch, capsys, *args)
 
 
 def _trained_model(results: str) -> str:

@@ -1,9 +1,13 @@
-"""Models Genesis corruptions on known arrays (data/genesis.py)."""
+"""Models Genesis corruptions on known arrays (data/genesis.py) and the losses its training step logs."""
 import numpy as np
 import pytest
+import torch
+from test_methods_contract import geometry, tiny_network
 
 from nnunet_ssl.data.genesis import (GenesisRates, bezier_intensity, genesis_corrupt, genesis_flip, inpaint,
                                      local_pixel_shuffle, outpaint, shuffle_blocks_for, to_unit_range)
+from nnunet_ssl.methods import ModelsGenesis
+from nnunet_ssl.methods.models_genesis import ModelsGenesisConfig
 
 IDENTITY = np.array([[0, 0], [1 / 3, 1 / 3], [2 / 3, 2 / 3], [1, 1]])
 
@@ -82,3 +86,17 @@ def test_unit_range_round_trip():
     image = np.array([[-2.0, 0.0, 6.0]], dtype=np.float32)
     unit, low, scale = to_unit_range(image)
     assert np.allclose(unit, [[0, 0.25, 1]]) and np.allclose(unit * scale + low, image)
+
+
+def test_the_training_step_logs_both_trivial_losses():
+    """Hand-computed: returning the corrupted input scores MSE(corrupted, image), predicting 0 scores mean(image^2);
+    the health curve's margin is taken to the smaller (blocks/health.py)."""
+    torch.manual_seed(0)
+    method = ModelsGenesis(tiny_network(0, conv_bias=True, outputs=1, deep_supervision=False), 16,
+                           ModelsGenesisConfig(), geometry(plans_patch_size=[16, 16, 16]))
+    image = torch.full((2, 1, 16, 16, 16), 0.5)
+    corrupted = image.clone()
+    corrupted[:, :, :8] = 3.5  # half of every patch off by 3
+    _, metrics = method.training_step({"image": image, "corrupted": corrupted})
+    assert metrics["loss_return_input"] == pytest.approx(4.5)
+    assert metrics["loss_predict_zero"] == pytest.approx(0.25)

@@ -7,8 +7,9 @@ import subprocess
 import sys
 
 import pytest
-from conftest import script
+from conftest import read_json, run_entry, script, write_minimal_preprocessed
 
+from nnunet_ssl.cli.splits import splits_entry
 from nnunet_ssl.data.folds import (check_groups, grouped_budget_subset, groups_from_pattern, label_budget_folds,
                                    split_patients)
 
@@ -26,20 +27,8 @@ def _nnunet_folds(ids):
 
 
 def _preprocessed(env: dict, splits: list[dict] | None = None, plans: bool = False) -> str:
-    """dataset.json, empty case files of one configuration (all the command reads), optionally
-    splits_final.json and plans whose 3d_fullres reads that folder."""
-    folder = os.path.join(env["nnUNet_preprocessed"], NAME)
-    data = os.path.join(folder, "nnUNetPlans_3d_fullres")
-    os.makedirs(data)
-    with open(os.path.join(folder, "dataset.json"), "w") as f:
-        json.dump({"channel_names": {"0": "cineMRI"}, "labels": {"background": 0, "LV": 1},
-                   "numTraining": len(CASES), "file_ending": ".nii.gz"}, f)
-    for case in CASES:
-        for suffix in (".b2nd", "_seg.b2nd", ".pkl"):
-            open(os.path.join(data, case + suffix), "w").close()
-    if splits is not None:
-        with open(os.path.join(folder, "splits_final.json"), "w") as f:
-            json.dump(splits, f)
+    """The splits command's minimal folder, optionally with plans whose 3d_fullres reads it."""
+    folder = write_minimal_preprocessed(env, NAME, CASES, "cineMRI", {"background": 0, "LV": 1}, splits)
     if plans:
         with open(os.path.join(os.path.dirname(__file__), "data", "nnUNetPlans_256x216.json")) as f:
             content = json.load(f)
@@ -47,11 +36,6 @@ def _preprocessed(env: dict, splits: list[dict] | None = None, plans: bool = Fal
         with open(os.path.join(folder, "nnUNetPlans.json"), "w") as f:
             json.dump(content, f)
     return folder
-
-
-def _load(folder: str, name: str):
-    with open(os.path.join(folder, name)) as f:
-        return json.load(f)
 
 
 def _read_bytes(path: str) -> bytes | None:
@@ -95,16 +79,7 @@ def test_groups_from_pattern_and_check_groups():
 # ---------------------------------------------------------------- the command, on real split files
 
 def _entry(monkeypatch, capsys, *args: str) -> tuple[int, str]:
-    from nnunet_ssl.cli.splits import splits_entry
-    monkeypatch.setattr(sys, "argv", ["nnUNetv2_ssl_splits", *args])
-    code = 0
-    try:
-        splits_entry()
-    except SystemExit as e:
-        code = e.code
-    captured = capsys.readouterr()
-    return code, captured.out + captured.err
-
+    return run_entry(splits_entry, "nnUNetv2_ssl_splits", monkeypatch, capsys, *args)
 
 
 def test_grouped_command_appends_grouped_base_folds_and_patient_budgets(nnunet_env, monkeypatch, capsys):
@@ -113,7 +88,7 @@ def test_grouped_command_appends_grouped_base_folds_and_patient_budgets(nnunet_e
                              "--base-folds", "0", "1", "--group-pattern", PATTERN],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
-    splits = _load(folder, "splits_final.json")
+    splits = read_json(folder, "splits_final.json")
     per_case = _nnunet_folds(CASES)
     assert splits[:5] == per_case  # nnU-Net's own per-case folds, untouched
     assert "splits patient" in result.stdout and "0 -> fold 5, 1 -> fold 6" in result.stdout, result.stdout
@@ -127,7 +102,7 @@ def test_grouped_command_appends_grouped_base_folds_and_patient_budgets(nnunet_e
         assert sorted(grouped["train"] + grouped["val"]) == sorted(CASES)
     assert sorted(c for k in range(5) for c in splits[5 + k]["val"]) == sorted(CASES)  # a partition
 
-    mapping = _load(folder, "label_budget_folds.json")
+    mapping = read_json(folder, "label_budget_folds.json")
     assert mapping["groups"] == GROUPS and mapping["grouped_base_folds"] == [5, 6, 7, 8, 9]
     rows = mapping["folds"]
     assert [(r["fold"], r["base_fold"], r["labeled"], r["train"], r["grouped"]) for r in rows] == [
@@ -158,10 +133,10 @@ def test_grouped_base_folds_a_user_wrote_are_used_as_they_are(nnunet_env, tmp_pa
     groups_file = tmp_path / "groups.json"
     groups_file.write_text(json.dumps(GROUPS))
     rows = add_label_budget_folds("322", [3], base_folds=[0, 2], seed=0, groups_file=str(groups_file))
-    splits = _load(folder, "splits_final.json")
+    splits = read_json(folder, "splits_final.json")
     assert splits[:3] == own and len(splits) == 5  # only the two budget folds were appended
     assert [(r["fold"], r["base_fold"], r["labeled"], r["train"]) for r in rows] == [(3, 0, 3, 6), (4, 2, 3, 6)]
-    assert "grouped_base_folds" not in _load(folder, "label_budget_folds.json")
+    assert "grouped_base_folds" not in read_json(folder, "label_budget_folds.json")
 
 
 @pytest.mark.parametrize("content, args, message", [
@@ -220,7 +195,7 @@ def test_benchmark_passes_the_groups_through(nnunet_env, monkeypatch, capsys):
         benchmark_entry()
     output = capsys.readouterr()
     assert e.value.code == 2 and "have no finished training yet" in output.err, output
-    splits = _load(folder, "splits_final.json")
+    splits = read_json(folder, "splits_final.json")
     budget = splits[-1]
     assert len(splits) == 11 and len({GROUPS[c] for c in budget["train"]}) == 3
     assert split_patients(budget, GROUPS) == [] and budget["val"] == splits[5]["val"]

@@ -25,6 +25,10 @@ def test_curves_are_the_collapse_margin_and_the_retrieval_gain():
     # reconstruction: the margin to what learning nothing scores (MAE: predict 0; Genesis: return the input)
     assert health_curves([{"loss": 0.3, "loss_predict_zero": 1.2}]) == {"baseline_margin": [pytest.approx(0.75)]}
     assert health_curves([{"loss": 0.1, "loss_return_input": 0.4}]) == {"baseline_margin": [pytest.approx(0.75)]}
+    # both logged: the margin to the stricter one, not to a noisy input that is easy to beat
+    both = [{"loss": 0.5, "loss_return_input": 10.0, "loss_predict_zero": 1.0},
+            {"loss": 0.2, "loss_return_input": 0.4, "loss_predict_zero": 1.0}]
+    assert health_curves(both) == {"baseline_margin": [pytest.approx(0.5), pytest.approx(0.5)]}
 
 
 def test_trailing_mean_and_doubling_rule():

@@ -73,6 +73,7 @@ def test_models_genesis_runs_through_the_command(pretrained, tmp_path):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     folder = tmp_path / pretrained["name"] / f"SSLPretrain_models_genesis__{PLANS}__3d_fullres"
     history = json.load(open(folder / "progress.json"))
-    assert history[-1]["loss"] > 0 and history[-1]["loss_return_input"] > 0
+    last = history[-1]
+    assert last["loss"] > 0 and last["loss_return_input"] > 0 and last["loss_predict_zero"] > 0
     assert (folder / "previews" / "epoch_0001.png").is_file()
     assert "decoder_state_dict" in torch.load(folder / "checkpoint_final.pth", weights_only=True)

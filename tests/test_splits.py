@@ -5,11 +5,11 @@ import json
 import os
 import re
 import subprocess
-import sys
 
 import pytest
-from conftest import script
+from conftest import read_json, run_entry, script, write_minimal_preprocessed
 
+from nnunet_ssl.cli.splits import splits_entry
 from nnunet_ssl.data.folds import budget_subset, label_budget_folds, stale_rows
 
 CASES = [f"case_{i:03d}" for i in range(40)]
@@ -109,26 +109,7 @@ def test_stale_mapping_rows_are_found():
 # ---------------------------------------------------------------- the command
 
 def _preprocessed(env: dict, splits: list[dict] | None = None, case_ids: list[str] = ()) -> str:
-    """A minimal preprocessed dataset folder: dataset.json, optionally splits_final.json and (empty)
-    case files of one configuration, which is all the command reads."""
-    folder = os.path.join(env["nnUNet_preprocessed"], NAME)
-    data = os.path.join(folder, "nnUNetPlans_3d_fullres")
-    os.makedirs(data)
-    with open(os.path.join(folder, "dataset.json"), "w") as f:
-        json.dump({"channel_names": {"0": "MRI"}, "labels": {"background": 0, "blob": 1},
-                   "numTraining": len(case_ids), "file_ending": ".nii.gz"}, f)
-    for case in case_ids:
-        for suffix in (".b2nd", "_seg.b2nd", ".pkl"):
-            open(os.path.join(data, case + suffix), "w").close()
-    if splits is not None:
-        with open(os.path.join(folder, "splits_final.json"), "w") as f:
-            json.dump(splits, f, indent=2)  # not nnU-Net's formatting: contents must survive, not bytes
-    return folder
-
-
-def _load(folder: str, name: str):
-    with open(os.path.join(folder, name)) as f:
-        return json.load(f)
+    return write_minimal_preprocessed(env, NAME, case_ids, "MRI", {"background": 0, "blob": 1}, splits)
 
 
 def test_command_appends_folds_writes_and_prints_the_mapping(nnunet_env):
@@ -138,9 +119,9 @@ def test_command_appends_folds_writes_and_prints_the_mapping(nnunet_env):
     result = subprocess.run([script("nnUNetv2_ssl_splits"), "-d", "321", "--labeled", "5", "2",
                              "--base-folds", "2", "0", "--seed", "3"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
-    splits = _load(folder, "splits_final.json")
+    splits = read_json(folder, "splits_final.json")
     assert splits[:3] == own and len(splits) == 7
-    mapping = _load(folder, "label_budget_folds.json")["folds"]
+    mapping = read_json(folder, "label_budget_folds.json")["folds"]
     assert [(r["fold"], r["base_fold"], r["labeled"], r["seed"]) for r in mapping] == [
         (3, 0, 2, 3), (4, 0, 5, 3), (5, 2, 2, 3), (6, 2, 5, 3)]
     for r in mapping:
@@ -154,16 +135,7 @@ def test_command_appends_folds_writes_and_prints_the_mapping(nnunet_env):
 
 
 def _entry(monkeypatch, capsys, *args: str) -> tuple[int, str]:
-    """The console script's entry point in this process (the same code path as the installed script)."""
-    from nnunet_ssl.cli.splits import splits_entry
-    monkeypatch.setattr(sys, "argv", ["nnUNetv2_ssl_splits", *args])
-    code = 0
-    try:
-        splits_entry()
-    except SystemExit as e:
-        code = e.code
-    captured = capsys.readouterr()
-    return code, captured.out + captured.err
+    return run_entry(splits_entry, "nnUNetv2_ssl_splits", monkeypatch, capsys, *args)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -187,16 +159,16 @@ def test_missing_splits_file_is_created_as_nnunet_would_then_extended(nnunet_env
     folder = _preprocessed(nnunet_env, None, cases)
     rows = splits("321", [2, 4], base_folds=[1], seed=0)
     out = capsys.readouterr().out
-    written = _load(folder, "splits_final.json")
+    written = read_json(folder, "splits_final.json")
     assert written[:5] == _standard_splits(cases) and len(written) == 7  # nnU-Net's seed-12345 5-fold split first
     assert "default 5-fold split of 12 cases" in out and "nnUNetPlans_3d_fullres" in out
     assert [(r["fold"], r["base_fold"], r["labeled"]) for r in rows] == [(5, 1, 2), (6, 1, 4)]
     # same arguments again: nothing added; another seed: appended, mapping merged
     assert splits("321", [2, 4], base_folds=[1], seed=0) == rows
-    assert "nothing added" in capsys.readouterr().out and _load(folder, "splits_final.json") == written
+    assert "nothing added" in capsys.readouterr().out and read_json(folder, "splits_final.json") == written
     splits("321", [2], base_folds=[1], seed=1)
-    assert _load(folder, "splits_final.json")[:7] == written
-    mapping = _load(folder, "label_budget_folds.json")["folds"]
+    assert read_json(folder, "splits_final.json")[:7] == written
+    mapping = read_json(folder, "label_budget_folds.json")["folds"]
     assert [(r["fold"], r["seed"]) for r in mapping] == [(5, 0), (6, 0), (7, 1)]
     assert not [f for f in os.listdir(folder) if f.endswith(".tmp")]
     # a budget fold is not a base fold
@@ -228,7 +200,7 @@ def test_before_preprocessing_writes_cases_the_raw_training_cases_are_split(nnun
     for case in CASES[:6]:
         open(os.path.join(images, case + "_0000.nii.gz"), "w").close()
     splits("321", [1], base_folds=[0])
-    assert _load(folder, "splits_final.json")[:5] == _standard_splits(CASES[:6])
+    assert read_json(folder, "splits_final.json")[:5] == _standard_splits(CASES[:6])
     assert "raw training cases" in capsys.readouterr().out
 
 

@@ -77,9 +77,10 @@ class ModelsGenesis(ReconstructionMethod):
     def training_step(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         images, corrupted = batch["image"], batch["corrupted"]
         loss = F.mse_loss(self.reconstruct(corrupted).float(), images.float())
-        with torch.no_grad():  # what returning the corrupted input unchanged would score
+        with torch.no_grad():  # what returning the corrupted input unchanged, or predicting 0, would score
             identity = F.mse_loss(corrupted.float(), images.float())
-        return loss, {"loss": loss.item(), "loss_return_input": identity.item()}
+            zero = images.float().pow(2).mean()
+        return loss, {"loss": loss.item(), "loss_return_input": identity.item(), "loss_predict_zero": zero.item()}
 
     def preview(self, batch: dict) -> dict[str, torch.Tensor]:
         return {"original": batch["image"], "corrupted input": batch["corrupted"],
