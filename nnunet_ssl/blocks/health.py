@@ -91,7 +91,7 @@ def doubling_plateau(curve: dict[int, float], gain: float) -> int | None:
 # what a reconstruction network that learned nothing scores: predicting 0 (the mean intensity; MAE: in the
 # masked blocks), or (Models Genesis) returning its corrupted input unchanged. The margin is taken to the
 # smallest of them: Genesis' outpainting fills most of a patch with noise, so returning the input scores
-# about 12x worse than predicting 0 on hippocampus, and a margin to it alone is reached in a few epochs
+# about 11x worse than predicting 0 on hippocampus, and a margin to it alone is reached in a few epochs
 TRIVIAL_LOSSES = ("loss_predict_zero", "loss_return_input")
 
 
