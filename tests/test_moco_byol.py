@@ -4,6 +4,8 @@ import torch
 import torch.nn.functional as F
 from test_methods_contract import build, synthetic_batch
 
+from nnunet_ssl.blocks.health import learning_verdict
+from nnunet_ssl.blocks.infonce import symmetric_retrieval_top1
 from nnunet_ssl.blocks.similarity import normalized_mse
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
@@ -78,3 +80,44 @@ def test_moco_uses_the_queue_as_negatives():
         _, second = method.training_step(batch)
     assert first["top1_chance"] == pytest.approx(1 / 4)  # in-batch negatives while the queue is empty
     assert second["top1_chance"] == pytest.approx(1 / 5)  # 4 queued keys + the positive
+
+
+def test_symmetric_retrieval_averages_both_directions():
+    keys = torch.eye(3)
+    swapped = keys[[1, 0, 2]]  # rows 0 and 1 retrieve each other's key: 1 of 3 right
+    assert symmetric_retrieval_top1(keys, keys, keys, keys) == pytest.approx(1.0)
+    assert symmetric_retrieval_top1(keys, swapped, keys, keys) == pytest.approx((1 + 1 / 3) / 2)
+
+
+def test_byol_reports_retrieval_against_chance():
+    method = build("byol")
+    method.eval()  # BatchNorm with running statistics: each patch's two views give the same features
+    batch = synthetic_batch(method=method)
+    batch["view2"] = batch["view1"].clone()
+    with torch.no_grad():
+        _, metrics = method.training_step(batch)
+    assert metrics["top1_chance"] == pytest.approx(1 / 4)
+    assert metrics["top1_feature_retrieval"] == pytest.approx(1.0)  # identical views, distinct patches
+    assert 0.0 <= metrics["top1_retrieval"] <= 1.0
+
+
+def test_a_loss_without_collapse_value_is_judged_by_retrieval_alone():
+    learned = learning_verdict(0.2, None, top1=0.55, chance=0.25)  # gain (0.55 - 0.25) / 0.75 = 0.4
+    assert learned["verdict"] == "learned" and learned["loss_ratio"] is None
+    assert "collapse" not in learned["reason"] and "gain 0.400" in learned["reason"]
+    assert learning_verdict(0.01, None, top1=0.25, chance=0.25)["verdict"] == "no_learning"  # a low loss is no proof
+    with pytest.raises(ValueError):
+        learning_verdict(0.2, None, None, None)
+
+
+@pytest.mark.parametrize("name", ["moco", "byol", "mlsscl"])
+def test_a_loaded_encoder_restarts_the_momentum_target(name):
+    method = build(name)
+    pretrained = build(name, seed=5).encoder.state_dict()
+    method.encoder.load_state_dict(pretrained)
+    target = method.target["encoder"].state_dict()
+    assert not all(torch.equal(target[k], v) for k, v in pretrained.items())  # still the random init
+    method.encoder_loaded()
+    target = method.target["encoder"].state_dict()
+    assert all(torch.equal(target[k], v) for k, v in pretrained.items())
+    assert all(not p.requires_grad for p in method.target.parameters())

@@ -46,21 +46,28 @@ def infonce_collapse_loss(num_candidates: int) -> float:
     return math.log(num_candidates)
 
 
-def learning_verdict(loss: float, collapse_loss: float, top1: float | None, chance: float | None) -> dict:
+def learning_verdict(loss: float, collapse_loss: float | None, top1: float | None, chance: float | None) -> dict:
     """Whether a pretraining learned, from its last epoch: ``learned`` when the loss is clearly below the
-    collapse value or retrieval clearly above chance; ``no_learning`` otherwise."""
-    ratio = loss / collapse_loss if collapse_loss > 0 else float("nan")
-    loss_ok = ratio < MAX_LOSS_RATIO
+    collapse value or retrieval clearly above chance; ``no_learning`` otherwise. ``collapse_loss`` None: the
+    loss has no collapse value (BYOL's is 0 when collapsed), so retrieval alone decides."""
     gain = None
     if top1 is not None and chance is not None and chance < 1:
         gain = (top1 - chance) / (1 - chance)
+    if collapse_loss is None and gain is None:
+        raise ValueError("learning_verdict needs a collapse value or a retrieval against chance")
+    reasons = []
+    ratio = None
+    loss_ok = False
+    if collapse_loss is not None:
+        ratio = loss / collapse_loss if collapse_loss > 0 else float("nan")
+        loss_ok = ratio < MAX_LOSS_RATIO
+        reasons.append(f"loss {loss:.3f} = {ratio:.3f} x its collapse value {collapse_loss:.3f} "
+                       f"({'below' if loss_ok else 'not below'} {MAX_LOSS_RATIO})")
     retrieval_ok = gain is not None and gain >= MIN_RETRIEVAL_GAIN
-    verdict = "learned" if loss_ok or retrieval_ok else "no_learning"
-    reasons = [f"loss {loss:.3f} = {ratio:.3f} x its collapse value {collapse_loss:.3f} "
-               f"({'below' if loss_ok else 'not below'} {MAX_LOSS_RATIO})"]
     if gain is not None:
         reasons.append(f"top-1 retrieval {top1:.3f} against chance {chance:.3f} (gain {gain:.3f}, "
                        f"{'above' if retrieval_ok else 'not above'} {MIN_RETRIEVAL_GAIN})")
+    verdict = "learned" if loss_ok or retrieval_ok else "no_learning"
     return {"verdict": verdict, "loss": loss, "collapse_loss": collapse_loss, "loss_ratio": ratio,
             "top1_retrieval": top1, "top1_chance": chance, "reason": "; ".join(reasons),
             "thresholds": {"max_loss_ratio": MAX_LOSS_RATIO, "min_retrieval_gain": MIN_RETRIEVAL_GAIN}}

@@ -94,6 +94,7 @@ def probe(dataset: str, method_name: str, configuration: str = "3d_fullres", pla
             method = pretrainer.method
             if setting == "checkpoint":
                 method.encoder.load_state_dict(strip_wrapper_prefixes(state), strict=True)
+                method.encoder_loaded()  # a momentum target starts from the loaded encoder, not from random init
             result[setting] = _measure(method, pretrainer.cases, data.case_ids, schedule.batch_size, batches, seed)
             result[setting]["readout"] = method.readout.kind
     if checkpoint:

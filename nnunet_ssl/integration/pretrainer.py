@@ -278,8 +278,8 @@ class Pretrainer:
                                               "max": ratios[-1]} if ratios else {},
                   "plateau": health_plateau(self.log.history)}
         last = self.log.history[-1] if self.log.history else {}
-        if "loss" in last and "loss_collapse" in last:
-            result.update(learning_verdict(last["loss"], last["loss_collapse"], last.get("top1_retrieval"),
+        if "loss" in last and ("loss_collapse" in last or "top1_retrieval" in last):
+            result.update(learning_verdict(last["loss"], last.get("loss_collapse"), last.get("top1_retrieval"),
                                            last.get("top1_chance")))
         return result
 

@@ -193,6 +193,10 @@ class PretrainingMethod(nn.Module):
     def after_optimizer_step(self, step: int, total_steps: int) -> None:
         """Called after every optimizer step (e.g. a momentum encoder's update); default: nothing."""
 
+    def encoder_loaded(self) -> None:
+        """Called after pretrained weights were loaded into ``self.encoder`` from outside the loop (the health
+        probe); a method whose target is a momentum copy restarts it from them. Default: nothing."""
+
     def gradient_clip_norm(self) -> float | None:
         """Clip the global gradient norm to this before each step; None: no clipping."""
         return None

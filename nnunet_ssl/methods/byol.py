@@ -8,6 +8,7 @@ import torch
 
 from nnunet_ssl.blocks.health import normalised_std
 from nnunet_ssl.blocks.heads import ProjectionHead
+from nnunet_ssl.blocks.infonce import symmetric_retrieval_top1
 from nnunet_ssl.blocks.momentum import cosine_schedule, update_momentum
 from nnunet_ssl.blocks.similarity import normalized_mse
 from nnunet_ssl.errors import SSLUserError
@@ -46,15 +47,23 @@ class BYOL(MomentumPairMethod):
 
     def training_step(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         views = torch.cat([batch["view1"], batch["view2"]])
-        projections = self.projector(self.pooled_features(views))
+        features = self.pooled_features(views)
+        projections = self.projector(features)
         predictions = self.predictor(projections)
         with torch.no_grad():
             targets = self.target_projection(views)
         p1, p2 = predictions.chunk(2)
         z1, z2 = targets.chunk(2)
         loss = normalized_mse(p1, z2) + normalized_mse(p2, z1)
+        # BYOL's loss has no collapse value (collapsed embeddings score 0), so its health is retrieval: does a
+        # prediction pick its own patch's other view among the batch's targets (chance 1 / batch), and do the
+        # readout features, without any head (what fine-tuning keeps)?
+        f1, f2 = features.detach().chunk(2)
         return loss, {"loss": loss.item(), "embedding_std": normalised_std(projections.detach()),
-                      "momentum": float(self.current_momentum)}
+                      "momentum": float(self.current_momentum),
+                      "top1_retrieval": symmetric_retrieval_top1(p1.detach(), p2.detach(), z1, z2),
+                      "top1_feature_retrieval": symmetric_retrieval_top1(f1, f2, f1, f2),
+                      "top1_chance": 1.0 / len(p1)}
 
     def after_optimizer_step(self, step: int, total_steps: int) -> None:
         """tau = 1 - (1 - tau_base)(cos(pi k / K) + 1) / 2 [paper: BYOL sec. 3.3], then xi <- tau xi + (1 - tau) theta."""
@@ -69,3 +78,4 @@ class BYOL(MomentumPairMethod):
             return [f"byol: embedding std {std:.4f} is below {limit:.4f}: the embeddings are collapsing. Lower the "
                     "learning rate or raise the batch size."]
         return []
+

@@ -167,6 +167,9 @@ class MLSSCL(PretrainingMethod):
                 "query's own case (an older key of it) will often be among its negatives. Consider "
                 f"--set queue_size={limit} or leave it unset.")
 
+    def encoder_loaded(self) -> None:
+        update_momentum(self._online_branch(), self.target, 0.0)  # m = 0 copies: the target starts equal
+
     def _online_branch(self) -> nn.ModuleDict:
         """The online modules the target tracks, under the target's names."""
         return nn.ModuleDict({"encoder": self.encoder, "projector": self.projector})

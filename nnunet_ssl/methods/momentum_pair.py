@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from nnunet_ssl.blocks.heads import ProjectionHead
-from nnunet_ssl.blocks.momentum import make_momentum_copy
+from nnunet_ssl.blocks.momentum import make_momentum_copy, update_momentum
 from nnunet_ssl.data.views import instance_view_sampler
 from nnunet_ssl.errors import SSLUserError
 from nnunet_ssl.methods.base import DataGeometry, PretrainingMethod, ReadoutConfig
@@ -35,6 +35,9 @@ class MomentumPairMethod(PretrainingMethod):
 
     def _online_branch(self) -> nn.ModuleDict:
         return nn.ModuleDict({"encoder": self.encoder, "projector": self.projector})
+
+    def encoder_loaded(self) -> None:
+        update_momentum(self._online_branch(), self.target, 0.0)  # m = 0 copies: the target starts equal
 
     def target_projection(self, images):
         return self.target["projector"](self.pooled_features(images, encoder=self.target["encoder"]))
