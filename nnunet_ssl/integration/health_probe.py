@@ -4,10 +4,10 @@ init and for a pretrained checkpoint, on the same batches (nnUNetv2_ssl_health).
 Per setting it runs the method's own training step without gradients over a few batches and reports
 the mean of: the across-sample spread of the pooled readout vector (blocks.health.feature_spread), the
 loss against its collapse value, the positive fraction, top-1 retrieval against chance (on the
-projected embeddings and, for PCL-family methods, on the readout features without any head) and the
+projected embeddings and, for PCL-family methods and BYOL, on the readout features without any head) and the
 encoder's conv weight std against nnU-Net's He init. A checkpoint stores no head, so its loss is measured
-with a fresh head; the loss the pretraining reached is read from its own log (progress.json) and the
-verdict from its metadata.
+with a fresh head (a momentum target restarts from the loaded encoder); the loss the pretraining reached
+is read from its own log (progress.json) and the verdict from its metadata.
 """
 import contextlib
 import json
