@@ -91,9 +91,9 @@ def test_symmetric_retrieval_averages_both_directions():
 
 def test_byol_reports_retrieval_against_chance():
     method = build("byol")
-    method.eval()  # BatchNorm with running statistics: each patch's two views give the same features
+    method.eval()
     batch = synthetic_batch(method=method)
-    batch["view2"] = batch["view1"].clone()
+    batch["view2"] = batch["view1"].clone()  # each patch's two readout vectors are then equal
     with torch.no_grad():
         _, metrics = method.training_step(batch)
     assert metrics["top1_chance"] == pytest.approx(1 / 4)

@@ -67,12 +67,12 @@ def retrieval_top1(query: torch.Tensor, positive_key: torch.Tensor,
     return (positive[:, 0] > others.max(dim=1).values).float().mean()
 
 
-
 def symmetric_retrieval_top1(query1: torch.Tensor, query2: torch.Tensor,
                              key1: torch.Tensor, key2: torch.Tensor) -> float:
     """In-batch ``retrieval_top1`` of view 1's queries among view 2's keys and of the reverse, averaged
     (chance 1 / N): the retrieval of a method whose two views play the same role (BYOL)."""
     return (retrieval_top1(query1, key2).item() + retrieval_top1(query2, key1).item()) / 2
+
 
 def _logits(query: torch.Tensor, positive_key: torch.Tensor,
             negatives: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:

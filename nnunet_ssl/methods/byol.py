@@ -78,4 +78,3 @@ class BYOL(MomentumPairMethod):
             return [f"byol: embedding std {std:.4f} is below {limit:.4f}: the embeddings are collapsing. Lower the "
                     "learning rate or raise the batch size."]
         return []
-
