@@ -278,7 +278,8 @@ class Pretrainer:
                                               "max": ratios[-1]} if ratios else {},
                   "plateau": health_plateau(self.log.history)}
         last = self.log.history[-1] if self.log.history else {}
-        if "loss" in last and ("loss_collapse" in last or "top1_retrieval" in last):
+        # what learning_verdict needs: a collapse value, or a retrieval with its chance
+        if "loss" in last and ("loss_collapse" in last or {"top1_retrieval", "top1_chance"} <= last.keys()):
             result.update(learning_verdict(last["loss"], last.get("loss_collapse"), last.get("top1_retrieval"),
                                            last.get("top1_chance")))
         return result
