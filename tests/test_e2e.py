@@ -112,6 +112,33 @@ def test_matched_schedule_is_nnunets_poly_and_linear_warmup_is_a_recipe(pretrain
     assert lrs[0] == pytest.approx(0.01) and lrs[1:] == pytest.approx([0.01 * (1 - e / 19) ** 0.9 for e in range(19)])
 
 
+def test_matched_scratch_takes_the_same_steps_as_stock_nnunet(pretrained):
+    """Matched scratch differs from nnUNetTrainer only in the encoder's own optimizer group (same lr and
+    weight decay): from the same init and on the same batches its weights must follow stock's."""
+    import nnunet_ssl.integration.trainers as trainers
+    weights = {}
+    for cls in (trainers.nnUNetTrainer_cpu500it, trainers.SSLScratchTrainer_cpu500it):
+        torch.manual_seed(0)
+        trainer = _trainer(cls)
+        trainer.initialize()
+        init = {k: v.clone() for k, v in trainer.network.state_dict().items()}
+        trainer.current_epoch = 0
+        trainer.on_train_epoch_start()
+        generator = torch.Generator().manual_seed(1)
+        for _ in range(3):
+            data = torch.randn((2, 1, *trainer.configuration_manager.patch_size), generator=generator)
+            with torch.no_grad():
+                shapes = [o.shape[2:] for o in trainer.network(data)]
+            segmentation = torch.randint(0, 2, data.shape, generator=generator).float()
+            target = [torch.nn.functional.interpolate(segmentation, size=s, mode="nearest") for s in shapes]
+            trainer.train_step({"data": data, "target": target})
+        weights[cls.__name__] = trainer.network.state_dict()
+    stock, matched = weights["nnUNetTrainer_cpu500it"], weights["SSLScratchTrainer_cpu500it"]
+    assert stock.keys() == matched.keys()
+    assert any(not torch.allclose(init[k], matched[k], atol=1e-4) for k in matched)  # the steps moved them
+    assert all(torch.allclose(stock[k], matched[k], atol=1e-6) for k in stock)
+
+
 def test_cpu_trainers_honour_omp_num_threads(pretrained, monkeypatch):
     from nnunet_ssl.integration.trainers import SSLScratchTrainer_tiny
     threads = torch.get_num_threads()
