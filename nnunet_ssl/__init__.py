@@ -1,4 +1,4 @@
-"""nnunet-ssl: self-supervised contrastive pretraining (PCL, MLSSCL) for nnU-Net v2.
+"""nnunet-ssl: self-supervised pretraining (PCL, MLSSCL, MAE, Models Genesis, MoCo v2, BYOL) for nnU-Net v2.
 
 Kept import-free on purpose: the start-up hook imports this package in every Python process.
 """

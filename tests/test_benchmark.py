@@ -161,6 +161,26 @@ def test_a_recipe_is_also_compared_with_its_own_pretraining(tmp_path):
     assert json.loads((tmp_path / "b.json").read_text())["recipe_statistics"]["pcl+meanTeacher|5|4000"]["cases"] == 6
 
 
+def test_verdicts_are_weighed_against_scratch_trained_again(tmp_path):
+    # scratch 0.5 / 0.6 on every fold; scratch again moves whole folds by +0.1, -0.1, +0.1: band
+    # t(0.975, 3) * 0.1 / sqrt(3) = 0.184. pcl is +0.05 on every case (better by the cases, within the band),
+    # mae +0.2 (beyond it)
+    offsets = {"scratch": {6: 0, 9: 0, 12: 0}, "scratch_rerun": {6: 0.1, 9: -0.1, 12: 0.1},
+               "pcl": {6: 0.05, 9: 0.05, 12: 0.05}, "mae": {6: 0.2, 9: 0.2, 12: 0.2}}
+    rows = [{"method": m, "labeled": 5, "iterations": 4000, "fold": f, "case": c, "dice_foreground": base + off}
+            for m, by_fold in offsets.items() for f, off in by_fold.items() for c, base in (("a", 0.5), ("b", 0.6))]
+    report = benchmark_report(rows, str(tmp_path / "b"), {})
+    assert report["statistics"][("pcl", 5, 4000)]["verdict"] == "better, within the noise floor (±0.184)"
+    assert report["statistics"][("mae", 5, 4000)]["verdict"] == "better, beyond the noise floor (±0.184)"
+    assert report["statistics"][("pcl", 5, 4000)]["noise_band"] == pytest.approx(0.18374, abs=1e-5)
+    assert "noise_band" not in report["statistics"][("scratch_rerun", 5, 4000)]
+    assert "| +0.050 [+0.050, +0.050] | 0.031 | better, within the noise floor (±0.184) |" in report["markdown"]
+    assert json.loads((tmp_path / "b.json").read_text())["statistics"]["mae|5|4000"]["noise_band"] > 0.18
+    # a noise floor on fewer folds than a verdict needs leaves the verdicts as the interval says
+    two_folds = [r for r in rows if r["method"] != "scratch_rerun" or r["fold"] != 12]
+    assert benchmark_report(two_folds, str(tmp_path / "c"), {})["statistics"][("pcl", 5, 4000)]["verdict"] == "better"
+
+
 @pytest.mark.parametrize("length", ["cpu500it", "cpu1000it", "cpu2000it", "cpu4000it", "cpu8000it", "tiny"])
 def test_curve_points_train_the_iterations_they_report(length):
     from nnunet_ssl.integration.trainers import trainer_class

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from nnunet_ssl.benchmark.statistics import (compare, hierarchical_bootstrap_ci, plateau_length, pooled_mean, verdict,
-                                             wilcoxon_p)
+from nnunet_ssl.benchmark.statistics import (against_noise_floor, compare, hierarchical_bootstrap_ci, plateau_length,
+                                             pooled_mean, retraining_band, verdict, wilcoxon_p)
 
 
 def test_constant_differences_give_a_point_interval():
@@ -55,3 +55,19 @@ def test_too_few_folds_give_an_interval_but_no_verdict():
     assert result["ci_low"] > 0 and result["verdict"] == "no verdict (1 of the 3 folds it needs)"
     assert compare(one_fold * 3, min_folds=3)["verdict"] == "better"
     assert compare(one_fold)["verdict"] == "better"  # the demo's one-run report: cases only, said in its caveat
+
+
+def test_retraining_band_is_t_times_the_floor_spread_over_root_folds():
+    # s = 0.03 (mean square of +-0.03), t(0.975, df 3) = 3.182446, 3 folds: 3.182446 * 0.03 / sqrt(3)
+    assert retraining_band([0.03, -0.03, 0.03], n_folds=3) == pytest.approx(0.0551216, abs=1e-6)
+    # the same spread over more folds of the arm narrows it; more floor folds lower t (df 5: 2.570582)
+    assert retraining_band([0.03, -0.03, 0.03], n_folds=12) == pytest.approx(0.0275608, abs=1e-6)
+    assert retraining_band([0.03] * 5, n_folds=3) == pytest.approx(2.570582 * 0.03 / np.sqrt(3), abs=1e-6)
+
+
+def test_a_verdict_within_the_noise_floor_says_so():
+    assert against_noise_floor("better", 0.06, 0.055) == "better, beyond the noise floor (±0.055)"
+    assert against_noise_floor("worse", -0.02, 0.055) == "worse, within the noise floor (±0.055)"
+    assert against_noise_floor("no detectable difference", 0.2, 0.055) == "no detectable difference"
+    assert against_noise_floor("no verdict (1 of the 3 folds it needs)", 0.2, 0.0) == \
+        "no verdict (1 of the 3 folds it needs)"

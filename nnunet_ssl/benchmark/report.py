@@ -180,6 +180,20 @@ def _paired_cells(fold_differences: list[float], stats: dict) -> list[str]:
             _p_value(stats["wilcoxon_p"]), stats["verdict"]]
 
 
+def weigh_against_noise_floor(statistics: dict, rows: list[dict]) -> None:
+    """Qualifies each better / worse verdict in ``statistics`` ({(arm, labeled, iterations): compare()})
+    by what retraining alone moves (statistics.retraining_band), where scratch_rerun ran beside scratch at
+    the same label budget and length on enough folds for a verdict; adds the band as ``noise_band``."""
+    from nnunet_ssl.benchmark.run import SCRATCH, SCRATCH_RERUN
+    from nnunet_ssl.benchmark.statistics import MIN_FOLDS_FOR_VERDICT, against_noise_floor, retraining_band
+    floors = paired_fold_differences(rows, SCRATCH)
+    for (arm, labeled, iterations), stats in statistics.items():
+        floor = floors.get((SCRATCH_RERUN, labeled, iterations), [])
+        if arm != SCRATCH_RERUN and len(floor) >= MIN_FOLDS_FOR_VERDICT:
+            stats["noise_band"] = retraining_band(floor, stats["folds"])
+            stats["verdict"] = against_noise_floor(stats["verdict"], stats["mean"], stats["noise_band"])
+
+
 def recipe_comparisons(rows: list[dict], baseline: str) -> tuple[list[str], dict]:
     """What a fine-tuning recipe adds to its own pretraining: each METHOD+RECIPE arm (pcl+meanTeacher)
     against its METHOD arm (pcl, the default recipe) on the same folds and cases. Arms whose plain arm
@@ -190,14 +204,16 @@ def recipe_comparisons(rows: list[dict], baseline: str) -> tuple[list[str], dict
     arms = list(dict.fromkeys(r["method"] for r in rows))
     pairs = [(arm, method) for arm in arms for method, recipe in [split_arm(arm)]
              if recipe and method in arms and method != baseline]
-    lines, statistics = [], {}
+    statistics, fold_differences = {}, {}
     for arm, plain in pairs:
-        fold_differences = paired_fold_differences(rows, plain)
         for group, differences in paired_case_differences(rows, plain).items():
             if group[0] == arm:
                 statistics[group] = compare(differences, min_folds=MIN_FOLDS_FOR_VERDICT)
-                lines.append(f"| {arm} | {plain} | {group[1]} | {group[2] or '—'} | {len(differences)} | "
-                             + " | ".join(_paired_cells(fold_differences[group], statistics[group])) + " |")
+                fold_differences[group] = plain, paired_fold_differences(rows, plain)[group]
+    weigh_against_noise_floor(statistics, rows)
+    lines = [f"| {group[0]} | {plain} | {group[1]} | {group[2] or '—'} | {statistics[group]['folds']} | "
+             + " | ".join(_paired_cells(differences, statistics[group])) + " |"
+             for group, (plain, differences) in fold_differences.items()]
     if lines:
         lines = ["", "What each recipe adds to its own pretraining (per case, against the same method fine-tuned "
                  "with the default recipe on the same folds and cases):", "",
@@ -226,6 +242,7 @@ def benchmark_report(rows: list[dict], out_prefix: str, class_names: dict[str, s
     statistics = {k: compare(v, min_folds=MIN_FOLDS_FOR_VERDICT)
                   for k, v in paired_case_differences(rows, baseline).items()} \
         if paired is not None else {}
+    weigh_against_noise_floor(statistics, rows)
     header = "| method | labeled | iterations | folds | " + " | ".join(names.get(m, m) for m in metrics) + " |"
     if paired is not None:
         header += (f" Δ foreground vs {baseline} (fold-paired) | folds better | Δ per case [95% CI] | "
@@ -261,7 +278,11 @@ def benchmark_report(rows: list[dict], out_prefix: str, class_names: dict[str, s
             f"two-sided signed-rank test of the pooled per-case differences (cases of one fold share a "
             f"model, so read it as descriptive); verdict: better / worse only when the interval excludes 0, "
             f"and only from {MIN_FOLDS_FOR_VERDICT} folds on (with fewer, the interval hardly reflects "
-            f"retraining spread)."
+            f"retraining spread). Where scratch_rerun (scratch trained again) ran on {MIN_FOLDS_FOR_VERDICT} "
+            f"or more folds, a better / worse verdict also says whether the mean difference is beyond "
+            f"the noise floor: ± t · s / √(folds), with s² the mean square of scratch_rerun's per-fold "
+            f"differences to scratch and t the 95% quantile with as many degrees of freedom as its folds "
+            f"(what retraining alone moves a mean over that many folds)."
             if paired is not None else ""))
     with open(out_prefix + ".md", "w") as f:
         f.write(markdown + "\n")
