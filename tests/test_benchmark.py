@@ -176,6 +176,14 @@ def test_verdicts_are_weighed_against_scratch_trained_again(tmp_path):
     assert "noise_band" not in report["statistics"][("scratch_rerun", 5, 4000)]
     assert "| +0.050 [+0.050, +0.050] | 0.031 | better, within the noise floor (±0.184) |" in report["markdown"]
     assert json.loads((tmp_path / "b.json").read_text())["statistics"]["mae|5|4000"]["noise_band"] > 0.18
+    # and how many folds would tell a difference from retraining: (t * s / d)^2 = (0.31824 / d)^2, rounded up
+    assert ("- M = 5, 4000 iterations: scratch trained again moved a fold by up to 0.100 (s = 0.100 per fold); "
+            "over 3 folds a mean difference is told from retraining beyond ±0.184; telling 0.01 / 0.02 / 0.05 "
+            "would take 1013 / 254 / 41 folds.") in report["markdown"]
+    # a quiet floor still asks for the folds a verdict needs
+    quiet = [{**r, "dice_foreground": r["dice_foreground"] - offsets["scratch_rerun"][r["fold"]] * 0.99}
+             if r["method"] == "scratch_rerun" else r for r in rows]
+    assert "would take 3 / 3 / 3 folds." in benchmark_report(quiet, str(tmp_path / "q"), {})["markdown"]
     # a noise floor on fewer folds than a verdict needs leaves the verdicts as the interval says
     two_folds = [r for r in rows if r["method"] != "scratch_rerun" or r["fold"] != 12]
     assert benchmark_report(two_folds, str(tmp_path / "c"), {})["statistics"][("pcl", 5, 4000)]["verdict"] == "better"

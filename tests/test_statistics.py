@@ -2,8 +2,9 @@
 import numpy as np
 import pytest
 
-from nnunet_ssl.benchmark.statistics import (against_noise_floor, compare, hierarchical_bootstrap_ci, plateau_length,
-                                             pooled_mean, retraining_band, verdict, wilcoxon_p)
+from nnunet_ssl.benchmark.statistics import (against_noise_floor, compare, folds_to_resolve, hierarchical_bootstrap_ci,
+                                             plateau_length, pooled_mean, retraining_band, retraining_spread, verdict,
+                                             wilcoxon_p)
 
 
 def test_constant_differences_give_a_point_interval():
@@ -63,6 +64,14 @@ def test_retraining_band_is_t_times_the_floor_spread_over_root_folds():
     # the same spread over more folds of the arm narrows it; more floor folds lower t (df 5: 2.570582)
     assert retraining_band([0.03, -0.03, 0.03], n_folds=12) == pytest.approx(0.0275608, abs=1e-6)
     assert retraining_band([0.03] * 5, n_folds=3) == pytest.approx(2.570582 * 0.03 / np.sqrt(3), abs=1e-6)
+
+
+def test_folds_to_resolve_a_difference_clear_the_band():
+    floor = [0.03, -0.03, 0.03]
+    assert retraining_spread(floor) == pytest.approx(0.03)
+    # t * s = 0.0954734: 0.05 needs more than 1.909^2 = 3.65 folds, 0.01 more than 9.547^2 = 91.15
+    assert folds_to_resolve(floor, 0.05) == 4 and folds_to_resolve(floor, 0.01) == 92
+    assert retraining_band(floor, 4) < 0.05 < retraining_band(floor, 3)
 
 
 def test_a_verdict_within_the_noise_floor_says_so():

@@ -194,6 +194,33 @@ def weigh_against_noise_floor(statistics: dict, rows: list[dict]) -> None:
             stats["verdict"] = against_noise_floor(stats["verdict"], stats["mean"], stats["noise_band"])
 
 
+RESOLVABLE_DIFFERENCES = (0.01, 0.02, 0.05)  # [assumption] Dice differences a user may want told from retraining
+
+
+def noise_floor_lines(rows: list[dict]) -> list[str]:
+    """Markdown: per label budget and length where scratch_rerun ran on enough folds, how far retraining
+    moved a fold, the band a mean over that many folds must clear, and how many folds would tell
+    RESOLVABLE_DIFFERENCES from retraining (statistics.folds_to_resolve; never fewer than a verdict needs)."""
+    from nnunet_ssl.benchmark.run import SCRATCH, SCRATCH_RERUN
+    from nnunet_ssl.benchmark.statistics import (MIN_FOLDS_FOR_VERDICT, folds_to_resolve, retraining_band,
+                                                 retraining_spread)
+    lines = []
+    for (arm, labeled, iterations), floor in paired_fold_differences(rows, SCRATCH).items():
+        if arm == SCRATCH_RERUN and len(floor) >= MIN_FOLDS_FOR_VERDICT:
+            lines.append(
+                f"- M = {labeled}{f', {iterations} iterations' if iterations else ''}: scratch trained again "
+                f"moved a fold by up to {max(abs(d) for d in floor):.3f} (s = {retraining_spread(floor):.3f} per "
+                f"fold); over {len(floor)} folds a mean difference is told from retraining beyond "
+                f"±{retraining_band(floor, len(floor)):.3f}; telling "
+                + " / ".join(f"{d:g}" for d in RESOLVABLE_DIFFERENCES) + " would take "
+                + " / ".join(str(max(MIN_FOLDS_FOR_VERDICT, folds_to_resolve(floor, d)))
+                             for d in RESOLVABLE_DIFFERENCES) + " folds.")
+    if lines:
+        lines = ["", "Noise floor (scratch trained again on the same folds; the verdicts above are weighed "
+                 "against it):", ""] + lines
+    return lines
+
+
 def recipe_comparisons(rows: list[dict], baseline: str) -> tuple[list[str], dict]:
     """What a fine-tuning recipe adds to its own pretraining: each METHOD+RECIPE arm (pcl+meanTeacher)
     against its METHOD arm (pcl, the default recipe) on the same folds and cases. Arms whose plain arm
@@ -258,7 +285,7 @@ def benchmark_report(rows: list[dict], out_prefix: str, class_names: dict[str, s
             cells += ["—"] * 5 if method == baseline or not diffs else _paired_cells(diffs, statistics[group])
         lines.append(f"| {method} | {labeled} | {n_iterations or '—'} | {len(folds)} | " + " | ".join(cells) + " |")
     recipe_lines, recipe_statistics = recipe_comparisons(rows, baseline) if paired is not None else ([], {})
-    lines += recipe_lines
+    lines += recipe_lines + noise_floor_lines(rows)
     n_cases = len({(r["fold"], r["case"]) for r in rows})
     if len(iterations) > 1:  # a learning curve: where does each arm stop gaining?
         lines += ["", "Plateau (shortest length whose doubling adds < 0.01 mean foreground Dice):"]

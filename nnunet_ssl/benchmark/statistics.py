@@ -73,17 +73,31 @@ def compare(differences_by_fold: list[np.ndarray], seed: int = 0, min_folds: int
             "cases": int(pooled.size), "cases_better": int((pooled > 0).sum())}
 
 
-def retraining_band(floor_fold_differences: list[float], n_folds: int, confidence: float = CONFIDENCE) -> float:
-    """Half-width of the range an arm's mean difference over ``n_folds`` folds reaches by retraining alone.
-    The noise floor's per-fold differences (scratch trained twice on the same folds and cases: nothing
-    differs but the run, so their expected mean is 0) estimate one fold's spread s, with s^2 the
-    mean of their squares and as many degrees of freedom as folds; band = t(df) * s / sqrt(n_folds).
-    The per-case interval cannot carry this spread with 3 folds: on hippocampus with 2 labels scratch
-    trained again moved one fold by 0.086 while every per-case interval was narrower than that."""
+def retraining_spread(floor_fold_differences: list[float]) -> float:
+    """One fold's spread s from retraining alone: the noise floor's per-fold differences (scratch trained
+    twice on the same folds and cases: nothing differs but the run, so their expected mean is 0), s^2 the
+    mean of their squares, with as many degrees of freedom as folds."""
+    return float(np.sqrt(np.mean(np.asarray(floor_fold_differences, dtype=float) ** 2)))
+
+
+def _t_quantile(degrees_of_freedom: int, confidence: float) -> float:
     from scipy.stats import t
-    differences = np.asarray(floor_fold_differences, dtype=float)
-    spread = float(np.sqrt(np.mean(differences ** 2)))
-    return float(t.ppf(0.5 + confidence / 2, df=len(differences)) * spread / np.sqrt(n_folds))
+    return float(t.ppf(0.5 + confidence / 2, df=degrees_of_freedom))
+
+
+def retraining_band(floor_fold_differences: list[float], n_folds: int, confidence: float = CONFIDENCE) -> float:
+    """Half-width of the range an arm's mean difference over ``n_folds`` folds reaches by retraining alone:
+    t(df) * s / sqrt(n_folds) with s = ``retraining_spread``. The per-case interval cannot carry this spread
+    with 3 folds: on hippocampus with 2 labels scratch trained again moved one fold by 0.086 while every
+    per-case interval was narrower than that."""
+    return (_t_quantile(len(floor_fold_differences), confidence) * retraining_spread(floor_fold_differences)
+            / float(np.sqrt(n_folds)))
+
+
+def folds_to_resolve(floor_fold_differences: list[float], difference: float, confidence: float = CONFIDENCE) -> int:
+    """The fewest folds over which a mean difference of ``difference`` lies beyond ``retraining_band``."""
+    ratio = _t_quantile(len(floor_fold_differences), confidence) * retraining_spread(floor_fold_differences) / difference
+    return int(np.floor(ratio ** 2)) + 1
 
 
 def against_noise_floor(said: str, mean: float, band: float) -> str:
