@@ -180,16 +180,25 @@ def _paired_cells(fold_differences: list[float], stats: dict) -> list[str]:
             _p_value(stats["wilcoxon_p"]), stats["verdict"]]
 
 
-def weigh_against_noise_floor(statistics: dict, rows: list[dict]) -> None:
-    """Qualifies each better / worse verdict in ``statistics`` ({(arm, labeled, iterations): compare()})
-    by what retraining alone moves (statistics.retraining_band), where scratch_rerun ran beside scratch at
-    the same label budget and length on enough folds for a verdict; adds the band as ``noise_band``."""
+def noise_floors(rows: list[dict]) -> dict[tuple[int, int], list[float]]:
+    """{(labeled, iterations): scratch_rerun's per-fold differences to scratch} where it ran on enough folds
+    for a verdict: the run-to-run noise floor that both tables' verdicts are weighed against."""
     from nnunet_ssl.benchmark.run import SCRATCH, SCRATCH_RERUN
-    from nnunet_ssl.benchmark.statistics import MIN_FOLDS_FOR_VERDICT, against_noise_floor, retraining_band
-    floors = paired_fold_differences(rows, SCRATCH)
+    from nnunet_ssl.benchmark.statistics import MIN_FOLDS_FOR_VERDICT
+    return {(labeled, iterations): floor
+            for (arm, labeled, iterations), floor in paired_fold_differences(rows, SCRATCH).items()
+            if arm == SCRATCH_RERUN and len(floor) >= MIN_FOLDS_FOR_VERDICT}
+
+
+def weigh_against_noise_floor(statistics: dict, floors: dict[tuple[int, int], list[float]]) -> None:
+    """Qualifies each better / worse verdict in ``statistics`` ({(arm, labeled, iterations): compare()})
+    by what retraining alone moves (statistics.retraining_band) where ``floors`` (``noise_floors``) has the
+    same label budget and length; adds the band as ``noise_band``."""
+    from nnunet_ssl.benchmark.run import SCRATCH_RERUN
+    from nnunet_ssl.benchmark.statistics import against_noise_floor, retraining_band
     for (arm, labeled, iterations), stats in statistics.items():
-        floor = floors.get((SCRATCH_RERUN, labeled, iterations), [])
-        if arm != SCRATCH_RERUN and len(floor) >= MIN_FOLDS_FOR_VERDICT:
+        floor = floors.get((labeled, iterations))
+        if arm != SCRATCH_RERUN and floor:
             stats["noise_band"] = retraining_band(floor, stats["folds"])
             stats["verdict"] = against_noise_floor(stats["verdict"], stats["mean"], stats["noise_band"])
 
@@ -197,35 +206,31 @@ def weigh_against_noise_floor(statistics: dict, rows: list[dict]) -> None:
 RESOLVABLE_DIFFERENCES = (0.01, 0.02, 0.05)  # [assumption] Dice differences a user may want told from retraining
 
 
-def noise_floor_lines(rows: list[dict]) -> list[str]:
-    """Markdown: per label budget and length where scratch_rerun ran on enough folds, how far retraining
-    moved a fold, the band a mean over that many folds must clear, and how many folds would tell
+def noise_floor_lines(floors: dict[tuple[int, int], list[float]]) -> list[str]:
+    """Markdown: per label budget and length in ``floors`` (``noise_floors``), how far retraining moved a
+    fold, the band a mean over that many folds must clear, and how many folds would tell
     RESOLVABLE_DIFFERENCES from retraining (statistics.folds_to_resolve; never fewer than a verdict needs)."""
-    from nnunet_ssl.benchmark.run import SCRATCH, SCRATCH_RERUN
     from nnunet_ssl.benchmark.statistics import (MIN_FOLDS_FOR_VERDICT, folds_to_resolve, retraining_band,
                                                  retraining_spread)
-    lines = []
-    for (arm, labeled, iterations), floor in paired_fold_differences(rows, SCRATCH).items():
-        if arm == SCRATCH_RERUN and len(floor) >= MIN_FOLDS_FOR_VERDICT:
-            lines.append(
-                f"- M = {labeled}{f', {iterations} iterations' if iterations else ''}: scratch trained again "
-                f"moved a fold by up to {max(abs(d) for d in floor):.3f} (s = {retraining_spread(floor):.3f} per "
-                f"fold); over {len(floor)} folds a mean difference is told from retraining beyond "
-                f"±{retraining_band(floor, len(floor)):.3f}; telling "
-                + " / ".join(f"{d:g}" for d in RESOLVABLE_DIFFERENCES) + " would take "
-                + " / ".join(str(max(MIN_FOLDS_FOR_VERDICT, folds_to_resolve(floor, d)))
-                             for d in RESOLVABLE_DIFFERENCES) + " folds.")
+    lines = [f"- M = {labeled}{f', {iterations} iterations' if iterations else ''}: scratch trained again "
+             f"moved a fold by up to {max(abs(d) for d in floor):.3f} (s = {retraining_spread(floor):.3f} per "
+             f"fold); over {len(floor)} folds a mean difference is told from retraining beyond "
+             f"±{retraining_band(floor, len(floor)):.3f}; telling "
+             + " / ".join(f"{d:g}" for d in RESOLVABLE_DIFFERENCES) + " would take "
+             + " / ".join(str(max(MIN_FOLDS_FOR_VERDICT, folds_to_resolve(floor, d)))
+                          for d in RESOLVABLE_DIFFERENCES) + " folds."
+             for (labeled, iterations), floor in floors.items()]
     if lines:
         lines = ["", "Noise floor (scratch trained again on the same folds; the verdicts above are weighed "
                  "against it):", ""] + lines
     return lines
 
 
-def recipe_comparisons(rows: list[dict], baseline: str) -> tuple[list[str], dict]:
+def recipe_comparisons(rows: list[dict], baseline: str, floors: dict | None = None) -> tuple[list[str], dict]:
     """What a fine-tuning recipe adds to its own pretraining: each METHOD+RECIPE arm (pcl+meanTeacher)
     against its METHOD arm (pcl, the default recipe) on the same folds and cases. Arms whose plain arm
-    is the baseline are left out: the main table already compares them. Returns markdown lines and
-    {(arm, labeled, iterations): statistics}."""
+    is the baseline are left out: the main table already compares them; verdicts are weighed against
+    ``floors`` (``noise_floors``). Returns markdown lines and {(arm, labeled, iterations): statistics}."""
     from nnunet_ssl.benchmark.run import split_arm
     from nnunet_ssl.benchmark.statistics import MIN_FOLDS_FOR_VERDICT, compare
     arms = list(dict.fromkeys(r["method"] for r in rows))
@@ -233,11 +238,12 @@ def recipe_comparisons(rows: list[dict], baseline: str) -> tuple[list[str], dict
              if recipe and method in arms and method != baseline]
     statistics, fold_differences = {}, {}
     for arm, plain in pairs:
+        plain_fold_differences = paired_fold_differences(rows, plain)
         for group, differences in paired_case_differences(rows, plain).items():
             if group[0] == arm:
                 statistics[group] = compare(differences, min_folds=MIN_FOLDS_FOR_VERDICT)
-                fold_differences[group] = plain, paired_fold_differences(rows, plain)[group]
-    weigh_against_noise_floor(statistics, rows)
+                fold_differences[group] = plain, plain_fold_differences[group]
+    weigh_against_noise_floor(statistics, floors or {})
     lines = [f"| {group[0]} | {plain} | {group[1]} | {group[2] or '—'} | {statistics[group]['folds']} | "
              + " | ".join(_paired_cells(differences, statistics[group])) + " |"
              for group, (plain, differences) in fold_differences.items()]
@@ -269,7 +275,8 @@ def benchmark_report(rows: list[dict], out_prefix: str, class_names: dict[str, s
     statistics = {k: compare(v, min_folds=MIN_FOLDS_FOR_VERDICT)
                   for k, v in paired_case_differences(rows, baseline).items()} \
         if paired is not None else {}
-    weigh_against_noise_floor(statistics, rows)
+    floors = noise_floors(rows)
+    weigh_against_noise_floor(statistics, floors)
     header = "| method | labeled | iterations | folds | " + " | ".join(names.get(m, m) for m in metrics) + " |"
     if paired is not None:
         header += (f" Δ foreground vs {baseline} (fold-paired) | folds better | Δ per case [95% CI] | "
@@ -284,8 +291,8 @@ def benchmark_report(rows: list[dict], out_prefix: str, class_names: dict[str, s
             diffs = paired.get(group, [])
             cells += ["—"] * 5 if method == baseline or not diffs else _paired_cells(diffs, statistics[group])
         lines.append(f"| {method} | {labeled} | {n_iterations or '—'} | {len(folds)} | " + " | ".join(cells) + " |")
-    recipe_lines, recipe_statistics = recipe_comparisons(rows, baseline) if paired is not None else ([], {})
-    lines += recipe_lines + noise_floor_lines(rows)
+    recipe_lines, recipe_statistics = recipe_comparisons(rows, baseline, floors) if paired is not None else ([], {})
+    lines += recipe_lines + noise_floor_lines(floors)
     n_cases = len({(r["fold"], r["case"]) for r in rows})
     if len(iterations) > 1:  # a learning curve: where does each arm stop gaining?
         lines += ["", "Plateau (shortest length whose doubling adds < 0.01 mean foreground Dice):"]

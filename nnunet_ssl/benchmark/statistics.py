@@ -95,8 +95,9 @@ def retraining_band(floor_fold_differences: list[float], n_folds: int, confidenc
 
 
 def folds_to_resolve(floor_fold_differences: list[float], difference: float, confidence: float = CONFIDENCE) -> int:
-    """The fewest folds over which a mean difference of ``difference`` lies beyond ``retraining_band``."""
-    ratio = _t_quantile(len(floor_fold_differences), confidence) * retraining_spread(floor_fold_differences) / difference
+    """The fewest folds over which a mean difference of ``difference`` lies beyond ``retraining_band``
+    (band over n folds = band over one fold / sqrt(n))."""
+    ratio = retraining_band(floor_fold_differences, 1, confidence) / difference
     return int(np.floor(ratio ** 2)) + 1
 
 
