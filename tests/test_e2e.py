@@ -227,6 +227,9 @@ def test_health_probe_compares_init_and_checkpoint_on_the_same_batches(pretraine
         assert 0 <= row["feature_spread"] and np.isfinite(row["loss_ratio"])
     assert result["init"]["positive_fraction"] == result["checkpoint"]["positive_fraction"]  # the same batches
     assert result["init"]["conv_std_over_he_median"] == pytest.approx(1.0, abs=0.1)  # He init
+    stages = len(result["init"]["stage_redundancy"])
+    assert stages >= 3 and len(result["checkpoint"]["stage_redundancy"]) == stages
+    assert 0 < result["init"]["stage0_redundancy"] < 0.5  # He init: the first stage's channels differ
     log = result["pretraining_log"]
     assert log["verdict"] in ("learned", "no_learning") and log["epoch"] == 2
     assert "pretraining_log" in format_table(result)

@@ -157,6 +157,38 @@ def weight_scale_ratios(module: nn.Module) -> dict[str, float]:
 
 
 @torch.no_grad()
+def channel_redundancy(features: torch.Tensor) -> float:
+    """Mean absolute Pearson correlation between the channels of a feature map (N, C, *spatial), over every
+    sample and position: about 0.1 for nnU-Net's He init on hippocampus (8 channels), 1 when every channel
+    carries the same signal. A short pretraining raised it to 0.6-0.7 in the first stage
+    (docs/methods/readouts.md). nan with fewer than 2 channels."""
+    channels = features.shape[1]
+    if channels < 2:
+        return float("nan")
+    x = features.detach().float().transpose(0, 1).reshape(channels, -1)
+    x = x - x.mean(dim=1, keepdim=True)
+    norms = x.norm(dim=1, keepdim=True)
+    x = x / norms.clamp_min(1e-12)
+    correlation = (x @ x.T).abs()
+    constant = (norms.squeeze(1) == 0)  # a constant channel correlates with nothing
+    correlation[constant] = 0.0
+    correlation[:, constant] = 0.0
+    return ((correlation.sum() - correlation.diagonal().sum()) / (channels * (channels - 1))).item()
+
+
+@torch.no_grad()
+def stage_redundancy(encoder: nn.Module, images: torch.Tensor) -> list[float]:
+    """``channel_redundancy`` of every stage output of an nnU-Net encoder (it returns the skips) on ``images``."""
+    was_training = encoder.training
+    encoder.eval()  # InstanceNorm has no running statistics: eval only stops dropout
+    try:
+        skips = encoder(images)
+    finally:
+        encoder.train(was_training)
+    return [channel_redundancy(skip) for skip in skips]
+
+
+@torch.no_grad()
 def top1_positive_retrieval(features: torch.Tensor, positive_mask: torch.Tensor) -> float:
     """Fraction of rows whose most cosine-similar other row is one of their positives (N, N mask); ties
     resolve to the first index. Chance: ``retrieval_chance`` (the fraction of positive pairs)."""

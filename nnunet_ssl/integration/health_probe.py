@@ -5,7 +5,9 @@ Per setting it runs the method's own training step without gradients over a few 
 the mean of: the across-sample spread of the pooled readout vector (blocks.health.feature_spread), the
 loss against its collapse value, the positive fraction, top-1 retrieval against chance (on the
 projected embeddings and, for PCL-family methods and BYOL, on the readout features without any head) and the
-encoder's conv weight std against nnU-Net's He init. A checkpoint stores no head, so its loss is measured
+encoder's conv weight std against nnU-Net's He init, and how redundant each encoder stage's channels are
+(blocks.health.stage_redundancy: after a short pretraining the first stage's channels carried almost one
+signal, and fine-tuning started its classes late; docs/methods/readouts.md). A checkpoint stores no head, so its loss is measured
 with a fresh head (a momentum target restarts from the loaded encoder); the loss the pretraining reached
 is read from its own log (progress.json) and the verdict from its metadata.
 """
@@ -18,7 +20,7 @@ import numpy as np
 import torch
 from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
 
-from nnunet_ssl.blocks.health import weight_scale_ratios
+from nnunet_ssl.blocks.health import stage_redundancy, weight_scale_ratios
 from nnunet_ssl.errors import SSLUserError
 from nnunet_ssl.integration.checkpoint import load_encoder_checkpoint
 from nnunet_ssl.integration.encoder_loader import strip_wrapper_prefixes
@@ -32,14 +34,23 @@ def _measure(method, cases, case_ids: list[str], batch_size: int, batches: int, 
     torch.manual_seed(seed)
     loader = SingleThreadedAugmenter(method.make_sampler(cases, case_ids, batch_size), None)
     sums: dict[str, float] = {}
+    redundancy: list[list[float]] = []
     method.train()  # the heads' BatchNorm as in pretraining (batch statistics)
     with torch.no_grad():
         for _ in range(batches):
-            _, metrics = method.training_step(next(loader))
+            batch = next(loader)
+            images = batch.get("image", batch.get("view1"))  # MLSSCL's clips go through no nnU-Net encoder
+            if images is not None:
+                device = next(method.encoder.parameters()).device
+                redundancy.append(stage_redundancy(method.encoder, torch.as_tensor(images).float().to(device)))
+            _, metrics = method.training_step(batch)
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0.0) + v
     means = {k: v / batches for k, v in sums.items()}
     row = {k: means[k] for k in REPORTED if k in means}
+    if redundancy:
+        row["stage_redundancy"] = [float(np.mean(stage)) for stage in zip(*redundancy)]
+        row["stage0_redundancy"] = row["stage_redundancy"][0]
     if "loss" in row and "loss_collapse" in row:
         row["loss_ratio"] = row["loss"] / row["loss_collapse"]
     ratios = sorted(weight_scale_ratios(method.encoder).values())
@@ -50,7 +61,9 @@ def _measure(method, cases, case_ids: list[str], batch_size: int, batches: int, 
 
 def _pretraining_log(checkpoint: str, meta) -> dict:
     """The last epoch of the pretraining's own log, and the verdict its checkpoint records."""
-    row = {"verdict": (meta.health or {}).get("verdict", "not recorded (checkpoint older than issue 10)")}
+    health = meta.health or {}
+    row = {"verdict": health.get("verdict", "none for this method" if health  # reconstruction: no collapse value
+                                 else "not recorded (checkpoint older than issue 10)")}
     progress = os.path.join(os.path.dirname(checkpoint), "progress.json")
     if os.path.isfile(progress):
         with open(progress) as f:
@@ -103,7 +116,8 @@ def probe(dataset: str, method_name: str, configuration: str = "3d_fullres", pla
 
 
 def format_table(result: dict) -> str:
-    columns = ["readout", *REPORTED, "loss_ratio", "conv_std_over_he_median", "conv_std_over_he_max", "verdict"]
+    columns = ["readout", *REPORTED, "loss_ratio", "conv_std_over_he_median", "conv_std_over_he_max",
+               "stage0_redundancy", "verdict"]
     columns = [c for c in columns if any(c in row for row in result.values())]
     lines = ["setting          " + "  ".join(f"{c:>12.12}" for c in columns)]
     for name, row in result.items():
