@@ -409,3 +409,35 @@ def test_a_checkpoint_without_learning_is_refused_unless_allowed(tmp_path):
     learned = save(tmp_path, perturbed_encoder_state(plain_unet(seed=0)), "learned.pth",
                    health={"verdict": "learned", "reason": "loss 3.3"})
     load_pretrained_encoder(plain_unet(seed=1), learned, environ={})  # accepted
+
+
+@pytest.mark.parametrize("rescale", [False, True])
+@pytest.mark.parametrize("arch", sorted(BUILDERS))
+def test_fresh_first_stage_keeps_the_random_first_stage_and_loads_the_rest(tmp_path, arch, rescale):
+    from nnunet_ssl.integration.encoder_loader import first_stage_keys
+    from nnunet_ssl.integration.trainers.registry import trainer_class
+    build = BUILDERS[arch]
+    saved = perturbed_encoder_state(build(seed=0))
+    path = save(tmp_path, saved)
+    fresh = build(seed=1)
+    before = {k: v.clone() for k, v in fresh.encoder.state_dict().items()}
+    first = first_stage_keys(before)
+    assert first and all(k.startswith(("stages.0.", "stem.")) for k in first)
+    assert (arch == "ResidualEncoderUNet") == any(k.startswith("stem.") for k in first)
+
+    cls = trainer_class("SSLInitTrainer_freshFirstStage_cpu500it")
+    report = (cls.load_pretrained(fresh, path) if rescale
+              else load_pretrained_encoder(fresh, path, rescale=False, fresh_first_stage=True))
+
+    after = fresh.encoder.state_dict()
+    for key in before:
+        if key in first:
+            assert torch.equal(after[key], before[key]), key  # exactly the random init, also after a rescale
+        elif not rescale:
+            assert torch.equal(after[key], saved[key]), key
+    rest = [k for k in before if k not in first and k.endswith("norm.bias")]
+    assert rest and all(torch.equal(after[k], saved[k]) for k in rest)  # norms are never rescaled
+    assert report.fresh_first_stage == first
+    assert report.loaded == _distinct(after) - _distinct({k: after[k] for k in first})
+    assert not any(name.startswith(("stages.0.", "stem.")) for name in report.rescaled)
+    assert "first stage kept at its random init" in report.summary()

@@ -142,10 +142,10 @@ def benchmark_entry() -> None:
                              "run's end) and plot a learning curve")
     parser.add_argument("--finetune", nargs="+", default=["default"], metavar="RECIPE",
                         help="fine-tuning recipes for each pretrained method: default (SSLInitTrainer), lowEncoderLR, "
-                             "decoderFirst, fullNetwork, linearWarmup (nnssl's warm-up; scratch then also runs as "
-                             "scratch+linearWarmup), meanTeacher (SSLInitMeanTeacherTrainer: consistency on the "
-                             "fold's unlabeled cases; scratch then also runs as scratch+meanTeacher); scratch runs "
-                             "once otherwise (default: default)")
+                             "decoderFirst, fullNetwork, freshFirstStage, linearWarmup (nnssl's warm-up; scratch then "
+                             "also runs as scratch+linearWarmup), meanTeacher (SSLInitMeanTeacherTrainer: consistency "
+                             "on the fold's unlabeled cases; scratch then also runs as scratch+meanTeacher); scratch "
+                             "runs once otherwise (default: default)")
     parser.add_argument("--earlier", nargs="+", default=[], metavar="CSV",
                         help="benchmark.csv of earlier runs (another session or machine, same folds): the cells "
                              "found there are not retrained and their per-case rows join this report, so a "

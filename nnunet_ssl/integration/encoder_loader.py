@@ -46,6 +46,7 @@ class LoadReport:
     adapted: list[str] = field(default_factory=list)  # "key: from N to M channels"
     decoder_loaded: list[str] | None = None  # full-network loading: decoder keys taken from the checkpoint
     random_keys: list[str] = field(default_factory=list)  # full-network loading: keys left at their random init
+    fresh_first_stage: list[str] = field(default_factory=list)  # encoder keys kept at their random init
     # conv weight std / He std before rescaling, by conv module name; empty when not rescaled
     rescaled: dict[str, float] = field(default_factory=dict)
     rescale_skipped: list[str] = field(default_factory=list)  # convs not followed by InstanceNorm: kept
@@ -58,8 +59,12 @@ class LoadReport:
         lines = [f"loaded pretrained {what} ({self.loaded} tensors) from {self.path}",
                  f"    method {m.method}, pretrained on {m.dataset_name} / {m.plans_identifier} / {m.configuration}, "
                  f"{len(m.case_ids)} cases, {m.epochs_completed} epochs"]
+        if self.fresh_first_stage:
+            lines.append(f"    the encoder's first stage kept at its random init ({len(self.fresh_first_stage)} "
+                         f"entries: {self.fresh_first_stage[0]} ... {self.fresh_first_stage[-1]}); the rest loaded")
         if self.decoder_loaded is None:
-            lines.append("    every encoder tensor loaded, none skipped; the decoder stays randomly initialised")
+            lines.append("    every encoder tensor loaded, none skipped; the decoder stays randomly initialised"
+                         if not self.fresh_first_stage else "    the decoder stays randomly initialised")
         else:
             lines.append(f"    every encoder tensor and {len(self.decoder_loaded)} decoder tensors loaded: "
                          + ", ".join(self.decoder_loaded))
@@ -285,11 +290,18 @@ def check_architecture(meta: SSLCheckpointMeta, current: dict, path: str) -> str
         f"export {ALLOW_ARCHITECTURE_CHANGE_ENV}=1")
 
 
+def first_stage_keys(encoder_state: dict) -> list[str]:
+    """The encoder's full-resolution first stage: ``stages.0.*`` and, in a ResidualEncoder, its ``stem.*``."""
+    return sorted(k for k in encoder_state if k.startswith(("stages.0.", "stem.")))
+
+
 def load_pretrained_encoder(network: nn.Module, path: str, architecture: dict | None = None,
-                            rescale: bool | None = None, environ=os.environ) -> LoadReport:
+                            rescale: bool | None = None, environ=os.environ,
+                            fresh_first_stage: bool = False) -> LoadReport:
     """Load the checkpoint's encoder into ``network.encoder``. ``architecture`` (encoder.comparable_description
     of the configuration being trained) is compared with the pretraining's (check_architecture); ``rescale``
-    (default: on unless nnUNet_ssl_keep_weight_scale=1) rescales the convs that feed InstanceNorm to He-init std."""
+    (default: on unless nnUNet_ssl_keep_weight_scale=1) rescales the convs that feed InstanceNorm to He-init std;
+    ``fresh_first_stage`` keeps the network's own random init in the first stage (first_stage_keys)."""
     state, meta = load_checkpoint_file(path)  # on CPU; load_state_dict copies to the module's device
     check_pretraining_health(meta, path, environ)
     if rescale is None:
@@ -298,15 +310,20 @@ def load_pretrained_encoder(network: nn.Module, path: str, architecture: dict | 
     encoder = network.encoder
     state = strip_wrapper_prefixes(state)
     encoder_state = encoder.state_dict()
+    fresh = {k: encoder_state[k].clone() for k in first_stage_keys(encoder_state)} if fresh_first_stage else {}
     with torch.no_grad():
         adapted = adapt_input_projection(network, encoder_state, state)
     refuse_mismatches("encoder", encoder_mismatches(encoder_state, state), path, meta)
     warning = check_architecture(meta, architecture, path) if architecture is not None else None
     encoder.load_state_dict(state, strict=True)
     rescaled, skipped = rescale_convs_to_he_std(encoder) if rescale else ({}, [])
+    encoder.load_state_dict(fresh, strict=False)  # after the rescale: the random init exactly as it was
     # count distinct tensors: nnU-Net's conv blocks expose each one twice (conv / all_modules.N)
-    return LoadReport(path=path, meta=meta, loaded=len({v.data_ptr() for v in encoder.state_dict().values()}),
-                      adapted=adapted, rescaled=rescaled, rescale_skipped=skipped, rescale_disabled=not rescale,
+    fresh_ptrs = {v.data_ptr() for k, v in encoder.state_dict().items() if k in fresh}
+    loaded = {v.data_ptr() for v in encoder.state_dict().values()} - fresh_ptrs
+    return LoadReport(path=path, meta=meta, loaded=len(loaded), adapted=adapted,
+                      rescaled={k: v for k, v in rescaled.items() if f"{k}.weight" not in fresh},
+                      rescale_skipped=skipped, rescale_disabled=not rescale, fresh_first_stage=sorted(fresh),
                       warnings=[warning] if warning else [])
 
 

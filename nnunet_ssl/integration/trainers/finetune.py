@@ -172,3 +172,16 @@ class SSLInitTrainer_fullNetwork(SSLInitTrainer):
     @staticmethod
     def load_pretrained(network, path: str, architecture: dict | None = None):
         return load_pretrained_network(network, path, architecture)
+
+
+class SSLInitTrainer_freshFirstStage(SSLInitTrainer):
+    """Loads the pretrained encoder except its full-resolution first stage (and a ResEnc stem), which keeps
+    nnU-Net's random init; the load report lists it. Why [assumption, one diagnostic run]: after a short
+    pretraining the first stage's channels were nearly redundant (mean |r| 0.6-0.7 against 0.14 at He init) and
+    fine-tuning started its classes late; the same encoder with a fresh first stage did not
+    (docs/methods/readouts.md). Untested at the plateau length."""
+
+    @staticmethod
+    def load_pretrained(network, path: str, architecture: dict | None = None):
+        return load_pretrained_encoder(network, path, architecture, fresh_first_stage=True)
+

@@ -17,9 +17,10 @@ pretraining method: the method names are a plain tuple, checked against the meth
 from functools import cache
 
 from nnunet_ssl.integration.trainers.finetune import (SSLInitTrainer, SSLInitTrainer_decoderFirst,
-                                                     SSLInitTrainer_fullNetwork, SSLInitTrainer_linearWarmup,
-                                                     SSLInitTrainer_lowEncoderLR, SSLScratchTrainer,
-                                                     SSLScratchTrainer_linearWarmup, SSLScratchTrainer_rerun)
+                                                     SSLInitTrainer_freshFirstStage, SSLInitTrainer_fullNetwork,
+                                                     SSLInitTrainer_linearWarmup, SSLInitTrainer_lowEncoderLR,
+                                                     SSLScratchTrainer, SSLScratchTrainer_linearWarmup,
+                                                     SSLScratchTrainer_rerun)
 from nnunet_ssl.integration.trainers.lengths import LENGTHS
 from nnunet_ssl.integration.trainers.mean_teacher import (SSLInitMeanTeacherTrainer,
                                                           SSLInitMeanTeacherTrainer_decoderFirst,
@@ -34,7 +35,7 @@ PRETRAINING_METHODS = ("byol", "gcl", "mae", "mlsscl", "mlsscl_longshort", "mlss
 RECIPES: dict[str, dict[str, type]] = {
     "SSLInitTrainer": {"default": SSLInitTrainer, "decoderFirst": SSLInitTrainer_decoderFirst,
                        "lowEncoderLR": SSLInitTrainer_lowEncoderLR, "fullNetwork": SSLInitTrainer_fullNetwork,
-                       "linearWarmup": SSLInitTrainer_linearWarmup},
+                       "linearWarmup": SSLInitTrainer_linearWarmup, "freshFirstStage": SSLInitTrainer_freshFirstStage},
     # a recipe scratch has too changes the schedule: the benchmark trains it as that recipe's control
     "SSLScratchTrainer": {"default": SSLScratchTrainer, "rerun": SSLScratchTrainer_rerun,
                           "linearWarmup": SSLScratchTrainer_linearWarmup},
