@@ -7,9 +7,9 @@ loss against its collapse value, the positive fraction, top-1 retrieval against 
 projected embeddings and, for PCL-family methods and BYOL, on the readout features without any head) and the
 encoder's conv weight std against nnU-Net's He init, and how redundant each encoder stage's channels are
 (blocks.health.stage_redundancy: after a short pretraining the first stage's channels carried almost one
-signal, and fine-tuning started its classes late; docs/methods/readouts.md). A checkpoint stores no head, so its loss is measured
-with a fresh head (a momentum target restarts from the loaded encoder); the loss the pretraining reached
-is read from its own log (progress.json) and the verdict from its metadata.
+signal, and fine-tuning started its classes late; docs/methods/readouts.md). A checkpoint stores no head,
+so its loss is measured with a fresh head (a momentum target restarts from the loaded encoder); the loss the
+pretraining reached is read from its own log (progress.json) and the verdict from its metadata.
 """
 import contextlib
 import json

@@ -184,4 +184,3 @@ class SSLInitTrainer_freshFirstStage(SSLInitTrainer):
     @staticmethod
     def load_pretrained(network, path: str, architecture: dict | None = None):
         return load_pretrained_encoder(network, path, architecture, fresh_first_stage=True)
-
