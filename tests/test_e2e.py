@@ -27,6 +27,8 @@ def test_pretraining_writes_checkpoint_with_metadata_and_progress(pretrained):
     history = json.load(open(os.path.join(pretrained["folder"], "progress.json")))
     assert [h["epoch"] for h in history] == [1, 2]
     assert all(0 < h["positive_fraction"] < 1 and np.isfinite(h["loss"]) for h in history)
+    assert all(0 < h["stage0_redundancy"] <= 1 for h in history)  # one encoder forward per epoch
+    assert meta.final_metrics["stage0_redundancy"] == history[-1]["stage0_redundancy"]
     assert "epoch 2, loss" in pretrained["pretrain_output"]
 
 

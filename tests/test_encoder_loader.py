@@ -441,3 +441,14 @@ def test_fresh_first_stage_keeps_the_random_first_stage_and_loads_the_rest(tmp_p
     assert report.loaded == _distinct(after) - _distinct({k: after[k] for k in first})
     assert not any(name.startswith(("stages.0.", "stem.")) for name in report.rescaled)
     assert "first stage kept at its random init" in report.summary()
+
+
+def test_the_load_report_shows_the_first_stage_redundancy_the_pretraining_ended_with(tmp_path):
+    state = perturbed_encoder_state(plain_unet(seed=0))
+    meta = make_meta()
+    meta.final_metrics = {"loss": 0.5, "stage0_redundancy": 0.6912}
+    path = str(tmp_path / "checkpoint_final.pth")
+    save_encoder_checkpoint(path, state, meta)
+    summary = load_pretrained_encoder(plain_unet(seed=1), path).summary()
+    assert "first-stage channel redundancy at the end of pretraining: 0.69" in summary
+    assert "redundancy" not in load_pretrained_encoder(plain_unet(seed=1), save(tmp_path, state, "old.pth")).summary()

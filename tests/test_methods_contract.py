@@ -109,6 +109,18 @@ def test_training_step_gives_finite_loss_metrics_and_gradients(name):
         assert param.grad.abs().sum() > 0, f"{param_name} has an all-zero gradient"
 
 
+@pytest.mark.parametrize("name", list_methods())
+def test_encoder_images_feed_the_encoder_for_the_redundancy_metric(name):
+    from nnunet_ssl.blocks.health import stage_redundancy
+    method = build(name)
+    images = method.encoder_images(synthetic_batch(method=method))
+    if name.startswith("mlsscl"):  # clips, not images the planned encoder takes
+        assert images is None
+        return
+    redundancy = stage_redundancy(method.encoder, images)
+    assert len(redundancy) == len(FEATURES) and all(0 <= r <= 1 for r in redundancy)
+
+
 # the methods that embed a pooled vector (a ReadoutConfig); reconstruction methods train the whole network
 READOUT_METHODS = [n for n in list_methods() if issubclass(get_method(n).config_class, ReadoutConfig)]
 

@@ -83,6 +83,12 @@ class LoadReport:
             lines.append(f"    not rescaled (no InstanceNorm after them): {', '.join(self.rescale_skipped)}")
         if self.rescale_disabled:
             lines.append(f"    conv weight scale kept as pretrained ({KEEP_WEIGHT_SCALE_ENV}=1)")
+        redundancy = (m.final_metrics or {}).get("stage0_redundancy")
+        if redundancy is not None:
+            lines.append(f"    first-stage channel redundancy at the end of pretraining: {redundancy:.2f} (mean |r| "
+                         "between its channels; nnU-Net's He init about 0.1-0.2; after short pretrainings 0.6-0.7 "
+                         "went with late class onsets, docs/methods/readouts.md; SSLInitTrainer_freshFirstStage "
+                         "keeps that stage random)")
         health = m.health or {}
         if health.get("verdict"):
             lines.append(f"    pretraining health: {health['verdict']} ({health.get('reason', '')})")

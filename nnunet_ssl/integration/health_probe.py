@@ -39,7 +39,7 @@ def _measure(method, cases, case_ids: list[str], batch_size: int, batches: int, 
     with torch.no_grad():
         for _ in range(batches):
             batch = next(loader)
-            images = batch.get("image", batch.get("view1"))  # MLSSCL's clips go through no nnU-Net encoder
+            images = method.encoder_images(batch)
             if images is not None:
                 device = next(method.encoder.parameters()).device
                 redundancy.append(stage_redundancy(method.encoder, torch.as_tensor(images).float().to(device)))

@@ -20,7 +20,7 @@ from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 from tqdm import tqdm
 
 from nnunet_ssl.blocks.distributed import rank, world_size
-from nnunet_ssl.blocks.health import health_plateau, learning_verdict, weight_scale_ratios
+from nnunet_ssl.blocks.health import health_plateau, learning_verdict, stage_redundancy, weight_scale_ratios
 from nnunet_ssl.data.positions import largest_useful_patch
 from nnunet_ssl.errors import SSLUserError
 from nnunet_ssl.integration import locations
@@ -419,6 +419,9 @@ class Pretrainer:
                 bar.set_postfix(loss=f"{metrics['loss']:.3f}")
             seconds = time.time() - start
             epoch_metrics = {k: v / s.iterations_per_epoch for k, v in sums.items()}
+            images = self.method.encoder_images(batch)
+            if images is not None:  # one forward per epoch: is the first stage's output becoming one signal?
+                epoch_metrics["stage0_redundancy"] = stage_redundancy(self.method.encoder, images)[0]
             earlier = [h["loss"] for h in self.log.history if "loss" in h]
             diverged = divergence_problem(epoch_metrics["loss"], min(earlier) if earlier else None, collapsed,
                                           s.batch_size)

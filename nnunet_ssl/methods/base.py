@@ -190,6 +190,11 @@ class PretrainingMethod(nn.Module):
         """Return the loss to backpropagate and scalar metrics to log."""
         raise NotImplementedError
 
+    def encoder_images(self, batch: dict) -> torch.Tensor | None:
+        """The batch's images as the encoder takes them, (N, C, *patch), for health metrics (stage_redundancy):
+        the uncorrupted image or the first view. None where the encoder sees something else (MLSSCL's clips)."""
+        return batch.get("image", batch.get("view1"))
+
     def after_optimizer_step(self, step: int, total_steps: int) -> None:
         """Called after every optimizer step (e.g. a momentum encoder's update); default: nothing."""
 
