@@ -325,8 +325,7 @@ def load_pretrained_encoder(network: nn.Module, path: str, architecture: dict | 
     rescaled, skipped = rescale_convs_to_he_std(encoder) if rescale else ({}, [])
     encoder.load_state_dict(fresh, strict=False)  # after the rescale: the random init exactly as it was
     # count distinct tensors: nnU-Net's conv blocks expose each one twice (conv / all_modules.N)
-    fresh_ptrs = {v.data_ptr() for k, v in encoder.state_dict().items() if k in fresh}
-    loaded = {v.data_ptr() for v in encoder.state_dict().values()} - fresh_ptrs
+    loaded = {v.data_ptr() for k, v in encoder.state_dict().items() if k not in fresh}
     return LoadReport(path=path, meta=meta, loaded=len(loaded), adapted=adapted,
                       rescaled={k: v for k, v in rescaled.items() if f"{k}.weight" not in fresh},
                       rescale_skipped=skipped, rescale_disabled=not rescale, fresh_first_stage=sorted(fresh),

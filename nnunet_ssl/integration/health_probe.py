@@ -35,13 +35,13 @@ def _measure(method, cases, case_ids: list[str], batch_size: int, batches: int, 
     loader = SingleThreadedAugmenter(method.make_sampler(cases, case_ids, batch_size), None)
     sums: dict[str, float] = {}
     redundancy: list[list[float]] = []
+    device = next(method.encoder.parameters()).device
     method.train()  # the heads' BatchNorm as in pretraining (batch statistics)
     with torch.no_grad():
         for _ in range(batches):
             batch = next(loader)
             images = method.encoder_images(batch)
             if images is not None:
-                device = next(method.encoder.parameters()).device
                 redundancy.append(stage_redundancy(method.encoder, torch.as_tensor(images).float().to(device)))
             _, metrics = method.training_step(batch)
             for k, v in metrics.items():
