@@ -189,7 +189,8 @@ def test_verdicts_are_weighed_against_scratch_trained_again(tmp_path):
     assert benchmark_report(two_folds, str(tmp_path / "c"), {})["statistics"][("pcl", 5, 4000)]["verdict"] == "better"
 
 
-@pytest.mark.parametrize("length", ["cpu500it", "cpu1000it", "cpu2000it", "cpu4000it", "cpu8000it", "tiny"])
+@pytest.mark.parametrize("length", ["cpu500it", "cpu1000it", "cpu2000it", "cpu4000it", "cpu8000it", "cpu16000it",
+                                    "tiny"])
 def test_curve_points_train_the_iterations_they_report(length):
     from nnunet_ssl.integration.trainers import trainer_class
     cells = plan_cells(["scratch", "nnunet", "pcl"], [{"labeled": 5, "base_fold": 0, "fold": 6}], [length])
