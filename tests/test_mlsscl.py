@@ -162,7 +162,8 @@ def test_training_step_trains_the_online_branch_only_and_fills_the_queues():
         online = dict(method._online_branch().named_parameters())
         method.after_optimizer_step(step + 1, 10)
         for name, param in method.target.named_parameters():
-            expected = 0.999 * before[name] + 0.001 * online[name].detach()
+            m = method.config.momentum
+            expected = m * before[name] + (1 - m) * online[name].detach()
             assert torch.allclose(param, expected, atol=1e-6), name
         assert any(not torch.equal(before[n], p) for n, p in method.target.named_parameters())  # it moved
     assert set(method.queues) == {"axial", "coronal", "sagittal"}
@@ -218,6 +219,21 @@ def test_state_dict_holds_target_and_queues_for_resume():
     resumed.load_state_dict(state)
     for key, value in resumed.state_dict().items():
         assert torch.equal(value, state[key]), key
+
+
+def test_defaults_are_the_setting_chosen_from_pretraining_health():
+    """augment off, m = 0.99, SGD lr 0.03 (docs/methods/readouts.md: chosen on hippocampus without labels);
+    the poster recipe keeps the spec's augmentation and m = 0.999."""
+    from nnunet_ssl.cli.pretrain import load_recipe
+    config = MLSSCLConfig()
+    assert (config.augment, config.momentum) == (False, 0.99)
+    for name in ("mlsscl", "mlsscl_multiview", "mlsscl_longshort"):
+        assert METHODS[name].schedule_defaults == {"initial_lr": 0.03}
+        assert METHODS[name].config_class().augment is False
+    assert build().make_sampler(None, [], 2).view_transform is None
+    assert build(augment=True).make_sampler(None, [], 2).view_transform is not None
+    poster = MLSSCLConfig.from_dict(load_recipe("mlsscl_poster")["method_config"])
+    assert (poster.augment, poster.momentum) == (True, 0.999)
 
 
 def test_momentum_schedule_reaches_its_final_value():

@@ -62,14 +62,20 @@ class MLSSCLConfig(ReadoutConfig):
     # l(q_axial, k_short, Q_short), which needs a fourth queue of short-clip keys
     symmetric_long_short: bool = False
     # --- target and queues ---
-    momentum: float = 0.999  # m [spec 2.5, assumption: MoCo v1/v2]
+    # m: 0.99 [assumption, chosen from pretraining health on hippocampus without labels, 2026-12-06:
+    # docs/methods/readouts.md]. The spec's 0.999 [spec 2.5: MoCo v1/v2] is a 1000-step time constant, as long
+    # as a whole 1500-step CPU pretraining; `--recipe mlsscl_poster` keeps it.
+    momentum: float = 0.99
     # None: constant m; a value: cosine ramp from momentum to it over the run (BYOL: 0.996 -> 1)
     final_momentum: float | None = None
     # K per view; None: min(4096, 0.7 x #cases) [spec 2.5, assumption]. Larger than 0.7 x #cases warns:
     # a query's own case then often sits in the queue as a false negative.
     queue_size: int | None = None
     # --- data ---
-    augment: bool = True  # intensity jitter, noise, in-plane mirroring per clip [spec 2.3, assumption]
+    # intensity jitter, noise, in-plane mirroring per clip [spec 2.3, assumption]. Off by default [assumption,
+    # chosen from pretraining health on hippocampus without labels, 2026-12-06]: with it on no term left chance
+    # level in 1500 steps; the pooled features of small clips carry too little to survive independent jitter.
+    augment: bool = False
     # --- health ---
     # collapse warning when the per-dimension std of the L2-normalised embeddings falls below this
     # fraction of 1/sqrt(projection_dim), its value for embeddings spread over the sphere [assumption]
@@ -109,6 +115,9 @@ def _check(config: MLSSCLConfig) -> None:
 class MLSSCL(PretrainingMethod):
     name = "mlsscl"
     config_class = MLSSCLConfig
+    # SGD lr 0.03 [assumption: MoCo v2's rate, chosen from pretraining health on hippocampus without labels,
+    # 2026-12-06: a larger collapse margin than at the pretrainer's 0.1; docs/methods/readouts.md]
+    schedule_defaults = {"initial_lr": 0.03}
 
     def __init__(self, encoder, bottleneck_channels: int, config: MLSSCLConfig, geometry: DataGeometry):
         super().__init__(encoder, bottleneck_channels, config)
