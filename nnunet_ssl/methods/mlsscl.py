@@ -73,8 +73,8 @@ class MLSSCLConfig(ReadoutConfig):
     queue_size: int | None = None
     # --- data ---
     # intensity jitter, noise, in-plane mirroring per clip [spec 2.3, assumption]. Off by default [assumption,
-    # chosen from pretraining health on hippocampus without labels, 2026-12-06]: with it on no term left chance
-    # level in 1500 steps; the pooled features of small clips carry too little to survive independent jitter.
+    # chosen from pretraining health on hippocampus without labels, 2026-12-06]: with it on, 1500 steps showed no
+    # learning (loss >= 0.96 of collapse); the pooled features of small clips carry too little to survive jitter.
     augment: bool = False
     # --- health ---
     # collapse warning when the per-dimension std of the L2-normalised embeddings falls below this
