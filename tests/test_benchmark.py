@@ -189,6 +189,33 @@ def test_verdicts_are_weighed_against_scratch_trained_again(tmp_path):
     assert benchmark_report(two_folds, str(tmp_path / "c"), {})["statistics"][("pcl", 5, 4000)]["verdict"] == "better"
 
 
+def test_the_differences_plot_marks_only_what_clears_zero_and_the_noise_floor(tmp_path):
+    from nnunet_ssl.benchmark.report import difference_rows
+    # the rows of test_verdicts_are_weighed_against_scratch_trained_again: pcl +0.05 (within the band 0.184),
+    # mae +0.2 (beyond it); byol at M = 2 has no noise floor and an interval below 0
+    offsets = {"scratch": {6: 0, 9: 0, 12: 0}, "scratch_rerun": {6: 0.1, 9: -0.1, 12: 0.1},
+               "pcl": {6: 0.05, 9: 0.05, 12: 0.05}, "mae": {6: 0.2, 9: 0.2, 12: 0.2}}
+    rows = [{"method": m, "labeled": 5, "iterations": 4000, "fold": f, "case": c, "dice_foreground": base + off}
+            for m, by_fold in offsets.items() for f, off in by_fold.items() for c, base in (("a", 0.5), ("b", 0.6))]
+    rows += [{"method": m, "labeled": 2, "iterations": 4000, "fold": f, "case": c,
+              "dice_foreground": base - 0.1 * (m == "byol")}
+             for m in ("scratch", "byol") for f in (5, 8, 11) for c, base in (("a", 0.4), ("b", 0.5))]
+    report = benchmark_report(rows, str(tmp_path / "b"), {})
+    plotted = {r["label"]: r for r in difference_rows(report["statistics"])}
+    assert list(plotted) == ["byol, M = 2, 4000 it", "scratch_rerun, M = 5, 4000 it", "pcl, M = 5, 4000 it",
+                             "mae, M = 5, 4000 it"]  # by label budget, then in the table's order
+    assert [plotted[k]["finding"] for k in plotted] == ["worse", "none", "none", "better"]
+    assert plotted["pcl, M = 5, 4000 it"]["band"] == pytest.approx(0.18374, abs=1e-5)
+    assert plotted["byol, M = 2, 4000 it"]["band"] == 0.0
+    assert plotted["mae, M = 5, 4000 it"]["mean"] == pytest.approx(0.2)
+    assert (tmp_path / "b_differences.png").stat().st_size > 10_000
+    assert str(tmp_path / "b_differences.png") in report["files"]
+    assert "Differences at a glance: b_differences.png" in report["markdown"]
+    # one arm alone has nothing to compare: no differences plot
+    alone = benchmark_report([r for r in rows if r["method"] == "scratch"], str(tmp_path / "s"), {})
+    assert not (tmp_path / "s_differences.png").exists() and "at a glance" not in alone["markdown"]
+
+
 @pytest.mark.parametrize("length", ["cpu500it", "cpu1000it", "cpu2000it", "cpu4000it", "cpu8000it", "cpu16000it",
                                     "tiny"])
 def test_curve_points_train_the_iterations_they_report(length):

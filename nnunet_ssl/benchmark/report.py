@@ -1,6 +1,7 @@
 """Per-case 3D Dice from nnU-Net's validation summaries: tables, a plot and raw numbers."""
 import contextlib
 import json
+import os
 
 import numpy as np
 
@@ -272,9 +273,8 @@ def benchmark_report(rows: list[dict], out_prefix: str, class_names: dict[str, s
     names = {"dice_foreground": "Dice (foreground)", "ppv": "PPV", "ltpr": "LTPR", "lfpr": "LFPR",
              **{f"dice_{k}": f"Dice {v}" for k, v in class_names.items()}}
     paired = paired_fold_differences(rows, baseline) if baseline in methods and len(methods) > 1 else None
-    statistics = {k: compare(v, min_folds=MIN_FOLDS_FOR_VERDICT)
-                  for k, v in paired_case_differences(rows, baseline).items()} \
-        if paired is not None else {}
+    differences = paired_case_differences(rows, baseline) if paired is not None else {}
+    statistics = {g: compare(differences[g], min_folds=MIN_FOLDS_FOR_VERDICT) for g in groups if g in differences}
     floors = noise_floors(rows)
     weigh_against_noise_floor(statistics, floors)
     header = "| method | labeled | iterations | folds | " + " | ".join(names.get(m, m) for m in metrics) + " |"
@@ -317,7 +317,9 @@ def benchmark_report(rows: list[dict], out_prefix: str, class_names: dict[str, s
             f"the noise floor: ± t · s / √(folds), with s² the mean square of scratch_rerun's per-fold "
             f"differences to scratch and t the 95% quantile with as many degrees of freedom as its folds "
             f"(what retraining alone moves a mean over that many folds)."
-            if paired is not None else ""))
+            if paired is not None else "") + (
+        f" Differences at a glance: {os.path.basename(out_prefix)}_differences.png (each arm's per-case interval "
+        f"against {baseline}, the noise floor shaded)." if statistics else ""))
     with open(out_prefix + ".md", "w") as f:
         f.write(markdown + "\n")
     with open(out_prefix + ".csv", "w", newline="") as f:
@@ -334,7 +336,11 @@ def benchmark_report(rows: list[dict], out_prefix: str, class_names: dict[str, s
         _plot_learning_curve(aggregated["dice_foreground"], groups, plot)
     else:
         _plot_budget_curve(aggregated["dice_foreground"], groups, plot)
-    return {"markdown": markdown, "files": [out_prefix + ext for ext in (".md", ".csv", ".json", ".png")],
+    files = [out_prefix + ext for ext in (".md", ".csv", ".json", ".png")]
+    if statistics:  # the question a benchmark asks, in one picture: which arm clears 0 and the noise floor?
+        plot_differences(statistics, out_prefix + "_differences.png", baseline)
+        files.append(out_prefix + "_differences.png")
+    return {"markdown": markdown, "files": files,
             "statistics": statistics, "recipe_statistics": recipe_statistics,
             "aggregated": {m: {"|".join(map(str, k)): v for k, v in agg.items()} for m, agg in aggregated.items()}}
 
@@ -398,6 +404,47 @@ def _plot_learning_curve(fold_values: dict, groups: list[tuple], path: str) -> N
     for g in groups:
         series.setdefault(f"{g[0]}, M = {g[1]}" if several_budgets else g[0], []).append(g)
     _errorbar_plot(fold_values, series, lambda g: g[2], "fine-tuning iterations", path, log_x=True)
+
+
+def difference_rows(statistics: dict[tuple[str, int, int], dict]) -> list[dict]:
+    """The rows of the differences plot, grouped by label budget and length (ascending), arms in the order given:
+    label, mean and interval of the per-case difference, the noise band (0 where unmeasured) and the verdict's
+    reading: 'better' / 'worse' only when the interval excludes 0 and the mean lies beyond the noise band where
+    one was measured (statistics.against_noise_floor), else 'none'."""
+    rows = []
+    for (arm, labeled, iterations), stats in sorted(statistics.items(), key=lambda kv: kv[0][1:]):
+        direction = stats["verdict"].split(",")[0]  # "better, within the noise floor (...)" -> "better"
+        finding = direction if direction in ("better", "worse") and "within" not in stats["verdict"] else "none"
+        rows.append({"label": f"{arm}, M = {labeled}" + (f", {iterations} it" if iterations else ""),
+                     "group": (labeled, iterations), "mean": stats["mean"], "low": stats["ci_low"],
+                     "high": stats["ci_high"], "band": stats.get("noise_band", 0.0), "finding": finding})
+    return rows
+
+
+def plot_differences(statistics: dict[tuple[str, int, int], dict], path: str, baseline: str = "scratch") -> None:
+    """Forest plot of ``statistics`` (benchmark_report's): each arm's per-case difference to the baseline
+    with its 95% interval, one row per arm, label budget and length; the grey band around 0 is the noise
+    floor of that budget and length (what retraining scratch alone moves a mean), where it was measured."""
+    from matplotlib.ticker import MaxNLocator
+    rows = difference_rows(statistics)
+    colours = {"better": "tab:green", "worse": "tab:red", "none": "black"}
+    with _saved_axes(path, (7.2, 1.6 + 0.34 * len(rows))) as ax:
+        for y, row in enumerate(rows):
+            if row["band"]:
+                ax.fill_betweenx([y - 0.5, y + 0.5], -row["band"], row["band"], color="0.85", lw=0)
+            ax.plot([row["low"], row["high"]], [y, y], color=colours[row["finding"]], lw=2)
+            ax.plot(row["mean"], y, "o", color=colours[row["finding"]])
+        for y in range(1, len(rows)):  # a rule between label budgets / lengths
+            if rows[y]["group"] != rows[y - 1]["group"]:
+                ax.axhline(y - 0.5, color="0.5", lw=0.6)
+        ax.axvline(0, color="0.3", lw=0.8, ls="--")
+        ax.set_yticks(range(len(rows)), [row["label"] for row in rows], fontsize=8)
+        ax.set_ylim(len(rows) - 0.5, -0.5)
+        ax.set_xlabel(f"foreground Dice - {baseline}, per case (mean, 95% CI)")
+        ax.xaxis.set_major_locator(MaxNLocator(7))
+        ax.set_title("grey: noise floor (scratch trained again)\n"
+                     "colour: interval excludes 0, mean beyond the floor", fontsize=8)
+        ax.grid(axis="x", alpha=0.3)
 
 
 def mean_training_curve(curves: list[list[float]]) -> np.ndarray:
