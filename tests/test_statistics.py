@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from nnunet_ssl.benchmark.statistics import (against_noise_floor, compare, folds_to_resolve, hierarchical_bootstrap_ci,
-                                             plateau_length, pooled_mean, retraining_band, retraining_spread, verdict,
+from nnunet_ssl.benchmark.statistics import (against_noise_floor, compare, finding, folds_to_resolve,
+                                             hierarchical_bootstrap_ci, plateau_length, pooled_mean, retraining_band, retraining_spread, verdict,
                                              wilcoxon_p)
 
 
@@ -80,3 +80,12 @@ def test_a_verdict_within_the_noise_floor_says_so():
     assert against_noise_floor("no detectable difference", 0.2, 0.055) == "no detectable difference"
     assert against_noise_floor("no verdict (1 of the 3 folds it needs)", 0.2, 0.0) == \
         "no verdict (1 of the 3 folds it needs)"
+
+
+def test_a_finding_is_a_verdict_beyond_the_noise_floor_or_without_one():
+    assert finding(against_noise_floor("better", 0.06, 0.055)) == "better"
+    assert finding(against_noise_floor("worse", -0.06, 0.055)) == "worse"
+    assert finding(against_noise_floor("worse", -0.02, 0.055)) == "none"
+    assert finding("worse") == "worse"  # no noise floor measured: the interval alone
+    assert finding("no detectable difference") == "none"
+    assert finding("no verdict (1 of the 3 folds it needs)") == "none"

@@ -410,14 +410,14 @@ def difference_rows(statistics: dict[tuple[str, int, int], dict]) -> list[dict]:
     """The rows of the differences plot, grouped by label budget and length (ascending), arms in the order given:
     label, mean and interval of the per-case difference, the noise band (0 where unmeasured) and the verdict's
     reading: 'better' / 'worse' only when the interval excludes 0 and the mean lies beyond the noise band where
-    one was measured (statistics.against_noise_floor), else 'none'."""
+    one was measured (statistics.finding), else 'none'."""
+    from nnunet_ssl.benchmark.statistics import finding
     rows = []
     for (arm, labeled, iterations), stats in sorted(statistics.items(), key=lambda kv: kv[0][1:]):
-        direction = stats["verdict"].split(",")[0]  # "better, within the noise floor (...)" -> "better"
-        finding = direction if direction in ("better", "worse") and "within" not in stats["verdict"] else "none"
         rows.append({"label": f"{arm}, M = {labeled}" + (f", {iterations} it" if iterations else ""),
                      "group": (labeled, iterations), "mean": stats["mean"], "low": stats["ci_low"],
-                     "high": stats["ci_high"], "band": stats.get("noise_band", 0.0), "finding": finding})
+                     "high": stats["ci_high"], "band": stats.get("noise_band", 0.0),
+                     "finding": finding(stats["verdict"])})
     return rows
 
 

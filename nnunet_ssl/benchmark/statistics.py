@@ -109,6 +109,13 @@ def against_noise_floor(said: str, mean: float, band: float) -> str:
     return f"{said}, {'beyond' if abs(mean) > band else 'within'} the noise floor (±{band:.3f})"
 
 
+def finding(said: str) -> str:
+    """'better' / 'worse' when a verdict (``verdict``, maybe qualified by ``against_noise_floor``) is one beyond
+    the noise floor, or one with no floor measured; 'none' otherwise (no difference, within the floor, no verdict)."""
+    direction = said.split(",")[0]
+    return direction if direction in ("better", "worse") and "within" not in said else "none"
+
+
 PLATEAU_GAIN = 0.01  # Dice a doubling of the training length must add to count as still rising [issue 12]
 
 
