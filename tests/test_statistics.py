@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from nnunet_ssl.benchmark.statistics import (against_noise_floor, compare, finding, folds_to_resolve,
-                                             hierarchical_bootstrap_ci, plateau_length, pooled_mean, retraining_band, retraining_spread, verdict,
-                                             wilcoxon_p)
+                                             hierarchical_bootstrap_ci, plateau_length, pooled_mean, retraining_band,
+                                             retraining_spread, verdict, wilcoxon_p)
 
 
 def test_constant_differences_give_a_point_interval():

@@ -11,6 +11,7 @@ import json
 from os.path import dirname, join
 
 from nnunet_ssl.benchmark.report import plot_differences
+from nnunet_ssl.benchmark.run import SCRATCH_RERUN
 from nnunet_ssl.benchmark.statistics import against_noise_floor
 
 HERE = dirname(__file__)
@@ -45,15 +46,17 @@ ARMS = [
 
 
 def main() -> None:
-    statistics = {}
+    statistics, reruns = {}, set()
     for report, key, label in ARMS:
         with open(join(HERE, report + ".json")) as f:
             stats = json.load(f)["statistics"][key]
-        _arm, labeled, iterations = key.split("|")
+        arm, labeled, iterations = key.split("|")
         statistics[(label, int(labeled), int(iterations))] = stats
+        if arm == SCRATCH_RERUN:  # the noise floor itself: never weighed against it
+            reruns.add(label)
     bands = {group[1:]: s["noise_band"] for group, s in statistics.items() if "noise_band" in s}
     for (label, *group), stats in statistics.items():
-        if "noise_band" not in stats and tuple(group) in bands and "trained again" not in label:
+        if "noise_band" not in stats and tuple(group) in bands and label not in reruns:
             stats["noise_band"] = bands[tuple(group)]
             stats["verdict"] = against_noise_floor(stats["verdict"], stats["mean"], stats["noise_band"])
     plot_differences(statistics, join(HERE, "hippocampus_summary.png"))
