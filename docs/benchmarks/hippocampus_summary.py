@@ -41,6 +41,7 @@ ARMS = [
     ("hippocampus_M10_2026-12-05", "scratch_rerun|10|4000", "scratch trained again"),
     ("hippocampus_M10_2026-12-05", "mae|10|4000", "MAE, encoder"),
     ("hippocampus_M10_2026-12-05", "models_genesis|10|4000", "Models Genesis"),
+    ("hippocampus_mean_teacher_M10_2026-12-06", "scratch+meanTeacher|10|4000", "mean teacher"),
     ("hippocampus_pcl2d_M10_2026-12-06", "scratch_rerun|10|16000", "2d scratch trained again"),
     ("hippocampus_pcl2d_M10_2026-12-06", "pcl|10|16000", "PCL 2d (vs 2d scratch)"),
 ]
