@@ -80,9 +80,16 @@ def test_earlier_rows_stand_in_for_their_cells_once(tmp_path):
     found, reused = earlier_case_rows([str(first)], cells)
     assert [r["case"] for r in found] == ["c1", "c2"] and [c.fold for c in reused] == [6]
     assert (found[0]["fold"], found[0]["iterations"]) == (6, 4000)  # typed like this run's rows
+    copied = tmp_path / "copied.csv"  # the same scratch run, carried by a second report: counts once
+    copied.write_text(header + "scratch,5,4000,0,6,SSLScratchTrainer_cpu4000it,c2,0.6\n"
+                               "scratch,5,4000,0,6,SSLScratchTrainer_cpu4000it,c1,0.8\n")
+    for paths in ([first, copied], [first, first]):
+        found, reused = earlier_case_rows([str(p) for p in paths], cells)
+        assert [r["case"] for r in found] == ["c1", "c2"] and [c.fold for c in reused] == [6]
     second = tmp_path / "b.csv"
-    second.write_text(header + "scratch,5,4000,0,6,SSLScratchTrainer_cpu4000it,c1,0.9\n")
-    with pytest.raises(SSLUserError, match="fold 6 is in both"):
+    second.write_text(header + "scratch,5,4000,0,6,SSLScratchTrainer_cpu4000it,c1,0.9\n"
+                               "scratch,5,4000,0,6,SSLScratchTrainer_cpu4000it,c2,0.6\n")
+    with pytest.raises(SSLUserError, match="fold 6 is in both .* with different Dice"):
         earlier_case_rows([str(first), str(second)], cells)
     with pytest.raises(SSLUserError, match="cannot read --earlier"):
         earlier_case_rows([str(tmp_path / "missing.csv")], cells)

@@ -169,22 +169,33 @@ def read_case_csv(path: str, option: str) -> list[dict]:
     return [{**row, **{k: int(row[k]) for k in ("labeled", "iterations", "base_fold", "fold")}} for row in found]
 
 
+def case_dice(rows: list[dict]) -> dict[tuple[int, str], float]:
+    """Per-case foreground Dice by (fold, case): what tells two runs apart."""
+    return {(r["fold"], r["case"]): float(r["dice_foreground"]) for r in rows}
+
+
 def earlier_case_rows(csv_paths, cells: list[Cell], option: str = "--earlier") -> tuple[list[dict], list[Cell]]:
     """The per-case rows of ``cells`` found in earlier benchmark.csv files (a cell is its arm, trainer and
     fold: a scratch_rerun row taken from --rerun has scratch's trainer but is not scratch), and those
-    cells. A cell found in two files is refused: which run counts would be a guess."""
+    cells. A cell found in two files counts once when both hold the same per-case Dice (one run that two
+    reports copied, as each report carries its scratch cells); with different Dice it is refused: which
+    run counts would be a guess."""
     wanted = {(c.arm, c.trainer, c.fold): c for c in cells}
-    rows, source = [], {}
-    for path in csv_paths:
+    per_cell: dict[tuple, dict[str, list[dict]]] = {}  # cell -> file -> its rows there
+    for path in dict.fromkeys(csv_paths):  # a file given twice is read once
         for row in read_case_csv(path, option):
             key = (row["method"], row["trainer"], row["fold"])
-            if key not in wanted:
-                continue
-            if source.setdefault(key, path) != path:
-                raise SSLUserError(f"{key[1]} fold {key[2]} is in both {source[key]} and {path}.",
-                                   "give each cell's rows once")
-            rows.append(row)
-    return rows, [c for key, c in wanted.items() if key in source]
+            if key in wanted:
+                per_cell.setdefault(key, {}).setdefault(path, []).append(row)
+    rows = []
+    for (_, trainer, fold), files in per_cell.items():
+        (first, first_rows), *others = files.items()
+        for path, other_rows in others:
+            if case_dice(other_rows) != case_dice(first_rows):
+                raise SSLUserError(f"{trainer} fold {fold} is in both {first} and {path}, with different Dice: "
+                                   "two runs of one cell.", "give each cell's rows once, from the run that counts")
+        rows += first_rows
+    return rows, [c for key, c in wanted.items() if key in per_cell]
 
 
 def rerun_case_rows(csv_paths, cells: list[Cell], earlier=()) -> list[dict]:
@@ -213,8 +224,7 @@ def rerun_case_rows(csv_paths, cells: list[Cell], earlier=()) -> list[dict]:
 
 def same_run(rows: list[dict], other: list[dict]) -> bool:
     """Whether two arms' rows are one run read twice: identical per-case Dice on every shared case."""
-    mine = {(r["fold"], r["case"]): float(r["dice_foreground"]) for r in rows}
-    theirs = {(r["fold"], r["case"]): float(r["dice_foreground"]) for r in other}
+    mine, theirs = case_dice(rows), case_dice(other)
     shared = mine.keys() & theirs.keys()
     return bool(shared) and all(mine[k] == theirs[k] for k in shared)
 

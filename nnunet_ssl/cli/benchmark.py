@@ -149,7 +149,8 @@ def benchmark_entry() -> None:
     parser.add_argument("--earlier", nargs="+", default=[], metavar="CSV",
                         help="benchmark.csv of earlier runs (another session or machine, same folds): the cells "
                              "found there are not retrained and their per-case rows join this report, so a "
-                             "matrix can grow one session at a time")
+                             "matrix can grow one session at a time (a cell in two files counts once if both hold "
+                             "the same Dice)")
     parser.add_argument("--rerun", nargs="+", default=[], metavar="CSV",
                         help="benchmark.csv of another run of this matrix's scratch cells (e.g. on another "
                              "machine): reported as the scratch_rerun arm, the run-to-run noise floor, without "
