@@ -303,6 +303,15 @@ def test_tiny_matrix_runs_resumes_and_writes_results(pretrained, tmp_path):
     assert "| scratch | 2 | 4 | 1 |" in merged.stdout and "**Partial**" not in merged.stdout
     assert f"({len(splits[fold]['val'])} distinct validation cases in all)" in merged.stdout  # read rows count once
     assert not os.path.isfile(os.path.join(scratch_fold, "validation", "summary.json"))
+    # a report of cells pretrained on another machine names the pretraining it cannot summarise, no traceback
+    final = os.path.join(pretrained["folder"], "checkpoint_final.pth")
+    os.rename(final, final + ".away")
+    try:
+        elsewhere = run_command(args + ["--report-only", "--earlier", str(tmp_path / "earlier.csv")])
+    finally:
+        os.rename(final + ".away", final)
+    assert "Pretraining of pcl: not summarised, no finished pretraining" in elsewhere.stdout
+    assert "Pretraining:" not in elsewhere.stdout and "| scratch | 2 | 4 | 1 |" in elsewhere.stdout
     (tmp_path / "not_a_benchmark.csv").write_text("case,dice\na,0.5\n")
     wrong = run_command(args + ["--report-only", "--earlier", str(tmp_path / "not_a_benchmark.csv")], check=False)
     assert wrong.returncode == 2 and "is not a benchmark.csv with per-case rows (no method" in wrong.stderr

@@ -94,10 +94,15 @@ def benchmark(dataset: str, methods: list[str], budgets: list[int], base_folds: 
                          "floor of scratch.")
     if missing:  # --partial: say in the table itself what it lacks
         append_to_report(report, out_dir, partial_note(missing, len(cells)))
-    pretrained = [pretraining_summary(m, locations.pretraining_folder(data.dataset_name, m, plans, configuration))
-                  for m in pretraining_methods]
+    folders = {m: locations.pretraining_folder(data.dataset_name, m, plans, configuration) for m in pretraining_methods}
+    # a method whose cells all came from --earlier may have pretrained on another machine
+    not_here = [m for m, folder in folders.items() if not os.path.isfile(join(folder, locations.FINAL))]
+    pretrained = [pretraining_summary(m, folder) for m, folder in folders.items() if m not in not_here]
     if pretrained:  # how long each method pretrained, and where its health metrics ended
         append_to_report(report, out_dir, "Pretraining:\n\n" + pretraining_table(pretrained))
+    if not_here:
+        append_to_report(report, out_dir, f"Pretraining of {', '.join(not_here)}: not summarised, no finished "
+                         f"pretraining in this nnUNet_results (its cells came from --earlier, or it is still running).")
         with open(join(out_dir, "benchmark_pretraining.json"), "w") as f:
             json.dump(pretrained, f, indent=1)
     with open(join(out_dir, "benchmark_setup.json"), "w") as f:
