@@ -79,7 +79,7 @@ def test_earlier_rows_stand_in_for_their_cells_once(tmp_path):
                               "scratch_rerun,5,4000,0,6,SSLScratchTrainer_cpu4000it,c1,0.5\n")  # from --rerun
     found, reused = earlier_case_rows([str(first)], cells)
     assert [r["case"] for r in found] == ["c1", "c2"] and [c.fold for c in reused] == [6]
-    assert (found[0]["fold"], found[0]["iterations"]) == (6, 4000)  # typed like this run's rows
+    assert (found[0]["fold"], found[0]["iterations"], found[0]["dice_foreground"]) == (6, 4000, 0.8)  # typed
     copied = tmp_path / "copied.csv"  # the same scratch run, carried by a second report: counts once
     copied.write_text(header + "scratch,5,4000,0,6,SSLScratchTrainer_cpu4000it,c2,0.6\n"
                                "scratch,5,4000,0,6,SSLScratchTrainer_cpu4000it,c1,0.8\n")

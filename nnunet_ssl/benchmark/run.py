@@ -166,7 +166,17 @@ def read_case_csv(path: str, option: str) -> list[dict]:
     if lacking:
         raise SSLUserError(f"{option} {path} is not a benchmark.csv with per-case rows (no {', '.join(lacking)}).",
                            "give the benchmark.csv that nnUNetv2_ssl_benchmark wrote")
-    return [{**row, **{k: int(row[k]) for k in ("labeled", "iterations", "base_fold", "fold")}} for row in found]
+    counts, text = ("labeled", "iterations", "base_fold", "fold"), ("method", "trainer", "case")
+    return [{**{k: v if k in text else _number(v) for k, v in row.items()}, **{k: int(row[k]) for k in counts}}
+            for row in found]
+
+
+def _number(value: str) -> float | str:
+    """A metric as a number (the report's JSON holds numbers); a column that is not one stays text."""
+    try:
+        return float(value)
+    except ValueError:
+        return value
 
 
 def case_dice(rows: list[dict]) -> dict[tuple[int, str], float]:
