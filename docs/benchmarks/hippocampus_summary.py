@@ -22,6 +22,7 @@ ARMS = [
     ("hippocampus_M2_2026-12-05", "mae|2|4000", "MAE, encoder"),
     ("hippocampus_M2_2026-12-05", "models_genesis|2|4000", "Models Genesis"),
     ("hippocampus_mean_teacher_M2_2026-12-06", "scratch+meanTeacher|2|4000", "mean teacher"),
+    ("hippocampus_pcl2d_M2_2026-12-06", "scratch_rerun|2|16000", "2d scratch trained again"),
     ("hippocampus_pcl2d_M2_2026-12-06", "pcl|2|16000", "PCL 2d (vs 2d scratch)"),
     ("hippocampus_mlsscl_M5_2026-12-06", "scratch_rerun|5|4000", "scratch trained again"),
     ("hippocampus_plateau_M5_2026-12-04", "pcl|5|4000", "PCL"),
