@@ -257,6 +257,7 @@ def test_tiny_matrix_runs_resumes_and_writes_results(pretrained, tmp_path):
     assert "| scratch | 2 | 4 | 1 |" in first.stdout and "| pcl | 2 | 4 | 1 |" in first.stdout
     assert "| pcl+lowEncoderLR | 2 | 4 | 1 |" in first.stdout and "| nnunet | 2 | 4 | 1 |" in first.stdout
     assert "Pretraining:" in first.stdout and "| pcl | " in first.stdout.split("Pretraining:")[1]
+    assert [p["method"] for p in json.load(open(out / "benchmark_pretraining.json"))] == ["pcl"]
     mapping = json.load(open(os.path.join(pretrained["env"]["nnUNet_preprocessed"], pretrained["name"],
                                           "label_budget_folds.json")))["folds"]
     fold = next(r["fold"] for r in mapping if r["labeled"] == 2 and r["base_fold"] == 0)

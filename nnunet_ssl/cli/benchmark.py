@@ -100,11 +100,11 @@ def benchmark(dataset: str, methods: list[str], budgets: list[int], base_folds: 
     pretrained = [pretraining_summary(m, folder) for m, folder in folders.items() if m not in not_here]
     if pretrained:  # how long each method pretrained, and where its health metrics ended
         append_to_report(report, out_dir, "Pretraining:\n\n" + pretraining_table(pretrained))
+        with open(join(out_dir, "benchmark_pretraining.json"), "w") as f:
+            json.dump(pretrained, f, indent=1)
     if not_here:
         append_to_report(report, out_dir, f"Pretraining of {', '.join(not_here)}: not summarised, no finished "
                          f"pretraining in this nnUNet_results (its cells came from --earlier, or it is still running).")
-        with open(join(out_dir, "benchmark_pretraining.json"), "w") as f:
-            json.dump(pretrained, f, indent=1)
     with open(join(out_dir, "benchmark_setup.json"), "w") as f:
         json.dump({"dataset": data.dataset_name, "configuration": configuration, "plans": plans,
                    "methods": methods, "budgets": budgets, "base_folds": base_folds, "seed": seed,
