@@ -35,6 +35,7 @@ ARMS = [
     ("hippocampus_byol_M5_2026-12-05", "byol|5|4000", "BYOL"),
     ("hippocampus_mean_teacher_M5_2026-12-04", "scratch+meanTeacher|5|4000", "mean teacher"),
     ("hippocampus_mean_teacher_M5_2026-12-04", "pcl+meanTeacher|5|4000", "PCL + mean teacher"),
+    ("hippocampus_mae_mean_teacher_M5_2026-12-06", "mae+meanTeacher|5|4000", "MAE + mean teacher"),
     ("hippocampus_pcl2d_plateau_M5_2026-12-06", "scratch_rerun|5|16000", "2d scratch trained again"),
     ("hippocampus_pcl2d_plateau_M5_2026-12-06", "nnunet|5|16000", "stock nnU-Net 2d (vs 2d scratch)"),
     ("hippocampus_pcl2d_plateau_M5_2026-12-06", "pcl|5|16000", "PCL 2d (vs 2d scratch)"),
