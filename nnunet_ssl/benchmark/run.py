@@ -167,8 +167,7 @@ def read_case_csv(path: str, option: str) -> list[dict]:
         raise SSLUserError(f"{option} {path} is not a benchmark.csv with per-case rows (no {', '.join(lacking)}).",
                            "give the benchmark.csv that nnUNetv2_ssl_benchmark wrote")
     counts, text = ("labeled", "iterations", "base_fold", "fold"), ("method", "trainer", "case")
-    return [{**{k: v if k in text else _number(v) for k, v in row.items()}, **{k: int(row[k]) for k in counts}}
-            for row in found]
+    return [{k: int(v) if k in counts else v if k in text else _number(v) for k, v in row.items()} for row in found]
 
 
 def _number(value: str) -> float | str:

@@ -45,6 +45,11 @@ def benchmark(dataset: str, methods: list[str], budgets: list[int], base_folds: 
     data = open_preprocessed(dataset, configuration, plans)
     dataset_id = dataset_id_of(data.dataset_name)
     results_root = locations.results_root(needed_for="the benchmark")  # checked before any fold is written
+    folders = {m: locations.pretraining_folder(data.dataset_name, m, plans, configuration) for m in pretraining_methods}
+
+    def not_pretrained() -> list[str]:  # asked before pretraining and again when reporting
+        return [m for m, folder in folders.items() if not os.path.isfile(join(folder, locations.FINAL))]
+
     rows = add_label_budget_folds(data.dataset_name, budgets, base_folds, seed, groups_file, group_pattern)
     cells = plan_cells(methods, rows, lengths, tuple(finetunes))
     # cells finished in an earlier session (its benchmark.csv) are neither retrained nor evaluated again
@@ -55,8 +60,7 @@ def benchmark(dataset: str, methods: list[str], budgets: list[int], base_folds: 
     os.makedirs(out_dir, exist_ok=True)
     cpu_env = cpu_worker_env(device)
     if not report_only:
-        pretrain = [m for m in pretraining_methods if not os.path.isfile(
-            join(locations.pretraining_folder(data.dataset_name, m, plans, configuration), locations.FINAL))]
+        pretrain = not_pretrained()
         runner = StepRunner(dict(os.environ), join(out_dir, "logs"), total_steps=len(pretrain) + len(to_train))
         for method in pretrain:
             runner.run(f"pretrain_{method}", ["nnUNetv2_ssl_pretrain", "-d", str(dataset_id), "-c", configuration,
@@ -94,9 +98,8 @@ def benchmark(dataset: str, methods: list[str], budgets: list[int], base_folds: 
                          "floor of scratch.")
     if missing:  # --partial: say in the table itself what it lacks
         append_to_report(report, out_dir, partial_note(missing, len(cells)))
-    folders = {m: locations.pretraining_folder(data.dataset_name, m, plans, configuration) for m in pretraining_methods}
     # a method whose cells all came from --earlier may have pretrained on another machine
-    not_here = [m for m, folder in folders.items() if not os.path.isfile(join(folder, locations.FINAL))]
+    not_here = not_pretrained()
     pretrained = [pretraining_summary(m, folder) for m, folder in folders.items() if m not in not_here]
     if pretrained:  # how long each method pretrained, and where its health metrics ended
         append_to_report(report, out_dir, "Pretraining:\n\n" + pretraining_table(pretrained))
