@@ -57,19 +57,28 @@ def test_doctor_hook_works_from_a_site_dir(tmp_path):
 
 
 
-def test_startup_hook_sets_the_wait_policy_before_torch_starts_its_threads(tmp_path):
-    """The hook runs before any import: OMP_WAIT_POLICY is in the environment when torch loads libgomp
-    (which reads it once, then), and an explicit value is left alone."""
+def test_startup_hook_sets_the_wait_policy_only_where_our_code_runs(tmp_path):
+    """The hook runs before any import: in nnU-Net's train command given one of our trainers (and in our own
+    commands) OMP_WAIT_POLICY is in the environment when torch loads libgomp, which reads it once, then; an
+    explicit value is left alone; any other program, or nnU-Net with its own trainers, keeps OpenMP's default."""
     discovery.install_startup_hook(str(tmp_path))
     package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(discovery.__file__))))
     code = (f"import sys, os; sys.path.insert(0, {package_parent!r}); import site; "
             f"site.addsitedir({str(tmp_path)!r}); assert 'torch' not in sys.modules; "
-            f"print(os.environ.get('OMP_WAIT_POLICY'))")
-    for user_value, expected in ((None, "PASSIVE"), ("ACTIVE", "ACTIVE")):
+            f"print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('nnUNet_extTrainer') is not None)")
+    command = tmp_path / "nnUNetv2_train"  # a script of that name: the hook sees it as argv[0]
+    command.write_text(code)
+    for argv, user_value, expected in (
+            ([str(command), "27", "2d", "0", "-tr", "SSLScratchTrainer_cpu4000it"], None, "PASSIVE"),
+            ([str(command), "27", "2d", "0", "-tr", "nnUNetTrainer_cpu4000it"], None, "PASSIVE"),  # our stock arm
+            ([str(command), "27", "2d", "0", "-tr", "SSLInitTrainer"], "ACTIVE", "ACTIVE"),
+            ([str(command), "27", "2d", "0", "-tr", "nnUNetTrainer_250epochs"], None, "None"),  # nnU-Net's own
+            ([str(command), "27", "2d", "0"], None, "None"),
+            (["-c", code], None, "None")):  # any other program
         env = {"PATH": os.environ.get("PATH", ""), **({"OMP_WAIT_POLICY": user_value} if user_value else {})}
-        result = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, env=env)
+        result = subprocess.run([sys.executable, "-S", *argv], capture_output=True, text=True, env=env)
         assert result.returncode == 0, result.stderr
-        assert result.stdout.strip() == expected
+        assert result.stdout.split() == [expected, "True"], (argv, result.stdout)  # trainers found in each
 
 
 def test_an_older_hook_is_reported_as_outdated(tmp_path):

@@ -44,7 +44,7 @@ def doctor(dataset: str | None = None, fix: bool = False) -> bool:
            f"nnUNetv2_ssl_doctor --fix   (writes {hook}; needed once after `pip install -e`), or "
            f"export {discovery.ENV}={discovery.TRAINER_FOLDER}")
     report(not discovery.hook_outdated(), f"start-up hook {hook} is this version's (it also sets OpenMP's passive "
-                                          f"wait policy)", "nnUNetv2_ssl_doctor --fix")
+                                          f"wait policy where our code runs)", "nnUNetv2_ssl_doctor --fix")
 
     if dataset is not None:
         from nnunet_ssl.errors import SSLUserError
