@@ -44,7 +44,7 @@ def test_setup_cfg_lists_every_package_and_console_script():
     scripts = cfg["options.entry_points"]["console_scripts"]
     for name in ("nnUNetv2_ssl_pretrain", "nnUNetv2_ssl_demo", "nnUNetv2_ssl_doctor", "nnUNetv2_ssl_plan_cpu",
                  "nnUNetv2_ssl_splits", "nnUNetv2_ssl_export", "nnUNetv2_ssl_benchmark",
-                 "nnUNetv2_ssl_throughput", "nnUNetv2_ssl_health"):
+                 "nnUNetv2_ssl_throughput", "nnUNetv2_ssl_health", "nnUNetv2_ssl_render"):
         assert name in scripts
 
 
@@ -56,6 +56,8 @@ def test_recipes_and_protocols_are_installed_package_data():
     assets = resources.files("nnunet_ssl") / "assets" / "hippocampus"
     assert len([p for p in (assets / "imagesTr").iterdir() if p.name.endswith(".nii.gz")]) == 60
     assert (assets / "ATTRIBUTION.md").is_file()
+    # the demo reads the rendered multi-fold evidence at run time, without a checkout's docs/
+    assert (resources.files("nnunet_ssl.benchmark") / "evidence.json").is_file()
 
 
 def test_the_demo_protocol_fine_tunes_the_method_its_recipe_pretrains():

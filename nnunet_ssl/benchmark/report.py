@@ -28,16 +28,17 @@ def _mean_std(values) -> str:
 ONE_RUN_CAVEAT = ("One fold, one training run per arm: the interval covers case-to-case spread on these evaluation "
                   "cases, not run-to-run noise (nnU-Net does not seed training; scratch trained twice on the same "
                   "hippocampus folds differed by up to 0.06 fold-mean Dice). It shows the product working, not "
-                  "whether pretraining helps: docs/benchmarks has the multi-fold evidence.")
+                  "whether pretraining helps: docs/results.md has the multi-fold evidence.")
 
 
 def paired_dice_report(summaries: dict[str, str], baseline: str, out_prefix: str,
                        class_names: dict[str, str] | None = None, onsets: dict[str, dict] | None = None,
-                       note: str = "") -> dict:
-    """Markdown table (mean ± std over cases, per class and foreground), the paired difference to the
-    baseline with a bootstrap interval over cases, the Wilcoxon p-value and a verdict, a box/paired-line
-    plot and a JSON of every per-case number. ``onsets``: {arm: {class: first epoch it was learned}};
-    ``note`` goes before the one-run caveat."""
+                       note: str = "", run_to_run: str = "not recorded") -> dict:
+    """Markdown table of one run (mean ± std over cases, per class and foreground), the paired difference to the
+    baseline with a bootstrap interval over this run's cases beside ``run_to_run`` (the spread of that difference
+    over recorded runs of the same setting), a box/paired-line plot and a JSON of every per-case number. One run
+    gets no verdict: its interval carries case spread, not run-to-run spread. ``onsets``: {arm: {class: first epoch
+    it was learned}}; ``note`` goes before the one-run caveat."""
     from nnunet_ssl.benchmark.statistics import compare
     per_method = {name: per_case_dice(path) for name, path in summaries.items()}
     cases = sorted(set.intersection(*(set(d) for d in per_method.values())))
@@ -45,19 +46,20 @@ def paired_dice_report(summaries: dict[str, str], baseline: str, out_prefix: str
     names = class_names or {}
     header = "| method | " + " | ".join(f"Dice {names.get(c, 'class ' + c if c != 'foreground' else c)}"
                                         for c in columns) + \
-        f" | Δ foreground vs {baseline} [95% CI] | cases better | Wilcoxon p | verdict |"
-    lines = [header, "|" + "---|" * (len(columns) + 5)]
+        f" | Δ foreground vs {baseline}, this run [95% CI over its {len(cases)} cases] | Δ run to run |"
+    lines = [header, "|" + "---|" * (len(columns) + 3)]
     base = np.array([per_method[baseline][c]["foreground"] for c in cases])
     statistics = {}
     for name, dice in per_method.items():
         cells = [_mean_std([dice[c][col] for c in cases]) for col in columns]
         fg = np.array([dice[c]["foreground"] for c in cases])
         if name == baseline:
-            cells += ["—"] * 4
+            cells += ["—"] * 2
         else:
-            stats = statistics[name] = compare([fg - base])
-            cells += [f"{stats['mean']:+.3f} [{stats['ci_low']:+.3f}, {stats['ci_high']:+.3f}]",
-                      f"{stats['cases_better']}/{len(cases)}", _p_value(stats["wilcoxon_p"]), stats["verdict"]]
+            stats = compare([fg - base])
+            del stats["verdict"]  # one run: no verdict (the interval is over cases only)
+            statistics[name] = stats
+            cells += [f"{stats['mean']:+.3f} [{stats['ci_low']:+.3f}, {stats['ci_high']:+.3f}]", run_to_run]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     markdown = "\n".join(lines) + f"\n\nPer-case 3D Dice on {len(cases)} evaluation cases (mean ± std over cases)."
     if onsets:

@@ -57,7 +57,7 @@ def verdict(ci: tuple[float, float]) -> str:
 # Folds a benchmark row needs before its interval gives a verdict [assumption: the protocol's 3 base folds].
 # With fewer, resampling folds hardly varies the training run, so the interval is about as narrow as
 # case-to-case spread alone, while retraining the same fold moved fold means by up to 0.1 Dice on hippocampus
-# (docs/benchmarks/hippocampus_protocol_2026-12-02.md).
+# (docs/records/hippocampus_protocol_2026-12-02.md).
 MIN_FOLDS_FOR_VERDICT = 3
 
 

@@ -3,7 +3,8 @@
 Raw dataset from the bundled MSD hippocampus subset -> nnU-Net planning and preprocessing ->
 CPU plans -> pretraining (the protocol's recipe names the method) -> fine-tuning from scratch and from
 the pretrained weights with one schedule, through
-stock nnUNetv2_train -> per-case 3D Dice table and plot on the cases neither run trained on.
+stock nnUNetv2_train -> per-case 3D Dice table and plot on the cases neither run trained on, beside the spread of
+recorded runs of the same setting and the multi-fold result for the arm it ran (one run gives no verdict).
 Every step is a real nnU-Net or nnunet-ssl command; finished steps are skipped on a re-run.
 """
 import argparse
@@ -18,6 +19,7 @@ from nnunet_ssl.cli import run_cli
 from nnunet_ssl.benchmark.steps import StepRunner
 from nnunet_ssl.errors import SSLUserError
 from nnunet_ssl.benchmark.report import paired_dice_report
+from nnunet_ssl.benchmark.studies import demo_closing_lines, difference_range, load_evidence, same_setting_runs
 from nnunet_ssl.benchmark.run import class_onsets_of_training
 
 DEFAULT_WORKDIR = os.path.join(os.path.expanduser("~"), "nnunet_ssl_demo")
@@ -131,13 +133,16 @@ def demo(workdir: str | None = None, device: str = "cpu") -> dict:
     classes = [trainer_class(name) for name in protocol["trainers"].values()]
     iterations = sorted({c.NUM_EPOCHS * c.ITERATIONS_PER_EPOCH for c in classes})
     note = (f"The arms trained {', '.join(map(str, iterations))} iterations; from scratch, hippocampus fine-tuning "
-            f"plateaus at {protocol['plateau_iterations']} (docs/benchmarks/{protocol['plateau_evidence']}), so both "
+            f"plateaus at {protocol['plateau_iterations']} ({protocol['plateau_evidence']}), so both "
             "are short of their final Dice and their classes may still trade places.")
+    evidence_data = load_evidence()
     report = paired_dice_report(summaries, baseline="scratch", out_prefix=os.path.join(results, "demo_result"),
-                                class_names={str(v): k for k, v in labels.items()}, onsets=onsets, note=note)
+                                class_names={str(v): k for k, v in labels.items()}, onsets=onsets, note=note,
+                                run_to_run=difference_range(same_setting_runs(evidence_data["demo_runs"], protocol)))
     print("\n" + report["markdown"])
     print(f"\nplot: {report['plot']}\ntable: {report['markdown_file']}\nper-case numbers: {report['json']}")
     print(f"total time {(time.time() - start) / 60:.1f} min")
+    print("\n" + "\n\n".join(demo_closing_lines(evidence_data, protocol)))
     return report
 
 
