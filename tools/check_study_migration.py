@@ -12,7 +12,9 @@ docs/benchmarks/<id>.csv before the move) and checks:
 - where no JSON exists: each table row's "mean ± std over folds" of foreground Dice, recomputed from the CSV, is
   found in the old markdown report(s) of that study (rows a hand-written doc renamed are listed, not failed).
 
-    python tools/check_study_migration.py      # exit 1 on any numeric mismatch
+    PYTHONPATH=. python tools/check_study_migration.py      # exit 1 on any numeric mismatch
+
+(PYTHONPATH=. makes this checkout's report code count where another checkout is installed editable.)
 """
 import csv
 import io

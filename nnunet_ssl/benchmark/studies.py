@@ -294,10 +294,10 @@ def demo_closing_lines(evidence_data: dict, protocol: dict) -> list[str]:
     runs = evidence_data["demo_runs"]
     same = same_setting_runs(runs, protocol)
     lines = [f"Run to run: this setting (pretraining recipe {protocol['pretraining_recipe']}, "
-             + ", ".join(protocol["trainers"].values()) + f"): {difference_range(same)}; every recorded run of the demo "
-             f"command, earlier pretrained arms and schedules included: {difference_range(runs)}. The interval above covers this run's cases, not "
-             "its training: from one run to the next the difference moved far beyond it, so one run cannot show "
-             "whether pretraining helps."]
+             + ", ".join(protocol["trainers"].values()) + f"): {difference_range(same)}; every recorded run of the "
+             f"demo command, earlier pretrained arms and schedules included: {difference_range(runs)}. The interval "
+             "above covers this run's cases, not its training: from one run to the next the difference moved far "
+             "beyond it, so one run cannot show whether pretraining helps."]
     for label, trainer in protocol["trainers"].items():
         if label == "scratch":
             continue
