@@ -54,9 +54,9 @@ def test_summary_arms_take_a_noise_band_measured_elsewhere_at_the_same_budget_an
 
 def test_difference_range_and_the_arm_a_trainer_name_stands_for():
     assert studies.difference_range([]) == "none recorded"
-    assert studies.difference_range([{"mean": -0.256}]) == "1 recorded run, Δ -0.256"
-    assert studies.difference_range([{"mean": -0.256}, {"mean": 0.172}]) == \
-        "2 recorded runs, Δ from -0.256 to +0.172"
+    assert studies.difference_range([{"mean": -0.256, "record": "x"}]) == "1 recorded run, Δ -0.256"
+    assert studies.difference_range([{"mean": -0.256, "record": "docs/records/demo/2026-12-06"}, {"mean": 0.172}]) == \
+        "2 recorded runs, Δ from -0.256 to +0.172 (1 of them reported without per-case numbers)"
     assert studies.trainer_arm("SSLInitTrainer_mae_freshFirstStage_cpuDemo") == ("mae", "mae+freshFirstStage")
     assert studies.trainer_arm("SSLInitTrainer_pcl_cpu4000it") == ("pcl", "pcl")
     assert studies.trainer_arm("SSLScratchTrainer_cpuDemo") == (None, None)

@@ -256,13 +256,16 @@ def same_setting_runs(runs: list[dict], protocol: dict) -> list[dict]:
 
 
 def difference_range(runs: list[dict]) -> str:
-    """'N recorded runs, Δ from LOW to HIGH' (one run: its Δ alone), or 'none recorded'."""
+    """'N recorded runs, Δ from LOW to HIGH' (one run: its Δ alone), saying how many were reported without their
+    per-case file, or 'none recorded'."""
     if not runs:
         return "none recorded"
     means = [r["mean"] for r in runs]
+    reported = sum(r.get("record") is None for r in runs)
+    kept = f" ({reported} of them reported without per-case numbers)" if reported else ""
     if len(runs) == 1:
-        return f"1 recorded run, Δ {means[0]:+.3f}"
-    return f"{len(runs)} recorded runs, Δ from {min(means):+.3f} to {max(means):+.3f}"
+        return f"1 recorded run, Δ {means[0]:+.3f}{kept}"
+    return f"{len(runs)} recorded runs, Δ from {min(means):+.3f} to {max(means):+.3f}{kept}"
 
 
 def trainer_arm(trainer: str) -> tuple[str | None, str | None]:
