@@ -12,7 +12,7 @@ docs/benchmarks/<id>.csv before the move) and checks:
 - where no JSON exists: each table row's "mean ± std over folds" of foreground Dice, recomputed from the CSV, is
   found in the old markdown report(s) of that study (rows a hand-written doc renamed are listed, not failed).
 
-    PYTHONPATH=. python tools/check_study_migration.py      # exit 1 on any numeric mismatch
+    PYTHONPATH=. python docs/records/study_migration_2026-12-07/check_study_migration.py      # exit 1 on any numeric mismatch
 
 (PYTHONPATH=. makes this checkout's report code count where another checkout is installed editable.)
 """
