@@ -26,7 +26,7 @@ import tempfile
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))  # the repository root
 sys.path.insert(0, ROOT)
 from nnunet_ssl.benchmark.report import benchmark_report, fold_means  # noqa: E402
 
