@@ -30,6 +30,8 @@ def test_agreement_and_collapse_rule():
     # class 3 absent from the labeled patches: not judged
     assert collapsed_classes([0.9, 0.005, 0.02, 0.0], [0.7, 0.1, 0.1, 0.0]) == [1]
     assert collapsed_classes([0.5, 0.0625, 0.25], [0.5, 0.25, 0.25], ratio=0.25) == []  # exactly ratio x: not below
+    # a teacher unsure everywhere (confident background on 3% of the voxels) has not collapsed yet
+    assert collapsed_classes([0.03, 0.0], [0.9, 0.1]) == []
 
 
 def test_cutmix_box_2d_is_unimatch_s_rule():
@@ -106,6 +108,13 @@ def test_strong_views_keep_the_weak_view_and_change_intensities_only():
         split_views(torch.zeros(1, 5, 4, 4), channels=2)
 
 
+def test_consistency_share_uses_the_supervised_loss_magnitude():
+    from nnunet_ssl.blocks.consistency import consistency_share
+    assert consistency_share(0.9, 0.1) == pytest.approx(0.1)
+    assert consistency_share(-0.9, 0.1) == pytest.approx(0.1)  # nnU-Net's Dice + CE is negative late in training
+    assert consistency_share(0.0, 0.0) == 0.0 and consistency_share(1.0, 0.0) == 0.0
+
+
 def test_feature_dropout_drops_whole_channels():
     torch.manual_seed(0)
     features = torch.ones(4, 64, 3, 3, 3)
@@ -116,3 +125,26 @@ def test_feature_dropout_drops_whole_channels():
     assert feature_dropout(torch.ones(2, 8, 4, 4), 0.0).eq(1).all()
     with pytest.raises(ValueError):
         feature_dropout(torch.ones(2, 8), 0.5)
+
+
+def test_skip_dropout_hook_perturbs_only_its_samples_and_survives_a_deep_copy():
+    import copy
+
+    from nnunet_ssl.blocks.pseudo_labels import SkipFeatureDropout
+
+    class Decoder(torch.nn.Module):
+        def forward(self, skips):
+            return [s.clone() for s in skips]
+
+    torch.manual_seed(0)
+    decoder, hook = Decoder(), SkipFeatureDropout(0.5)
+    decoder.register_forward_pre_hook(hook)
+    skips = [torch.ones(6, 32, 4, 4), torch.ones(6, 64, 2, 2)]
+    assert all(torch.equal(a, b) for a, b in zip(decoder(skips), skips))  # samples None: untouched
+    hook.samples = slice(2, 4)
+    out = decoder(skips)
+    for o in out:
+        assert o[:2].eq(1).all() and o[4:].eq(1).all() and (o[2:4] == 0).any() and (o[2:4] == 2).any()
+    teacher = copy.deepcopy(decoder)
+    teacher._forward_pre_hooks.clear()
+    assert all(torch.equal(a, b) for a, b in zip(teacher(skips), skips)) and len(decoder._forward_pre_hooks) == 1

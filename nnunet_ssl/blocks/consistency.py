@@ -37,3 +37,11 @@ def teacher_input_noise(images: torch.Tensor, std: float, clip: float) -> torch.
     """``images + clamp(N(0, std^2), -clip, clip)``: the teacher's perturbed view [code: yulequan/UA-MT,
     std 0.1 clipped at 0.2, on z-scored intensities as nnU-Net's]."""
     return images + torch.clamp(torch.randn_like(images) * std, -clip, clip)
+
+
+def consistency_share(supervised_loss: float, weighted_consistency: float) -> float:
+    """``w c / (|L_sup| + w c)``: the weighted consistency's share of the loss the student minimises.
+    nnU-Net's supervised loss is CE + (-soft Dice), negative once Dice passes CE, so its magnitude is
+    used; 0 when both are 0."""
+    total = abs(supervised_loss) + weighted_consistency
+    return weighted_consistency / total if total > 0 else 0.0

@@ -37,11 +37,18 @@ def agreement(labels_a: torch.Tensor, labels_b: torch.Tensor, mask: torch.Tensor
 # patches (a third of them) and draws unlabeled patches uniformly, so a healthy ratio is well below 1 on
 # small structures, but not ten times below]
 COLLAPSE_RATIO = 0.1
+# ... and only while the teacher confidently calls at least this fraction of the voxels background: a teacher
+# that is unsure everywhere (early in training) has not collapsed, it has not learned yet [assumption]
+COLLAPSE_MIN_BACKGROUND = 0.5
 
 
-def collapsed_classes(confident: list[float], labeled: list[float], ratio: float = COLLAPSE_RATIO) -> list[int]:
+def collapsed_classes(confident: list[float], labeled: list[float], ratio: float = COLLAPSE_RATIO,
+                      min_background: float = COLLAPSE_MIN_BACKGROUND) -> list[int]:
     """Foreground classes (index >= 1) whose confident pseudo-label fraction is below ``ratio`` times
-    their fraction in the labeled patches; classes absent from the labeled patches are never reported."""
+    their fraction in the labeled patches, while background is confident on at least ``min_background``
+    of the voxels; classes absent from the labeled patches are never reported."""
+    if not confident or confident[0] < min_background:
+        return []
     return [c for c in range(1, min(len(confident), len(labeled)))
             if labeled[c] > 0 and confident[c] < ratio * labeled[c]]
 
@@ -55,3 +62,21 @@ def feature_dropout(features: torch.Tensor, p: float) -> torch.Tensor:
     if features.ndim == 5:
         return dropout3d(features, p, training=True)
     raise ValueError(f"feature_dropout needs (B, C, X, Y) or (B, C, X, Y, Z) features, got {tuple(features.shape)}")
+
+
+class SkipFeatureDropout:
+    """Forward pre-hook of a U-Net decoder whose input is the list of encoder features (nnU-Net's
+    PlainConvUNet / ResidualEncoderUNet ``decoder(skips)``): channel dropout on every feature map, for the
+    batch samples in ``samples`` only (None: the hook does nothing). A plain object, not a bound method, so
+    that a deep copy of the network (an EMA teacher) copies only this small state."""
+
+    def __init__(self, p: float):
+        self.p = p
+        self.samples: slice | None = None
+
+    def __call__(self, _module, args):
+        if self.samples is None:
+            return None
+        part = self.samples
+        skips = [torch.cat((s[:part.start], feature_dropout(s[part], self.p), s[part.stop:])) for s in args[0]]
+        return (skips, *args[1:])
