@@ -30,6 +30,19 @@ def test_recipe_names_are_single_tokens():  # parse_name splits on "_"
     ("SSLScratchTrainer_pcl", None),  # scratch pins no method
     ("SSLInitTrainer_unknownmethod_cpu500it", None),
     ("SSLInitTrainer_cpu3it", None),
+    ("SSLUniMatchTrainer_fixMatch_cpu4000it", ("SSLUniMatchTrainer", None, "fixMatch", "cpu4000it")),
+    ("SSLInitUniMatchTrainer_pcl_fixMatch_tiny", ("SSLInitUniMatchTrainer", "pcl", "fixMatch", "tiny")),
+    ("SSLInitBCPTrainer_mae_lowEncoderLR_cpu2000it", ("SSLInitBCPTrainer", "mae", "lowEncoderLR", "cpu2000it")),
+    ("SSLBCPTrainer_cpu8000it", ("SSLBCPTrainer", None, "default", "cpu8000it")),
+    ("SSLMeanTeacherTrainer_weight10_shortRampup_strongView_cpu4000it",
+     ("SSLMeanTeacherTrainer", None, "weight10_shortRampup_strongView", "cpu4000it")),
+    ("SSLInitMeanTeacherTrainer_pcl_lowEncoderLR_weight1", ("SSLInitMeanTeacherTrainer", "pcl", "lowEncoderLR_weight1", "")),
+    ("SSLMeanTeacherTrainer_strongView_weight10", None),  # stacked recipes only in the table's order
+    ("SSLMeanTeacherTrainer_weight1_weight1", None),
+    ("SSLInitTrainer_pcl_lowEncoderLR_decoderFirst", None),  # only attribute-only recipes stack
+    ("SSLInitMeanTeacherTrainer_pcl_weight1_lowEncoderLR", None),
+    ("SSLBCPTrainer_pcl", None),  # scratch pins no method
+    ("SSLUniMatchTrainer_weight1", None),  # a mean-teacher recipe
 ])
 def test_parse_name(name, parsed):
     assert registry.parse_name(name) == parsed
@@ -48,6 +61,36 @@ def test_classes_carry_length_method_and_recipe():
     assert pickle.loads(pickle.dumps(cls)) is cls
     stock = registry.trainer_class("nnUNetTrainer_cpu4000it")
     assert issubclass(stock, nnUNetStockTrainer) and stock.NUM_EPOCHS * stock.ITERATIONS_PER_EPOCH == 4000
+
+
+def test_stacked_and_semi_supervised_classes():
+    from nnunet_ssl.integration.trainers.bcp import BCPMixin
+    from nnunet_ssl.integration.trainers.mean_teacher import SSLInitMeanTeacherTrainer_lowEncoderLR
+    from nnunet_ssl.integration.trainers.unimatch import UniMatchMixin
+    cls = registry.trainer_class("SSLInitMeanTeacherTrainer_pcl_lowEncoderLR_weight10_strongView_cpu4000it")
+    assert issubclass(cls, SSLInitMeanTeacherTrainer_lowEncoderLR) and cls.PRETRAINING_METHOD == "pcl"
+    assert (cls.CONSISTENCY_MAX_WEIGHT, cls.STUDENT_STRONG_VIEW, cls.ENCODER_LR_SCALE) == (10.0, True, 0.1)
+    assert cls.CONSISTENCY_RAMPUP_FRACTION == 1.0 and cls.NUM_EPOCHS * cls.ITERATIONS_PER_EPOCH == 4000
+    assert pickle.loads(pickle.dumps(cls)) is cls
+    assert registry.trainer_class("SSLMeanTeacherTrainer_shortRampup").CONSISTENCY_RAMPUP_FRACTION == 0.25
+    fixmatch = registry.trainer_class("SSLInitUniMatchTrainer_mae_fixMatch_cpu2000it")
+    assert issubclass(fixmatch, UniMatchMixin) and fixmatch.PRETRAINING_METHOD == "mae"
+    assert (fixmatch.STRONG_VIEWS, fixmatch.STRONG_VIEW_WEIGHT, fixmatch.FEATURE_PERTURBATION_WEIGHT) == (1, 1.0, 0.0)
+    unimatch = registry.trainer_class("SSLUniMatchTrainer_tiny")
+    assert (unimatch.STRONG_VIEWS, unimatch.CONFIDENCE_THRESHOLD, unimatch.FEATURE_DROPOUT) == (2, 0.95, 0.5)
+    assert issubclass(registry.trainer_class("SSLInitBCPTrainer_pcl_cpu500it"), BCPMixin)
+
+
+def test_benchmark_arms_of_the_semi_supervised_trainers():
+    from nnunet_ssl.benchmark.run import plan_cells
+    rows = [{"labeled": 5, "base_fold": 0, "fold": 6}]
+    cells = plan_cells(["scratch", "pcl"], rows, "cpu4000it", ("uniMatch", "fixMatch", "bcp"))
+    assert [(c.arm, c.trainer) for c in cells] == [
+        ("scratch", "SSLScratchTrainer_cpu4000it"), ("scratch+uniMatch", "SSLUniMatchTrainer_cpu4000it"),
+        ("scratch+fixMatch", "SSLUniMatchTrainer_fixMatch_cpu4000it"), ("scratch+bcp", "SSLBCPTrainer_cpu4000it"),
+        ("pcl+uniMatch", "SSLInitUniMatchTrainer_pcl_cpu4000it"),
+        ("pcl+fixMatch", "SSLInitUniMatchTrainer_pcl_fixMatch_cpu4000it"), ("pcl+bcp", "SSLInitBCPTrainer_pcl_cpu4000it")]
+    assert [c.trainer for c in plan_cells(["scratch+bcp"], rows, "tiny")] == ["SSLBCPTrainer_tiny"]
 
 
 def test_existing_lengths_keep_their_values():  # earlier benchmark results stay reproducible

@@ -19,9 +19,14 @@ SCRATCH_RERUN = "scratch_rerun"  # the same again in its own folder: the run-to-
 STOCK = "nnunet"  # nnU-Net's own nnUNetTrainer at the same length: is the matched schedule handicapped?
 REFERENCE_ARMS = {SCRATCH: ("SSLScratchTrainer", "default"), SCRATCH_RERUN: ("SSLScratchTrainer", "rerun"),
                   STOCK: ("nnUNetTrainer", "default")}
-# --finetune choices that change the base trainer rather than the recipe: (scratch base, pretrained base).
-# Unlike a recipe they apply to the scratch arm too (arm "scratch+meanTeacher"), so each has its own control.
-BASE_FINETUNES = {"meanTeacher": ("SSLMeanTeacherTrainer", "SSLInitMeanTeacherTrainer")}
+# --finetune choices that change the base trainer rather than the recipe: (scratch base, pretrained base, the
+# bases' recipe). Unlike a recipe they apply to the scratch arm too (arm "scratch+meanTeacher"), so each has
+# its own control. A mean-teacher variant chosen on unreported folds becomes one more line here, e.g.
+# "meanTeacherWeight10": ("SSLMeanTeacherTrainer", "SSLInitMeanTeacherTrainer", "weight10").
+BASE_FINETUNES = {"meanTeacher": ("SSLMeanTeacherTrainer", "SSLInitMeanTeacherTrainer", "default"),
+                  "uniMatch": ("SSLUniMatchTrainer", "SSLInitUniMatchTrainer", "default"),
+                  "fixMatch": ("SSLUniMatchTrainer", "SSLInitUniMatchTrainer", "fixMatch"),
+                  "bcp": ("SSLBCPTrainer", "SSLInitBCPTrainer", "default")}
 
 
 @dataclass(frozen=True)
@@ -51,13 +56,13 @@ def trainer_name(method: str, length: str, finetune: str = "default") -> str:
     SSLInitMeanTeacherTrainer_<method>)."""
     from nnunet_ssl.integration.trainers.registry import compose_name
     if finetune in BASE_FINETUNES:
-        scratch_base, init_base = BASE_FINETUNES[finetune]
+        scratch_base, init_base, recipe = BASE_FINETUNES[finetune]
         if method == SCRATCH:
-            return compose_name(scratch_base, None, "default", length)
+            return compose_name(scratch_base, None, recipe, length)
         if method in REFERENCE_ARMS:
             raise SSLUserError(f"--finetune {finetune} has no {method!r} arm.",
                                "it runs for scratch and for pretraining methods")
-        return compose_name(init_base, method, "default", length)
+        return compose_name(init_base, method, recipe, length)
     if method in REFERENCE_ARMS:
         base, recipe = REFERENCE_ARMS[method]
         return compose_name(base, None, recipe if finetune == "default" else finetune, length)

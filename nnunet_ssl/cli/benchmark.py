@@ -152,7 +152,9 @@ def benchmark_entry() -> None:
                         help="fine-tuning recipes for each pretrained method: default (SSLInitTrainer), lowEncoderLR, "
                              "decoderFirst, fullNetwork, freshFirstStage, linearWarmup (nnssl's warm-up; scratch then "
                              "also runs as scratch+linearWarmup), meanTeacher (SSLInitMeanTeacherTrainer: consistency "
-                             "on the fold's unlabeled cases; scratch then also runs as scratch+meanTeacher); scratch "
+                             "on the fold's unlabeled cases; scratch then also runs as scratch+meanTeacher), uniMatch "
+                             "and fixMatch (SSLInitUniMatchTrainer: weak-to-strong pseudo-labels), bcp "
+                             "(SSLInitBCPTrainer: bidirectional copy-paste), each with its scratch arm too; scratch "
                              "runs once otherwise (default: default)")
     parser.add_argument("--earlier", nargs="+", default=[], metavar="CSV",
                         help="benchmark.csv of earlier runs (another session or machine, same folds): the cells "
