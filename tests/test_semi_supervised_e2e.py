@@ -78,5 +78,22 @@ def test_bcp_resume_continues_teacher_student_and_phase(pretrained, tmp_path):
     resumed.on_train_epoch_start()
     assert resumed._iteration == trainer._iteration == 2  # the schedule (warm start, EMA decay) goes on from here
     out = resumed.train_step(next(resumed.dataloader_train))
-    assert float(out["warm_start"]) == 0.0 and float(out["ema_decay"]) == pytest.approx(2 / 3)  # 1 - 1/(step+1)
+    # the EMA counts from the teacher's copy at iteration 1: 1 - 1/(2 - 1 + 1)
+    assert float(out["warm_start"]) == 0.0 and float(out["ema_decay"]) == 0.5
     resumed.on_train_end()
+
+
+def test_cost_tool_times_each_trainer_against_plain(pretrained):
+    from nnunet_ssl.benchmark.mean_teacher_cost import semi_supervised_cost
+    from nnunet_ssl.errors import SSLUserError
+    fold, _ = _budget_fold(pretrained)
+    result = semi_supervised_cost(str(DATASET_ID), fold, torch.device("cpu"), plans=PLANS, iterations=2, block=1,
+                                  warmup=0, trainers=("SSLUniMatchTrainer_fixMatch", "SSLBCPTrainer"))
+    rows = result["trainers"]
+    assert list(rows) == ["SSLScratchTrainer", "SSLUniMatchTrainer_fixMatch", "SSLBCPTrainer"]
+    assert rows["SSLScratchTrainer"]["ratio_median"] == 1.0 and "teacher_seconds_median" not in rows["SSLScratchTrainer"]
+    assert all(rows[n]["median_s"] > 0 and rows[n]["teacher_seconds_median"] > 0 for n in list(rows)[1:])
+    assert result["cases"]["labeled"] == 2
+    with pytest.raises(SSLUserError, match="no trainer"):
+        semi_supervised_cost(str(DATASET_ID), fold, torch.device("cpu"), plans=PLANS, iterations=1,
+                             trainers=("SSLNoSuchTrainer",))

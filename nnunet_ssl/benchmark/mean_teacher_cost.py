@@ -1,17 +1,28 @@
-"""Extra cost per iteration of mean-teacher fine-tuning against plain fine-tuning, in one process.
+"""Extra cost per iteration of semi-supervised fine-tuning (mean teacher, UniMatch, FixMatch, BCP) against
+plain fine-tuning, in one process, plus each trainer's peak memory.
 
-Both trainers are built for the same dataset, plans, configuration and fold (SSLScratchTrainer and
-SSLMeanTeacherTrainer: same network, batch, patch and schedule) and run nnU-Net's whole training
-step, data loading included, in interleaved blocks so that a shared machine's load hits both alike:
+All trainers are built for the same dataset, plans, configuration and fold (SSLScratchTrainer and the
+semi-supervised trainers named with --trainers: same network, batch, patch and schedule) and run nnU-Net's
+whole training step, data loading included, in interleaved blocks so that a shared machine's load hits
+them alike:
 
-    python -m nnunet_ssl.benchmark.mean_teacher_cost -d 501 -p nnUNetPlans_cpu -f 6 --iterations 40 -device cpu
+    python -m nnunet_ssl.benchmark.mean_teacher_cost -d 501 -p nnUNetPlans_cpu -f 6 --iterations 40 -device cpu \\
+        --trainers SSLMeanTeacherTrainer SSLUniMatchTrainer SSLUniMatchTrainer_fixMatch SSLBCPTrainer
 
-Model folders go to a temporary nnUNet_results, so nothing is left behind.
+Peak memory: on CUDA the peak of allocated GPU memory during each trainer's own steps
+(``torch.cuda.max_memory_allocated``, reset before each block). On CPU a process's memory cannot be told
+apart between trainers, so ``--memory`` runs each trainer alone in a child process for the same number of
+steps and reports that process's peak resident memory (``ru_maxrss``, Python and torch included: compare
+with the plain trainer's). BCP's steps are timed in its self-training phase (the warm start is plain
+copy-paste supervised training). Model folders go to a temporary nnUNet_results, so nothing is left behind.
 """
 import argparse
 import contextlib
 import json
 import os
+import resource
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -21,64 +32,115 @@ import torch
 from nnunet_ssl.benchmark.throughput import _results_root
 from nnunet_ssl.errors import SSLUserError
 
+PLAIN = "SSLScratchTrainer"
+PARTS = ("unlabeled_wait_seconds", "teacher_seconds", "ema_seconds")  # what the trainers time of their extra work
 
-def _trainer(cls, data, fold: int, device: torch.device):
+
+def _trainer(name: str, data, fold: int, device: torch.device):
+    from nnunet_ssl.integration.trainers import trainer_class
+    cls = trainer_class(name)
+    if cls is None:
+        raise SSLUserError(f"no trainer {name!r}.", "name one of nnunet_ssl/integration/trainers/registry.py, "
+                                                    "e.g. SSLMeanTeacherTrainer or SSLUniMatchTrainer_fixMatch")
     plans = {**data.plans_manager.plans, "continue_training": False}  # nnunetv2 2.8's constructor pops it
     trainer = cls(plans, data.configuration_name, fold, data.dataset_json, device)
     trainer.on_train_start()
     trainer.on_train_epoch_start()
+    if hasattr(trainer, "warm_start_iterations"):  # BCP: time the self-training phase
+        trainer._iteration = trainer.warm_start_iterations()
     return trainer
 
 
-def _steps(trainer, n: int, parts: list[dict]) -> list[float]:
+def _steps(trainer, n: int, parts: list[dict]) -> tuple[list[float], int]:
+    """n training steps: their seconds and the peak of allocated CUDA memory in bytes (0 on CPU)."""
+    cuda = trainer.device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(trainer.device)
+        torch.cuda.reset_peak_memory_stats(trainer.device)
     seconds = []
     for _ in range(n):
         start = time.perf_counter()
         out = trainer.train_step(next(trainer.dataloader_train))
+        if cuda:
+            torch.cuda.synchronize(trainer.device)
         seconds.append(time.perf_counter() - start)
-        parts.append({k: float(v) for k, v in out.items() if k.endswith("_seconds")})
-    return seconds
+        parts.append({k: float(v) for k, v in out.items() if k in PARTS})
+    return seconds, torch.cuda.max_memory_allocated(trainer.device) if cuda else 0
 
 
-def mean_teacher_cost(dataset: str, fold: int, device: torch.device, configuration: str = "3d_fullres",
-                      plans: str = "nnUNetPlans", iterations: int = 40, block: int = 10, warmup: int = 3) -> dict:
+def _finish(trainer) -> None:
+    for loader in (trainer.dataloader_train, trainer.dataloader_val, getattr(trainer, "dataloader_unlabeled", None)):
+        if hasattr(loader, "_finish"):
+            loader._finish()
+
+
+def semi_supervised_cost(dataset: str, fold: int, device: torch.device, configuration: str = "3d_fullres",
+                         plans: str = "nnUNetPlans", iterations: int = 40, block: int = 10, warmup: int = 3,
+                         trainers: tuple[str, ...] = ("SSLMeanTeacherTrainer",), memory: bool = False) -> dict:
     from nnunet_ssl.integration.dataset import open_preprocessed
-    from nnunet_ssl.integration.trainers import SSLScratchTrainer
-    from nnunet_ssl.integration.trainers.mean_teacher import SSLMeanTeacherTrainer
 
     if iterations < 1 or block < 1 or warmup < 0:
         raise SSLUserError(f"need --iterations >= 1, --block >= 1 and --warmup >= 0, got {iterations}, {block}, "
                            f"{warmup}.", "e.g. --iterations 40")
     data = open_preprocessed(dataset, configuration, plans)
-    times = {"plain": [], "mean_teacher": []}
-    parts = {"plain": [], "mean_teacher": []}  # the mean teacher's own timings of its extra work
+    names = (PLAIN, *dict.fromkeys(t for t in trainers if t != PLAIN))
+    times = {name: [] for name in names}
+    parts = {name: [] for name in names}
+    peaks = {name: 0 for name in names}
     with tempfile.TemporaryDirectory() as scratch, _results_root(scratch), \
             open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
-        trainers = {"plain": _trainer(SSLScratchTrainer, data, fold, device),
-                    "mean_teacher": _trainer(SSLMeanTeacherTrainer, data, fold, device)}
-        with open(os.path.join(trainers["mean_teacher"].output_folder, "mean_teacher_cases.json")) as f:
-            counts = json.load(f)["counts"]
-        for trainer in trainers.values():
+        built = {name: _trainer(name, data, fold, device) for name in names}
+        cases = next((json.load(open(os.path.join(t.output_folder, t.CASES_FILE)))["counts"]
+                      for t in built.values() if hasattr(t, "CASES_FILE")), None)
+        for trainer in built.values():
             _steps(trainer, warmup, [])
-        while len(times["plain"]) < iterations:
-            n = min(block, iterations - len(times["plain"]))
-            for name, trainer in trainers.items():
-                times[name] += _steps(trainer, n, parts[name])
-        for trainer in trainers.values():
-            for loader in (trainer.dataloader_train, trainer.dataloader_val, getattr(trainer, "dataloader_unlabeled", None)):
-                if hasattr(loader, "_finish"):
-                    loader._finish()
-    plain, teacher = np.median(times["plain"]), np.median(times["mean_teacher"])
-    return {"dataset": data.dataset_name, "plans": plans, "configuration": configuration, "fold": fold,
-            "cases": counts, "batch_size": int(data.configuration.batch_size),
-            "patch_size": [int(s) for s in data.configuration.patch_size], "device": str(device),
-            "threads": torch.get_num_threads(), "iterations_each": iterations,
-            "plain_median_s": round(float(plain), 4), "mean_teacher_median_s": round(float(teacher), 4),
-            "plain_mean_s": round(float(np.mean(times["plain"])), 4),
-            "mean_teacher_mean_s": round(float(np.mean(times["mean_teacher"])), 4),
-            "ratio_median": round(float(teacher / plain), 3),
-            **{f"mean_teacher_{k}_median": round(float(np.median([p[k] for p in parts["mean_teacher"]])), 4)
-               for k in ("unlabeled_wait_seconds", "teacher_seconds", "ema_seconds")}}
+        while len(times[PLAIN]) < iterations:
+            n = min(block, iterations - len(times[PLAIN]))
+            for name, trainer in built.items():
+                seconds, peak = _steps(trainer, n, parts[name])
+                times[name] += seconds
+                peaks[name] = max(peaks[name], peak)
+        for trainer in built.values():
+            _finish(trainer)
+    plain = float(np.median(times[PLAIN]))
+    result = {"dataset": data.dataset_name, "plans": plans, "configuration": configuration, "fold": fold,
+              "cases": cases, "batch_size": int(data.configuration.batch_size),
+              "patch_size": [int(s) for s in data.configuration.patch_size], "device": str(device),
+              "threads": torch.get_num_threads(), "iterations_each": iterations, "trainers": {}}
+    for name in names:
+        row = {"median_s": round(float(np.median(times[name])), 4), "mean_s": round(float(np.mean(times[name])), 4),
+               "ratio_median": round(float(np.median(times[name])) / plain, 3)}
+        if parts[name] and parts[name][0]:
+            row.update({f"{k}_median": round(float(np.median([p[k] for p in parts[name]])), 4) for k in PARTS})
+        if device.type == "cuda":
+            row["peak_cuda_memory_mib"] = round(peaks[name] / 2 ** 20, 1)
+        result["trainers"][name] = row
+    if memory and device.type == "cpu":
+        for name in names:
+            result["trainers"][name]["peak_rss_mib_alone"] = _peak_rss_alone(
+                name, dataset, fold, configuration, plans, warmup + min(iterations, block))
+    return result
+
+
+def _peak_rss_alone(name: str, dataset: str, fold: int, configuration: str, plans: str, steps: int) -> float:
+    """Peak resident memory (MiB) of a child process that builds ``name`` and trains ``steps`` steps."""
+    child = subprocess.run([sys.executable, "-m", __name__, "-d", dataset, "-c", configuration, "-p", plans,
+                            "-f", str(fold), "--alone", name, "--iterations", str(steps)],
+                           capture_output=True, text=True, env=os.environ)
+    if child.returncode != 0:
+        raise RuntimeError(f"memory run of {name} failed:\n{child.stderr[-2000:]}")
+    return json.loads(child.stdout.strip().splitlines()[-1])["peak_rss_mib"]
+
+
+def _alone(name: str, dataset: str, fold: int, configuration: str, plans: str, steps: int) -> dict:
+    from nnunet_ssl.integration.dataset import open_preprocessed
+    data = open_preprocessed(dataset, configuration, plans)
+    with tempfile.TemporaryDirectory() as scratch, _results_root(scratch), \
+            open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+        trainer = _trainer(name, data, fold, torch.device("cpu"))
+        _steps(trainer, steps, [])
+        _finish(trainer)
+    return {"trainer": name, "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 
 def main() -> None:
@@ -88,14 +150,24 @@ def main() -> None:
     parser.add_argument("-c", dest="configuration", default="3d_fullres")
     parser.add_argument("-p", dest="plans", default="nnUNetPlans")
     parser.add_argument("-f", dest="fold", type=int, required=True, help="a fold that leaves unlabeled cases")
+    parser.add_argument("--trainers", nargs="+", default=["SSLMeanTeacherTrainer"], metavar="NAME",
+                        help="semi-supervised trainers to compare with SSLScratchTrainer (registry names without a "
+                             "length)")
     parser.add_argument("--iterations", type=int, default=40, help="timed steps per trainer")
     parser.add_argument("--block", type=int, default=10, help="steps per trainer before switching")
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--memory", action="store_true",
+                        help="CPU: also each trainer's peak resident memory, alone in a child process")
+    parser.add_argument("--alone", help=argparse.SUPPRESS)  # the child of --memory
     parser.add_argument("-device", default="cpu", choices=["cpu", "cuda", "mps"])
     args = parser.parse_args()
-    run_cli(lambda: print(json.dumps(mean_teacher_cost(args.dataset, args.fold, torch.device(args.device),
-                                                       args.configuration, args.plans, args.iterations, args.block,
-                                                       args.warmup), indent=1)))
+    if args.alone:
+        run_cli(lambda: print(json.dumps(_alone(args.alone, args.dataset, args.fold, args.configuration, args.plans,
+                                                args.iterations))))
+        return
+    run_cli(lambda: print(json.dumps(semi_supervised_cost(
+        args.dataset, args.fold, torch.device(args.device), args.configuration, args.plans, args.iterations,
+        args.block, args.warmup, tuple(args.trainers), args.memory), indent=1)))
 
 
 if __name__ == "__main__":

@@ -121,7 +121,8 @@ class BCPMixin(PseudoLabelHealth, SemiSupervisedMixin):
                               "agreement": np.float64(agreement(student, mixed, ~from_labeled))}
 
         self.optimizer_step(loss)
-        decay, ema_seconds = self.ema_step(step) if not warm else (0.0, 0.0)
+        # the EMA's true-average start counts from the teacher's copy at the end of the warm start
+        decay, ema_seconds = self.ema_step(step - self.warm_start_iterations()) if not warm else (0.0, 0.0)
         self._iteration += 1
         classes = self.label_manager.num_segmentation_heads
         nan = np.full(classes, np.nan)
