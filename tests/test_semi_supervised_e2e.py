@@ -39,6 +39,12 @@ def _train_and_predict(pretrained, tmp_path, trainer: str, configuration: str, f
     return fold_folder, log
 
 
+@pytest.fixture(scope="module")
+def preprocessed_2d(pretrained):
+    run_command([script("nnUNetv2_preprocess"), "-d", str(DATASET_ID), "-c", "2d", "-plans_name", PLANS, "-np", "1"])
+    return pretrained
+
+
 def test_unimatch_3d_stock_train_logs_health_and_predicts(pretrained, tmp_path):
     fold, split = _budget_fold(pretrained)
     _, log = _train_and_predict(pretrained, tmp_path, "SSLUniMatchTrainer_tiny", "3d_fullres", fold)
@@ -48,10 +54,16 @@ def test_unimatch_3d_stock_train_logs_health_and_predicts(pretrained, tmp_path):
     assert "per class 0: " in log and "student-teacher agreement" in log
 
 
-def test_bcp_2d_stock_train_and_predict(pretrained, tmp_path):
-    run_command([script("nnUNetv2_preprocess"), "-d", str(DATASET_ID), "-c", "2d", "-plans_name", PLANS, "-np", "1"])
-    fold, _ = _budget_fold(pretrained)
-    _, log = _train_and_predict(pretrained, tmp_path, "SSLBCPTrainer_tiny", "2d", fold)
+def test_fixmatch_2d_stock_train_and_predict(preprocessed_2d, tmp_path):
+    fold, _ = _budget_fold(preprocessed_2d)
+    _, log = _train_and_predict(preprocessed_2d, tmp_path, "SSLUniMatchTrainer_fixMatch_tiny", "2d", fold)
+    assert "the student learns them on 1 strong view(s)" in log and "feature dropout" not in log
+    assert log.count("unimatch: strong-view loss") == 2
+
+
+def test_bcp_2d_stock_train_and_predict(preprocessed_2d, tmp_path):
+    fold, _ = _budget_fold(preprocessed_2d)
+    _, log = _train_and_predict(preprocessed_2d, tmp_path, "SSLBCPTrainer_tiny", "2d", fold)
     assert "supervised copy-paste warm start for 1 of 4 iterations" in log
     assert "bcp: warm start done after 1 iterations" in log and "bcp: pseudo-label loss" in log
 
