@@ -9,20 +9,17 @@ them alike:
     python -m nnunet_ssl.benchmark.mean_teacher_cost -d 501 -p nnUNetPlans_cpu -f 6 --iterations 40 -device cpu \\
         --trainers SSLMeanTeacherTrainer SSLUniMatchTrainer SSLUniMatchTrainer_fixMatch SSLBCPTrainer
 
-Peak memory: on CUDA the peak of allocated GPU memory during each trainer's own steps
-(``torch.cuda.max_memory_allocated``, reset before each block). On CPU a process's memory cannot be told
-apart between trainers, so ``--memory`` runs each trainer alone in a child process for the same number of
-steps and reports that process's peak resident memory (``ru_maxrss``, Python and torch included: compare
-with the plain trainer's). BCP's steps are timed in its self-training phase (the warm start is plain
+Peak memory during each trainer's own steps: on CUDA the peak of allocated GPU memory
+(``torch.cuda.max_memory_allocated``, reset before each block); on Linux CPUs the process's peak resident
+memory (VmHWM, reset before each block through /proc/self/clear_refs). The CPU number includes everything
+the process holds (every trainer built for the comparison, Python, torch): read the differences between
+trainers, not the values. BCP's steps are timed in its self-training phase (the warm start is plain
 copy-paste supervised training). Model folders go to a temporary nnUNet_results, so nothing is left behind.
 """
 import argparse
 import contextlib
 import json
 import os
-import resource
-import subprocess
-import sys
 import tempfile
 import time
 
@@ -51,12 +48,31 @@ def _trainer(name: str, data, fold: int, device: torch.device):
     return trainer
 
 
+def _reset_peak_rss() -> bool:
+    """Reset the process's peak resident memory (Linux: '5' to /proc/self/clear_refs); False where impossible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss() -> int:
+    """The process's peak resident memory in bytes since the last reset (VmHWM of /proc/self/status)."""
+    with open("/proc/self/status") as f:
+        line = next(line for line in f if line.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024
+
+
 def _steps(trainer, n: int, parts: list[dict]) -> tuple[list[float], int]:
-    """n training steps: their seconds and the peak of allocated CUDA memory in bytes (0 on CPU)."""
+    """n training steps: their seconds and the peak memory in bytes during them (CUDA: allocated GPU memory;
+    CPU: the process's resident memory; 0 where it cannot be measured)."""
     cuda = trainer.device.type == "cuda"
     if cuda:
         torch.cuda.synchronize(trainer.device)
         torch.cuda.reset_peak_memory_stats(trainer.device)
+    rss = not cuda and _reset_peak_rss()
     seconds = []
     for _ in range(n):
         start = time.perf_counter()
@@ -65,7 +81,7 @@ def _steps(trainer, n: int, parts: list[dict]) -> tuple[list[float], int]:
             torch.cuda.synchronize(trainer.device)
         seconds.append(time.perf_counter() - start)
         parts.append({k: float(v) for k, v in out.items() if k in PARTS})
-    return seconds, torch.cuda.max_memory_allocated(trainer.device) if cuda else 0
+    return seconds, torch.cuda.max_memory_allocated(trainer.device) if cuda else _peak_rss() if rss else 0
 
 
 def _finish(trainer) -> None:
@@ -76,7 +92,7 @@ def _finish(trainer) -> None:
 
 def semi_supervised_cost(dataset: str, fold: int, device: torch.device, configuration: str = "3d_fullres",
                          plans: str = "nnUNetPlans", iterations: int = 40, block: int = 10, warmup: int = 3,
-                         trainers: tuple[str, ...] = ("SSLMeanTeacherTrainer",), memory: bool = False) -> dict:
+                         trainers: tuple[str, ...] = ("SSLMeanTeacherTrainer",)) -> dict:
     from nnunet_ssl.integration.dataset import open_preprocessed
 
     if iterations < 1 or block < 1 or warmup < 0:
@@ -112,35 +128,11 @@ def semi_supervised_cost(dataset: str, fold: int, device: torch.device, configur
                "ratio_median": round(float(np.median(times[name])) / plain, 3)}
         if parts[name] and parts[name][0]:
             row.update({f"{k}_median": round(float(np.median([p[k] for p in parts[name]])), 4) for k in PARTS})
-        if device.type == "cuda":
-            row["peak_cuda_memory_mib"] = round(peaks[name] / 2 ** 20, 1)
+        if peaks[name]:
+            row["cuda_peak_allocated_mib" if device.type == "cuda" else "process_peak_rss_mib"] = \
+                round(peaks[name] / 2 ** 20, 1)
         result["trainers"][name] = row
-    if memory and device.type == "cpu":
-        for name in names:
-            result["trainers"][name]["peak_rss_mib_alone"] = _peak_rss_alone(
-                name, dataset, fold, configuration, plans, warmup + min(iterations, block))
     return result
-
-
-def _peak_rss_alone(name: str, dataset: str, fold: int, configuration: str, plans: str, steps: int) -> float:
-    """Peak resident memory (MiB) of a child process that builds ``name`` and trains ``steps`` steps."""
-    child = subprocess.run([sys.executable, "-m", __name__, "-d", dataset, "-c", configuration, "-p", plans,
-                            "-f", str(fold), "--alone", name, "--iterations", str(steps)],
-                           capture_output=True, text=True, env=os.environ)
-    if child.returncode != 0:
-        raise RuntimeError(f"memory run of {name} failed:\n{child.stderr[-2000:]}")
-    return json.loads(child.stdout.strip().splitlines()[-1])["peak_rss_mib"]
-
-
-def _alone(name: str, dataset: str, fold: int, configuration: str, plans: str, steps: int) -> dict:
-    from nnunet_ssl.integration.dataset import open_preprocessed
-    data = open_preprocessed(dataset, configuration, plans)
-    with tempfile.TemporaryDirectory() as scratch, _results_root(scratch), \
-            open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
-        trainer = _trainer(name, data, fold, torch.device("cpu"))
-        _steps(trainer, steps, [])
-        _finish(trainer)
-    return {"trainer": name, "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 
 def main() -> None:
@@ -156,18 +148,11 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=40, help="timed steps per trainer")
     parser.add_argument("--block", type=int, default=10, help="steps per trainer before switching")
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--memory", action="store_true",
-                        help="CPU: also each trainer's peak resident memory, alone in a child process")
-    parser.add_argument("--alone", help=argparse.SUPPRESS)  # the child of --memory
     parser.add_argument("-device", default="cpu", choices=["cpu", "cuda", "mps"])
     args = parser.parse_args()
-    if args.alone:
-        run_cli(lambda: print(json.dumps(_alone(args.alone, args.dataset, args.fold, args.configuration, args.plans,
-                                                args.iterations))))
-        return
     run_cli(lambda: print(json.dumps(semi_supervised_cost(
         args.dataset, args.fold, torch.device(args.device), args.configuration, args.plans, args.iterations,
-        args.block, args.warmup, tuple(args.trainers), args.memory), indent=1)))
+        args.block, args.warmup, tuple(args.trainers)), indent=1)))
 
 
 if __name__ == "__main__":

@@ -126,7 +126,7 @@ class BCPMixin(PseudoLabelHealth, SemiSupervisedMixin):
         self._iteration += 1
         classes = self.label_manager.num_segmentation_heads
         nan = np.full(classes, np.nan)
-        return {"loss": label_loss.detach().cpu().numpy(), "pseudo_loss": np.float64(float(pseudo_loss)),
+        return {"loss": label_loss.detach().cpu().numpy(), "pseudo_loss": np.float64(float(pseudo_loss.detach())),
                 "warm_start": np.float64(warm), "agreement": health.get("agreement", np.float64(np.nan)),
                 "confident_fraction": health.get("confident_fraction", nan),
                 "labeled_fraction": health.get("labeled_fraction", nan),

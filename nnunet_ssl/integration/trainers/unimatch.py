@@ -186,8 +186,8 @@ class UniMatchMixin(PseudoLabelHealth, SemiSupervisedMixin):
             _, mixed_labels, mixed_confident = mixed[0]
             health = self.pseudo_label_health(labels.cpu(), confident.cpu(), target)
         return {"loss": supervised_loss.detach().cpu().numpy(),
-                "strong_loss": np.float64(float(sum(strong_losses)) / len(strong_losses)),
-                "fp_loss": np.float64(float(fp_loss)), "ramp": np.float64(ramp),
+                "strong_loss": np.float64(sum(float(s.detach()) for s in strong_losses) / len(strong_losses)),
+                "fp_loss": np.float64(float(fp_loss.detach())), "ramp": np.float64(ramp),
                 "agreement": np.float64(agreement(student_labels, mixed_labels)),
                 "agreement_confident": np.float64(agreement(student_labels, mixed_labels, mixed_confident)),
                 **health, "ema_decay": np.float64(decay), "step_seconds": np.float64(perf_counter() - start),
