@@ -20,7 +20,7 @@ from nnunet_ssl.blocks.consistency import (consistency_share, consistency_weight
 from nnunet_ssl.data.strong_views import AppendStrongViews, StrongIntensity, split_views
 from nnunet_ssl.integration.trainers.finetune import (SSLInitTrainer, SSLInitTrainer_decoderFirst,
                                                      SSLInitTrainer_lowEncoderLR, SSLScratchTrainer)
-from nnunet_ssl.integration.trainers.semi_supervised import CHECKPOINT_KEY, SemiSupervisedMixin  # noqa: F401
+from nnunet_ssl.integration.trainers.semi_supervised import SemiSupervisedMixin
 
 CASES_FILE = "mean_teacher_cases.json"  # in the fold folder: labeled / validation / unlabeled case ids
 
@@ -100,7 +100,7 @@ class MeanTeacherMixin(SemiSupervisedMixin):
     def log_epoch(self, mean: dict) -> None:
         self.print_to_log_file(
             f"mean teacher: consistency {mean['consistency']:.5f} x weight {mean['consistency_weight']:.4f} "
-            f"= {mean['consistency_share']:.2e} of the loss, "
+            f"(share of the loss {mean['consistency_share']:.2e}), "
             f"EMA decay {mean['ema_decay']:.4f}; train step {mean['step_seconds']:.3f} s, of which unlabeled batch "
             f"wait {mean['unlabeled_wait_seconds']:.3f} s, teacher forward {mean['teacher_seconds']:.3f} s, "
             f"EMA update {mean['ema_seconds']:.4f} s (the student's unlabeled half is inside its forward/backward)")
