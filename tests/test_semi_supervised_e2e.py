@@ -109,3 +109,12 @@ def test_cost_tool_times_each_trainer_against_plain(pretrained):
     with pytest.raises(SSLUserError, match="no trainer"):
         semi_supervised_cost(str(DATASET_ID), fold, torch.device("cpu"), plans=PLANS, iterations=1,
                              trainers=("SSLNoSuchTrainer",))
+
+
+def test_stacked_mean_teacher_recipes_through_stock_train(pretrained, tmp_path):
+    """A name with stacked recipes is found by nnU-Net, trains with the strong view and logs the share."""
+    fold, _ = _budget_fold(pretrained)
+    _, log = _train_and_predict(pretrained, tmp_path, "SSLMeanTeacherTrainer_weight10_shortRampup_strongView_tiny",
+                                "3d_fullres", fold)
+    assert "weight up to 10.0 by a sigmoid ramp over 1 of 4 iterations" in log
+    assert "the student sees a strong intensity view" in log and log.count("(share of the loss ") == 2
