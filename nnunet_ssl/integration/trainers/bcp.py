@@ -25,7 +25,7 @@ from nnunetv2.utilities.helpers import dummy_context
 from torch import autocast
 
 from nnunet_ssl.blocks.mixing import COPY_PASTE_SIDE, boxes_for_batch, copy_paste_box, paste
-from nnunet_ssl.blocks.pseudo_labels import agreement, confident_pseudo_labels
+from nnunet_ssl.blocks.pseudo_labels import agreement
 from nnunet_ssl.errors import SSLUserError
 from nnunet_ssl.integration.encoder_loader import unwrap
 from nnunet_ssl.integration.trainers.finetune import (SSLInitTrainer, SSLInitTrainer_decoderFirst,
@@ -97,11 +97,7 @@ class BCPMixin(PseudoLabelHealth, SemiSupervisedMixin):
                 unlabeled = unlabeled[:data.shape[0]] if unlabeled.shape[0] >= data.shape[0] else \
                     unlabeled[torch.arange(data.shape[0]) % unlabeled.shape[0]]
                 teacher_start = perf_counter()
-                with torch.no_grad():
-                    teacher_output = self._teacher_forward(unlabeled)
-                    teacher_output = teacher_output[0] if isinstance(teacher_output, (list, tuple)) else teacher_output
-                    pseudo, confident = confident_pseudo_labels(torch.softmax(teacher_output.float(), 1),
-                                                                self.HEALTH_THRESHOLD)
+                pseudo, confident = self.teacher_pseudo_labels(unlabeled, self.HEALTH_THRESHOLD)
                 self._sync()
                 teacher_seconds = perf_counter() - teacher_start
                 # unlabeled patch with a labeled box, and labeled patch with the unlabeled box [code: BCP]

@@ -26,6 +26,7 @@ from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 
 from nnunet_ssl.atomic_io import atomic_save_json, atomic_torch_save
+from nnunet_ssl.blocks.pseudo_labels import confident_pseudo_labels
 from nnunet_ssl.blocks.momentum import make_momentum_copy, mean_teacher_decay, update_momentum
 from nnunet_ssl.data.unlabeled_split import FoldCases, fold_cases
 from nnunet_ssl.errors import SSLUserError
@@ -166,6 +167,14 @@ class SemiSupervisedMixin:
 
     def _probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(logits) if self.label_manager.has_regions else torch.softmax(logits, 1)
+
+    def teacher_pseudo_labels(self, images: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """The teacher's full-resolution pseudo-labels of ``images`` and where they are confident
+        (blocks.pseudo_labels.confident_pseudo_labels), without gradient; one class per voxel (no regions)."""
+        with torch.no_grad():
+            output = self._teacher_forward(images)
+            output = output[0] if isinstance(output, (list, tuple)) else output
+            return confident_pseudo_labels(torch.softmax(output.float(), 1), threshold)
 
     def _sync(self) -> None:  # honest timings on CUDA, whose calls return before the work is done
         if self.device.type == "cuda":

@@ -37,8 +37,8 @@ from torch import autocast
 
 from nnunet_ssl.blocks.consistency import sigmoid_rampup
 from nnunet_ssl.blocks.mixing import boxes_for_batch, cutmix_box, paste
-from nnunet_ssl.blocks.pseudo_labels import (COLLAPSE_MIN_BACKGROUND, COLLAPSE_RATIO, SkipFeatureDropout, agreement, class_fractions,
-                                             collapsed_classes, confident_pseudo_labels)
+from nnunet_ssl.blocks.pseudo_labels import (COLLAPSE_MIN_BACKGROUND, COLLAPSE_RATIO, SkipFeatureDropout, agreement,
+                                             class_fractions, collapsed_classes)
 from nnunet_ssl.data.strong_views import AppendStrongViews, StrongIntensity, split_views
 from nnunet_ssl.errors import SSLUserError
 from nnunet_ssl.integration.trainers.finetune import (SSLInitTrainer, SSLInitTrainer_decoderFirst,
@@ -143,11 +143,8 @@ class UniMatchMixin(PseudoLabelHealth, SemiSupervisedMixin):
         self.optimizer.zero_grad(set_to_none=True)
         with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
             teacher_start = perf_counter()
+            labels, confident = self.teacher_pseudo_labels(weak, self.CONFIDENCE_THRESHOLD)
             with torch.no_grad():
-                teacher_output = self._teacher_forward(weak)
-                teacher_output = teacher_output[0] if isinstance(teacher_output, (list, tuple)) else teacher_output
-                labels, confident = confident_pseudo_labels(torch.softmax(teacher_output.float(), 1),
-                                                            self.CONFIDENCE_THRESHOLD)
                 # CutMix partner of sample i: sample i - 1 of the same batch (itself when the batch is 1)
                 mixed = []
                 for view in strong:
