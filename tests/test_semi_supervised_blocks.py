@@ -148,3 +148,20 @@ def test_skip_dropout_hook_perturbs_only_its_samples_and_survives_a_deep_copy():
     teacher = copy.deepcopy(decoder)
     teacher._forward_pre_hooks.clear()
     assert all(torch.equal(a, b) for a, b in zip(teacher(skips), skips)) and len(decoder._forward_pre_hooks) == 1
+
+
+def test_strong_blur_fits_thin_axes():
+    """ACDC's 3d CPU patch has 4 slices: UniMatch's sigma up to 2 made batchgeneratorsv2's reflection padding fail
+    there. Each axis's sigma is capped to what its kernel fits; in-plane the draw is unchanged."""
+    from batchgeneratorsv2.transforms.noise.gaussian_blur import _compute_kernel_size
+    from nnunet_ssl.data.strong_views import FittingGaussianBlur, fitting_sigma
+    assert fitting_sigma(4) == 1.0 and fitting_sigma(1) == 0.01 and fitting_sigma(128) == pytest.approx(127 / 3)
+    for length in range(1, 40):  # the kernel of the capped sigma always fits (truncate 6, as blur_dimension uses)
+        assert _compute_kernel_size(fitting_sigma(length), truncate=6) // 2 < length
+    blur = FittingGaussianBlur((2.0, 2.0), synchronize_channels=False, synchronize_axes=True, p_per_channel=1)
+    image = torch.randn(1, 4, 32, 24)
+    assert blur.get_parameters(image=image)["sigmas"] == [[1.0, 2.0, 2.0]]
+    out = blur(image=image.clone())["image"]  # the unpatched transform raised here
+    assert out.shape == image.shape and not torch.equal(out, image)
+    views = AppendStrongViews(StrongIntensity(blur_probability=1).transforms(), 2)(image=torch.randn(1, 1, 32, 24))
+    assert views["image"].shape == (3, 1, 32, 24)

@@ -23,6 +23,26 @@ from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
 from batchgeneratorsv2.transforms.utils.random import RandomTransform
 
 
+def fitting_sigma(axis_length: int) -> float:
+    """The largest blur sigma whose kernel fits an axis of this length. batchgeneratorsv2 pads by reflection, which
+    needs a kernel radius below the axis length, and its kernel (truncate 6, odd size) has radius at most
+    3 sigma + 0.25. A sigma of 0.01 is a one-voxel kernel: no blur along an axis of one voxel."""
+    return max(0.01, (axis_length - 1) / 3)
+
+
+class FittingGaussianBlur(GaussianBlurTransform):
+    """GaussianBlurTransform with each axis's sigma capped by ``fitting_sigma``: UniMatch draws sigma up to 2
+    pixels for 2d slices, whose kernel does not fit a patch of 4 slices (ACDC's 3d CPU plans: 4 x 128 x 96 at
+    10 x 1.5 x 1.5 mm); in-plane the draw is unchanged, through 4 slices at most sigma 1 [assumption]."""
+
+    def get_parameters(self, **data_dict) -> dict:
+        params = super().get_parameters(**data_dict)
+        sizes = data_dict["image"].shape[1:]
+        params["sigmas"] = [[min(float(s), fitting_sigma(n)) for s, n in zip(per_channel, sizes)]
+                            for per_channel in params["sigmas"]]
+        return params
+
+
 @dataclass(frozen=True)
 class StrongIntensity:
     jitter_probability: float = 0.8  # [code: UniMatch, ColorJitter applied with p = 0.8]
@@ -42,8 +62,8 @@ class StrongIntensity:
             ContrastTransform(self.contrast, preserve_range=False, synchronize_channels=False, p_per_channel=1)])
         return ComposeTransforms([
             RandomTransform(jitter, self.jitter_probability),
-            RandomTransform(GaussianBlurTransform(self.blur_sigma, synchronize_channels=False,
-                                                  synchronize_axes=True, p_per_channel=1), self.blur_probability),
+            RandomTransform(FittingGaussianBlur(self.blur_sigma, synchronize_channels=False,
+                                                synchronize_axes=True, p_per_channel=1), self.blur_probability),
             RandomTransform(GammaTransform(self.gamma, p_invert_image=0, synchronize_channels=False, p_per_channel=1,
                                            p_retain_stats=1), self.gamma_probability),
             RandomTransform(GaussianNoiseTransform(self.noise_variance, p_per_channel=1, synchronize_channels=True),
