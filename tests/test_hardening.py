@@ -407,7 +407,8 @@ def _network_and_description(pretrained, change: dict):
     ({"nonlin_kwargs": {"inplace": True, "negative_slope": 0.2}}, "refused"),
 ])
 def test_architecture_hash_is_compared_on_load(pretrained, monkeypatch, change, outcome):
-    from nnunet_ssl.integration.encoder_loader import ALLOW_ARCHITECTURE_CHANGE_ENV, load_pretrained_encoder
+    from nnunet_ssl.integration.encoder_loader import load_pretrained_encoder
+    from nnunet_ssl.integration.provenance import ALLOW_PLANS_CHANGE_ENV as ALLOW_ARCHITECTURE_CHANGE_ENV
     final = os.path.join(pretrained["folder"], "checkpoint_final.pth")
     if "n_conv_per_stage_decoder" in change:
         change["n_conv_per_stage_decoder"] = [1] * (len(_network_and_description(pretrained, {})[1]["arch_kwargs"]
