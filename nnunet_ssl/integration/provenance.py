@@ -94,14 +94,16 @@ def check_against_pretraining(meta, current: dict, path: str, environ=os.environ
     with both values) unless nnUNet_ssl_allow_plans_change=1; return the lines for the load report: warnings for
     scale differences (and for allowed meaning differences), and what could not be checked."""
     comparison = compare_with_pretraining(meta.to_dict(), current)
-    where = f"plans {meta.plans_identifier!r}, configuration {meta.configuration!r}"
+    where = f"pretrained with plans {meta.plans_identifier!r}, configuration {meta.configuration!r}" + (
+        f"; this run: plans {current['plans_identifier']!r}, configuration {current['configuration']!r}"
+        if {"plans_identifier", "configuration"} <= current.keys() else "")
     lines = []
     if comparison.refused:
         listed = "\n    ".join(comparison.refused)
         if not plans_change_allowed(environ):
             raise SSLUserError(
                 f"the pretrained encoder in {path} was pretrained with another architecture, normalisation or input "
-                f"channels than this run ({where} -> this run's); its weights would compute something else here "
+                f"channels than this run ({where}); its weights would compute something else here "
                 f"(pretraining -> this run):\n    {listed}",
                 "fine-tune with the plans and dataset used for pretraining, or pretrain for these plans; to load it "
                 f"anyway, export {ALLOW_PLANS_CHANGE_ENV}=1")

@@ -223,9 +223,9 @@ class SSLInitTrainer(MatchedScheduleTrainer):
                                    "unchanged (sha256 checked)")
         else:
             self.print_to_log_file(
-                f"WARNING: this run started from {record_line(record)}, and {problem}. Training continues from "
-                f"{source}, which holds every weight, so the continuation is unaffected; the pretraining this run "
-                f"reports ({RECORD}) can no longer be checked or reused.")
+                f"WARNING: the pretraining this run started from is no longer as {RECORD} records it: {problem}. "
+                f"Training continues from {source}, which holds every weight, so the continuation is unaffected; "
+                f"the record ({record_line(record)}) can no longer be checked against the file.")
 
     @staticmethod
     def load_pretrained(network, path: str, expected: dict | None = None):
