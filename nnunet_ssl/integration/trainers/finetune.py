@@ -107,7 +107,7 @@ class SSLScratchTrainer_linearWarmup(SSLScratchTrainer):
     LINEAR_WARMUP = True
 
 
-def user_exit(error: SSLUserError) -> SystemExit:
+def user_error(error: SSLUserError) -> SystemExit:
     """Inside nnUNetv2_train an SSLUserError ends the run with its message, without a traceback."""
     return SystemExit(f"\nnnunet-ssl error: {error.problem}" + (f"\n  Fix: {error.fix}" if error.fix else ""))
 
@@ -148,7 +148,7 @@ class SSLInitTrainer(MatchedScheduleTrainer):
             self._pretraining = None if self._may_restore(plans, configuration, fold) else \
                 self._choose_pretraining(PlansManager(plans), configuration, dataset_json)
         except SSLUserError as e:
-            raise user_exit(e) from None
+            raise user_error(e) from None
         super().__init__(plans, configuration, fold, dataset_json, device)
         self._restoring: str | None = None  # the nnU-Net checkpoint load_checkpoint restores (--c, --val)
         # initialize() calls self.build_network_architecture(...) and compiles right after; shadowing
@@ -194,7 +194,7 @@ class SSLInitTrainer(MatchedScheduleTrainer):
             sha256 = file_sha256(choice.path)
             report = self.load_pretrained(network, choice.path, choice.expected)
         except SSLUserError as e:
-            raise user_exit(e) from None
+            raise user_error(e) from None
         self.print_to_log_file(report.summary())
         record = {"path": choice.path, "method": report.meta.method, "sha256": sha256, "found_by": choice.found_by}
         if self.local_rank == 0:
