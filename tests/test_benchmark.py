@@ -247,12 +247,16 @@ def test_learning_curve_rows_are_grouped_by_iterations(tmp_path):
     assert (tmp_path / "curve.png").is_file()
 
 
-def test_tiny_matrix_runs_resumes_and_writes_results(pretrained, tmp_path):
+def test_tiny_matrix_runs_resumes_and_writes_results(pretrained, tmp_path, monkeypatch):
     out = tmp_path / "bench"
     args = [script("nnUNetv2_ssl_benchmark"), "-d", str(DATASET_ID), "-p", PLANS, "--methods", "scratch", "nnunet",
             "pcl", "--labeled", "2", "--base-folds", "0", "--length", "tiny", "--finetune", "default", "lowEncoderLR",
             "-device", "cpu", "-o", str(out)]
+    # exported in the user's shell: every pcl cell (pinned) would refuse it, so the cells must not see it
+    monkeypatch.setenv("nnUNet_ssl_weights", str(tmp_path / "some_other_checkpoint.pth"))
     first = run_command(args)
+    assert "note: nnUNet_ssl_weights set in this shell: not passed to the benchmark's commands" in first.stdout
+    monkeypatch.delenv("nnUNet_ssl_weights")
     shutil.copy(out / "benchmark.csv", tmp_path / "earlier.csv")  # what an earlier session leaves behind
     assert "| scratch | 2 | 4 | 1 |" in first.stdout and "| pcl | 2 | 4 | 1 |" in first.stdout
     assert "| pcl+lowEncoderLR | 2 | 4 | 1 |" in first.stdout and "| nnunet | 2 | 4 | 1 |" in first.stdout

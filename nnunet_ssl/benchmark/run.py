@@ -12,7 +12,7 @@ from os.path import isfile, join
 from nnunet_ssl.benchmark.metrics import case_metrics
 from nnunet_ssl.benchmark.steps import StepRunner
 from nnunet_ssl.errors import SSLUserError
-from nnunet_ssl.integration.locations import model_folder
+from nnunet_ssl.integration.locations import METHOD_ENV, WEIGHTS_ENV, model_folder
 
 SCRATCH = "scratch"  # the matched control: SSLScratchTrainer, the schedule every pretrained arm uses
 SCRATCH_RERUN = "scratch_rerun"  # the same again in its own folder: the run-to-run noise floor
@@ -109,6 +109,19 @@ def plan_cells(methods: list[str], rows: list[dict], lengths: list[str] | str,
                                        "see nnunet_ssl/integration/trainers/registry.py for the names")
                 cells += [Cell(method, r["labeled"], r["base_fold"], r["fold"], name, finetune, length) for r in rows]
     return cells
+
+
+# variables that choose a pretraining: every pretrained cell's trainer name pins its method (SSLInitTrainer_<method>),
+# so no cell needs them, and one exported in the shell would make every arm load the same checkpoint (a pinned
+# trainer refuses it)
+PRETRAINING_CHOICE_ENV = (WEIGHTS_ENV, METHOD_ENV)
+
+
+def cell_environment(environ) -> tuple[dict, list[str]]:
+    """The environment the benchmark's commands run in: ``environ`` without PRETRAINING_CHOICE_ENV; and the
+    names it removed."""
+    removed = [name for name in PRETRAINING_CHOICE_ENV if name in environ]
+    return {k: v for k, v in environ.items() if k not in PRETRAINING_CHOICE_ENV}, removed
 
 
 def cell_folder(cell: Cell, dataset_name: str, configuration: str, plans: str, results_root: str) -> str:

@@ -28,9 +28,9 @@ def benchmark(dataset: str, methods: list[str], budgets: list[int], base_folds: 
     from nnunetv2.paths import nnUNet_preprocessed
 
     from nnunet_ssl.benchmark.report import benchmark_report, plot_training_curves, pretraining_table
-    from nnunet_ssl.benchmark.run import (REFERENCE_ARMS, SCRATCH, earlier_case_rows, evaluate_cells,
-                                          missing_summaries, plan_cells, pretraining_summary, rerun_case_rows,
-                                          run_matrix, same_run, split_arm, training_curves)
+    from nnunet_ssl.benchmark.run import (REFERENCE_ARMS, SCRATCH, cell_environment, earlier_case_rows,
+                                          evaluate_cells, missing_summaries, plan_cells, pretraining_summary,
+                                          rerun_case_rows, run_matrix, same_run, split_arm, training_curves)
     from nnunet_ssl.benchmark.steps import StepRunner
     from nnunet_ssl.integration import locations
     from nnunet_ssl.integration.dataset import dataset_id_of, open_preprocessed
@@ -61,7 +61,11 @@ def benchmark(dataset: str, methods: list[str], budgets: list[int], base_folds: 
     cpu_env = cpu_worker_env(device)
     if not report_only:
         pretrain = not_pretrained()
-        runner = StepRunner(dict(os.environ), join(out_dir, "logs"), total_steps=len(pretrain) + len(to_train))
+        env, removed = cell_environment(os.environ)
+        if removed:
+            print(f"note: {' and '.join(removed)} set in this shell: not passed to the benchmark's commands (each "
+                  "pretrained arm loads the pretraining its trainer's name pins; the variables would override it)")
+        runner = StepRunner(env, join(out_dir, "logs"), total_steps=len(pretrain) + len(to_train))
         for method in pretrain:
             runner.run(f"pretrain_{method}", ["nnUNetv2_ssl_pretrain", "-d", str(dataset_id), "-c", configuration,
                                               "-p", plans, "-m", method, "-device", device]

@@ -55,6 +55,12 @@ class SSLCheckpointMeta:
     # {} in checkpoints written before issue 10 (SSLInitTrainer then has no verdict to check)
     health: dict = field(default_factory=dict)
     resumes: list = field(default_factory=list)  # one {"epoch": E, "time": ISO} per --c that continued
+    # what the data looked like (provenance.training_data_description); None in checkpoints written before
+    # issue 37: a fine-tuning then cannot compare them and says so
+    data_identifier: str | None = None
+    use_mask_for_norm: list | None = None
+    spacing: list | None = None  # the configuration's target spacing
+    patch_size: list | None = None  # the plans' patch of the configuration (the pretraining patch is in hparams)
     versions: dict = field(default_factory=package_versions)
     format_version: int = FORMAT_VERSION
 

@@ -31,6 +31,7 @@ from nnunet_ssl.blocks.health import he_std
 from nnunet_ssl.errors import SSLUserError
 from nnunet_ssl.integration.checkpoint import (DECODER_EXCLUDED_PREFIXES, SSLCheckpointMeta, load_checkpoint,
                                                load_encoder_checkpoint)
+from nnunet_ssl.integration.provenance import check_against_pretraining
 
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DDP and torch.compile
 KEEP_WEIGHT_SCALE_ENV = "nnUNet_ssl_keep_weight_scale"
@@ -250,9 +251,6 @@ def check_pretraining_health(meta: SSLCheckpointMeta, path: str, environ=os.envi
         "to fine-tune from it anyway")
 
 
-ALLOW_ARCHITECTURE_CHANGE_ENV = "nnUNet_ssl_allow_architecture_change"
-
-
 def _named_by_variable(path: str) -> str:
     from nnunet_ssl.integration.locations import WEIGHTS_ENV
     return WEIGHTS_ENV if os.environ.get(WEIGHTS_ENV) == path else ""
@@ -271,31 +269,6 @@ def load_checkpoint_file(path: str) -> tuple[dict, SSLCheckpointMeta]:
                            f"it to load the finished pretraining of this dataset, plans and configuration") from None
 
 
-def check_architecture(meta: SSLCheckpointMeta, current: dict, path: str) -> str | None:
-    """Compare the pretraining's architecture with the one being built, after the weight shapes fit.
-
-    Equal hashes: nothing to say. Otherwise the remaining differences are in fields without weights
-    (nonlinearity, normalisation settings, strides, dropout): the weights load, but the encoder then
-    computes something else than what was pretrained, so this refuses, listing the fields; with
-    nnUNet_ssl_allow_architecture_change=1 it returns a warning for the log instead."""
-    from nnunet_ssl.integration.encoder import architecture_differences, description_hash
-    if description_hash(current) == meta.architecture_hash:
-        return None
-    differences = architecture_differences(meta.architecture, current)
-    if not differences:
-        return None  # e.g. only the decoder differs
-    listed = "\n    ".join(differences)
-    if os.environ.get(ALLOW_ARCHITECTURE_CHANGE_ENV, "").lower() in ("1", "true", "yes"):
-        return (f"WARNING: the pretrained encoder in {path} was trained with another architecture; loaded anyway "
-                f"({ALLOW_ARCHITECTURE_CHANGE_ENV} is set):\n    {listed}")
-    raise SSLUserError(
-        f"the pretrained encoder in {path} has the right weight shapes but was pretrained with another "
-        f"architecture (plans {meta.plans_identifier!r}, configuration {meta.configuration!r}); the weights "
-        f"would compute something else here:\n    {listed}",
-        "fine-tune with the plans used for pretraining, or pretrain for these plans; to load it anyway, "
-        f"export {ALLOW_ARCHITECTURE_CHANGE_ENV}=1")
-
-
 def first_stage_keys(encoder_state: dict) -> list[str]:
     """The encoder's full-resolution first stage: ``stages.0.*`` and, in a ResidualEncoder, its ``stem.*``."""
     return sorted(k for k in encoder_state if k.startswith(("stages.0.", "stem.")))
@@ -303,9 +276,10 @@ def first_stage_keys(encoder_state: dict) -> list[str]:
 
 def load_pretrained_encoder(network: nn.Module, path: str, architecture: dict | None = None,
                             rescale: bool | None = None, environ=os.environ,
-                            fresh_first_stage: bool = False) -> LoadReport:
-    """Load the checkpoint's encoder into ``network.encoder``. ``architecture`` (encoder.comparable_description
-    of the configuration being trained) is compared with the pretraining's (check_architecture); ``rescale``
+                            fresh_first_stage: bool = False, expected: dict | None = None) -> LoadReport:
+    """Load the checkpoint's encoder into ``network.encoder``. ``expected`` (provenance.training_data_description
+    of the run), or only its ``architecture`` (encoder.comparable_description), is compared with what the
+    pretraining recorded (provenance.check_against_pretraining), after the weight shapes fit; ``rescale``
     (default: on unless nnUNet_ssl_keep_weight_scale=1) rescales the convs that feed InstanceNorm to He-init std;
     ``fresh_first_stage`` keeps the network's own random init in the first stage (first_stage_keys)."""
     state, meta = load_checkpoint_file(path)  # on CPU; load_state_dict copies to the module's device
@@ -320,7 +294,9 @@ def load_pretrained_encoder(network: nn.Module, path: str, architecture: dict | 
     with torch.no_grad():
         adapted = adapt_input_projection(network, encoder_state, state)
     refuse_mismatches("encoder", encoder_mismatches(encoder_state, state), path, meta)
-    warning = check_architecture(meta, architecture, path) if architecture is not None else None
+    if expected is None and architecture is not None:
+        expected = {"architecture": architecture}
+    checks = check_against_pretraining(meta, expected, path, environ) if expected is not None else []
     encoder.load_state_dict(state, strict=True)
     rescaled, skipped = rescale_convs_to_he_std(encoder) if rescale else ({}, [])
     encoder.load_state_dict(fresh, strict=False)  # after the rescale: the random init exactly as it was
@@ -329,7 +305,7 @@ def load_pretrained_encoder(network: nn.Module, path: str, architecture: dict | 
     return LoadReport(path=path, meta=meta, loaded=len(loaded), adapted=adapted,
                       rescaled={k: v for k, v in rescaled.items() if f"{k}.weight" not in fresh},
                       rescale_skipped=skipped, rescale_disabled=not rescale, fresh_first_stage=sorted(fresh),
-                      warnings=[warning] if warning else [])
+                      warnings=checks)
 
 
 def refuse_mismatches(part: str, problems: list[str], path: str, meta: SSLCheckpointMeta) -> None:
@@ -344,7 +320,7 @@ def refuse_mismatches(part: str, problems: list[str], path: str, meta: SSLCheckp
 
 
 def load_pretrained_network(network: nn.Module, path: str, architecture: dict | None = None,
-                            rescale: bool | None = None) -> LoadReport:
+                            rescale: bool | None = None, expected: dict | None = None) -> LoadReport:
     """Encoder (as ``load_pretrained_encoder``) and decoder from a full-network checkpoint (reconstruction
     methods), except the segmentation output layers (``decoder.seg_layers.*``), which keep their random
     init: the checkpoint's had one output per input channel, not one per class. The report lists the
@@ -354,7 +330,7 @@ def load_pretrained_network(network: nn.Module, path: str, architecture: dict | 
         raise SSLUserError(f"{path} ({meta.method}) holds only an encoder, no decoder to load.",
                            "fine-tune it with SSLInitTrainer (encoder only), or pretrain a method that trains the "
                            "whole network (-m mae or -m models_genesis)")
-    report = load_pretrained_encoder(network, path, architecture, rescale)
+    report = load_pretrained_encoder(network, path, architecture, rescale, expected=expected)
     decoder = unwrap(network).decoder
     target = {k: v for k, v in decoder.state_dict().items() if not k.startswith(DECODER_EXCLUDED_PREFIXES)}
     source = strip_wrapper_prefixes(decoder_state)

@@ -61,12 +61,24 @@ def available_pretrainings(dataset_name: str, plans_identifier: str, configurati
 
 
 def find_pretrained_checkpoint(dataset_name: str, plans_identifier: str, configuration: str,
-                               method: str | None = None) -> str:
-    """The checkpoint a fine-tuning run should load; never guesses between several."""
-    explicit = os.environ.get(WEIGHTS_ENV)
+                               method: str | None = None, environ=os.environ) -> tuple[str, str]:
+    """The checkpoint a fine-tuning run should load and what chose it; never guesses between several.
+
+    ``method`` is the method a trainer pins (``SSLInitTrainer_simclr``): nnUNet_ssl_method cannot override
+    it (another value is refused, naming both); nnUNet_ssl_weights still names the file, and the trainer
+    refuses it unless the file's metadata names the pinned method (``check_pinned_method``)."""
+    variable_method = environ.get(METHOD_ENV) or None
+    if method is not None and variable_method is not None and variable_method != method:
+        raise SSLUserError(f"this trainer is pinned to the {method!r} pretraining, and {METHOD_ENV}="
+                           f"{variable_method} asks for another.",
+                           f"unset {METHOD_ENV} (the trainer's name chooses), or train the trainer pinned to "
+                           f"{variable_method!r} (..._{variable_method}...)")
+    explicit = environ.get(WEIGHTS_ENV)
     if explicit:
-        return explicit
-    method = method or os.environ.get(METHOD_ENV) or None
+        return explicit, WEIGHTS_ENV
+    found_by = "the trainer's pinned method" if method else f"{METHOD_ENV}={variable_method}" if variable_method \
+        else "the only finished pretraining"
+    method = method or variable_method
     found = available_pretrainings(dataset_name, plans_identifier, configuration)
     pretrain_cmd = (f"nnUNetv2_ssl_pretrain -d {dataset_name} -c {configuration} -p {plans_identifier}"
                     + (f" -m {method}" if method else ""))
@@ -74,7 +86,7 @@ def find_pretrained_checkpoint(dataset_name: str, plans_identifier: str, configu
         if method not in found:
             raise SSLUserError(f"no finished {method!r} pretraining for {dataset_name} / {plans_identifier} / "
                                f"{configuration} (found: {sorted(found) or 'none'}).", pretrain_cmd)
-        return found[method]
+        return found[method], found_by
     if not found:
         raise SSLUserError(f"no pretrained encoder for {dataset_name} / {plans_identifier} / {configuration} "
                            f"under {join(str(nnUNet_results), dataset_name)}.",
@@ -83,4 +95,17 @@ def find_pretrained_checkpoint(dataset_name: str, plans_identifier: str, configu
         raise SSLUserError(f"several pretrainings exist for {dataset_name} / {plans_identifier} / {configuration}: "
                            f"{sorted(found)}; which one to load is ambiguous.",
                            f"export {METHOD_ENV}=<one of {sorted(found)}>")
-    return next(iter(found.values()))
+    return next(iter(found.values())), found_by
+
+
+def check_pinned_method(pinned: str | None, checkpoint_method: str, path: str, found_by: str) -> None:
+    """A trainer pinned to a method loads only a pretraining of that method, whoever named the file."""
+    if pinned is None or checkpoint_method == pinned:
+        return
+    named = f"{WEIGHTS_ENV}={path}" if found_by == WEIGHTS_ENV else path
+    raise SSLUserError(f"this trainer is pinned to the {pinned!r} pretraining, and {named} holds a "
+                       f"{checkpoint_method!r} pretraining.",
+                       f"unset {WEIGHTS_ENV} (the trainer's name chooses), point it at a {pinned!r} checkpoint, or "
+                       f"train the trainer pinned to {checkpoint_method!r}" if found_by == WEIGHTS_ENV else
+                       f"that folder holds another method's checkpoint: pretrain {pinned!r} again "
+                       f"(nnUNetv2_ssl_pretrain -m {pinned}) after moving it away")

@@ -28,9 +28,10 @@ from nnunet_ssl.atomic_io import atomic_torch_save
 from nnunet_ssl.integration.checkpoint import SSLCheckpointMeta, decoder_weights, save_final_checkpoint
 from nnunet_ssl.integration.dataset import PreprocessedDataset
 from nnunet_ssl.integration.encoder_loader import rescale_convs_to_he_std
-from nnunet_ssl.integration.encoder import (architecture_description, architecture_hash, bottleneck_channels,
-                                            build_planned_network, build_reconstruction_network)
+from nnunet_ssl.integration.encoder import (architecture_hash, bottleneck_channels, build_planned_network,
+                                            build_reconstruction_network)
 from nnunet_ssl.integration.progress import ProgressLog, save_preview
+from nnunet_ssl.integration.provenance import training_data_description
 from nnunet_ssl.methods import DataGeometry, Hyperparameters, get_method
 from nnunet_ssl.methods.base import Range
 
@@ -258,14 +259,12 @@ class Pretrainer:
         d, cfg = self.data, self.data.configuration
         hparams = {"method": self.method.config.to_dict(), "schedule": self.schedule.to_dict(),
                    "derived": self.method.derived_values()}
+        # plans, data identifier, channels, normalisation, spacing, patch, architecture: what fine-tuning compares
+        trained_on = training_data_description(d.plans_manager, d.configuration_name, cfg, d.dataset_json,
+                                               d.num_input_channels)
         return SSLCheckpointMeta(
             method=self.method.name, hparams=hparams, dataset_name=d.dataset_name,
-            plans_identifier=d.plans_manager.plans_name, configuration=d.configuration_name,
-            architecture_hash=architecture_hash(cfg), architecture=json.loads(json.dumps(
-                architecture_description(cfg), default=str)),
-            num_input_channels=d.num_input_channels,
-            channel_names=dict(d.dataset_json.get("channel_names", d.dataset_json.get("modality", {}))),
-            normalization_schemes=list(cfg.normalization_schemes), seed=self.schedule.seed,
+            architecture_hash=architecture_hash(cfg), **trained_on, seed=self.schedule.seed,
             case_ids=list(d.case_ids), epochs_completed=self.epoch,
             final_metrics=self.log.history[-1] if self.log.history else {}, health=self.health(),
             resumes=list(self.resumes))

@@ -1,13 +1,21 @@
 """SSLInitTrainer and its matched from-scratch control: same schedule, only the init differs."""
+from dataclasses import dataclass
+from os.path import basename, isfile, join
+
 import numpy as np
 import torch
 from nnunetv2.training.lr_scheduler.warmup import Lin_incr_LRScheduler, PolyLRScheduler_offset
 from nnunetv2.training.nnUNetTrainer.variants.lr_schedule.nnUNetTrainer_warmup import nnUNetTrainer_warmup
+from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunet_ssl.errors import SSLUserError
-from nnunet_ssl.integration.encoder import comparable_description
-from nnunet_ssl.integration.encoder_loader import load_pretrained_encoder, load_pretrained_network, unwrap
-from nnunet_ssl.integration.locations import find_pretrained_checkpoint
+from nnunet_ssl.integration.encoder_loader import (check_pretraining_health, load_checkpoint_file,
+                                                   load_pretrained_encoder, load_pretrained_network, unwrap)
+from nnunet_ssl.integration.locations import check_pinned_method, find_pretrained_checkpoint, model_folder
+from nnunet_ssl.integration.provenance import (RECORD, check_against_pretraining, file_sha256, read_record,
+                                               record_line, record_problem, training_data_description,
+                                               write_record)
 from nnunet_ssl.integration.trainers.sized import SizedTrainer
 
 
@@ -99,42 +107,130 @@ class SSLScratchTrainer_linearWarmup(SSLScratchTrainer):
     LINEAR_WARMUP = True
 
 
+def user_error(error: SSLUserError) -> SystemExit:
+    """Inside nnUNetv2_train an SSLUserError ends the run with its message, without a traceback."""
+    return SystemExit(f"\nnnunet-ssl error: {error.problem}" + (f"\n  Fix: {error.fix}" if error.fix else ""))
+
+
+# the files nnUNetv2_train --c / --val restore every weight from (run_training.maybe_load_checkpoint)
+NNUNET_CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth")
+
+
+@dataclass
+class PretrainingChoice:
+    path: str
+    found_by: str  # what chose the file: nnUNet_ssl_weights, the pinned method, nnUNet_ssl_method, the only one
+    expected: dict  # provenance.training_data_description of this run
+
+
 class SSLInitTrainer(MatchedScheduleTrainer):
     """Fine-tunes from a pretrained encoder (nnUNetv2_ssl_pretrain).
 
     The encoder is loaded into ``network.encoder`` right after nnU-Net builds the network inside
     initialize(), before torch.compile and DDP wrap it. The checkpoint is the finished pretraining
     for this dataset, plans and configuration; ``nnUNet_ssl_method`` picks one when several exist
-    and ``nnUNet_ssl_weights`` names a file directly. The decoder keeps its random init.
+    and ``nnUNet_ssl_weights`` names a file directly; a trainer pinned to a method
+    (``PRETRAINING_METHOD``) loads only that method's. The decoder keeps its random init.
+
+    Which file was loaded (path, method, sha256) goes into the training log and ``pretrained_init.json`` in
+    the fold folder. ``--c`` and ``--val`` restore every weight from nnU-Net's own checkpoint: they load no
+    pretraining and look none up, they report the record instead (and --c says when the recorded file is gone
+    or changed).
     """
 
     PRETRAINING_METHOD: str | None = None  # variants may pin a method
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
+        try:
+            # chosen and checked before nnU-Net makes the fold folder and its log, so a refusal writes nothing;
+            # a folder with an nnU-Net checkpoint may be --c or --val, which need no pretraining (initialize)
+            self._pretraining = None if self._may_restore(plans, configuration, fold) else \
+                self._choose_pretraining(PlansManager(plans), configuration, dataset_json)
+        except SSLUserError as e:
+            raise user_error(e) from None
         super().__init__(plans, configuration, fold, dataset_json, device)
+        self._restoring: str | None = None  # the nnU-Net checkpoint load_checkpoint restores (--c, --val)
         # initialize() calls self.build_network_architecture(...) and compiles right after; shadowing
         # it on the instance is the one hook between the two. Inference calls the static method on
         # the class and so builds the plain network.
         self.build_network_architecture = self._build_network_with_pretrained_encoder
 
+    def _may_restore(self, plans: dict, configuration: str, fold) -> bool:
+        folder = join(model_folder(plans["dataset_name"], type(self).__name__, plans["plans_name"], configuration),
+                      f"fold_{fold}")
+        return any(isfile(join(folder, name)) for name in NNUNET_CHECKPOINTS)
+
+    def _choose_pretraining(self, plans_manager: PlansManager, configuration_name: str,
+                            dataset_json: dict) -> PretrainingChoice:
+        """Which checkpoint, and every refusal that needs only its metadata: a pinned method, health, plans."""
+        configuration = plans_manager.get_configuration(configuration_name)
+        expected = training_data_description(
+            plans_manager, configuration_name, configuration, dataset_json,
+            determine_num_input_channels(plans_manager, configuration, dataset_json))
+        path, found_by = find_pretrained_checkpoint(plans_manager.dataset_name, plans_manager.plans_name,
+                                                    configuration_name, self.PRETRAINING_METHOD)
+        _, meta = load_checkpoint_file(path)
+        check_pinned_method(self.PRETRAINING_METHOD, meta.method, path, found_by)
+        check_pretraining_health(meta, path)
+        check_against_pretraining(meta, expected, path)  # refusals here; the load report carries the warnings
+        return PretrainingChoice(path, found_by, expected)
+
+    def load_checkpoint(self, filename_or_checkpoint):
+        if not self.was_initialized:  # --c / --val: initialize() comes next, and this checkpoint overwrites it all
+            self._restoring = filename_or_checkpoint if isinstance(filename_or_checkpoint, str) else "a checkpoint"
+        super().load_checkpoint(filename_or_checkpoint)
+
     def _build_network_with_pretrained_encoder(self, plans_manager, configuration_manager, num_input_channels,
                                                num_output_channels, enable_deep_supervision=True):
         network = type(self).build_network_architecture(plans_manager, configuration_manager, num_input_channels,
                                                         num_output_channels, enable_deep_supervision)
+        if self._restoring is not None:
+            self._report_restored_run()
+            return network
         try:
-            path = find_pretrained_checkpoint(plans_manager.dataset_name, plans_manager.plans_name,
-                                              self.configuration_name, self.PRETRAINING_METHOD)
-            report = self.load_pretrained(network, path, comparable_description(configuration_manager))
+            choice = self._pretraining or self._choose_pretraining(plans_manager, self.configuration_name,
+                                                                   self.dataset_json)
+            sha256 = file_sha256(choice.path)
+            report = self.load_pretrained(network, choice.path, choice.expected)
         except SSLUserError as e:
-            raise SystemExit(f"\nnnunet-ssl error: {e.problem}" + (f"\n  Fix: {e.fix}" if e.fix else "")) from None
+            raise user_error(e) from None
         self.print_to_log_file(report.summary())
+        record = {"path": choice.path, "method": report.meta.method, "sha256": sha256, "found_by": choice.found_by}
+        if self.local_rank == 0:
+            record = write_record(self.output_folder, choice.path, choice.found_by, report.meta, sha256,
+                                  type(self).__name__)
+        self.print_to_log_file(f"{record_line(record)}; recorded in {join(self.output_folder, RECORD)}")
         return network
 
+    def _report_restored_run(self) -> None:
+        """--c / --val: nnU-Net's checkpoint holds every weight; say what the run started from, look nothing up."""
+        source = basename(self._restoring)
+        record = read_record(self.output_folder)
+        if record is None:
+            self.print_to_log_file(f"weights from {source}; no pretraining loaded or looked up. This fold folder has "
+                                   f"no {RECORD} (started before nnunet-ssl recorded it): which pretraining the run "
+                                   "started from is in its first training log")
+            return
+        if source == NNUNET_CHECKPOINTS[0]:  # a finished run (--val): the pretraining is not needed at all
+            self.print_to_log_file(f"weights from {source}; no pretraining loaded. The run started from "
+                                   f"{record_line(record)}")
+            return
+        problem = record_problem(record)
+        if problem is None:
+            self.print_to_log_file(f"continuing from {source}; the run started from {record_line(record)}, "
+                                   "unchanged (sha256 checked)")
+        else:
+            self.print_to_log_file(
+                f"WARNING: the pretraining this run started from is no longer as {RECORD} records it: {problem}. "
+                f"Training continues from {source}, which holds every weight, so the continuation is unaffected; "
+                f"the record ({record_line(record)}) can no longer be checked against the file.")
+
     @staticmethod
-    def load_pretrained(network, path: str, architecture: dict | None = None):
-        """What of the checkpoint goes into the network; variants override (default: the encoder)."""
-        return load_pretrained_encoder(network, path, architecture)
+    def load_pretrained(network, path: str, expected: dict | None = None):
+        """What of the checkpoint goes into the network; variants override (default: the encoder). ``expected``:
+        provenance.training_data_description of this run, compared with the checkpoint's."""
+        return load_pretrained_encoder(network, path, expected=expected)
 
 
 class SSLInitTrainer_linearWarmup(SSLInitTrainer):
@@ -170,8 +266,8 @@ class SSLInitTrainer_fullNetwork(SSLInitTrainer):
     SSLInitTrainer; a checkpoint without a decoder (contrastive methods) is refused."""
 
     @staticmethod
-    def load_pretrained(network, path: str, architecture: dict | None = None):
-        return load_pretrained_network(network, path, architecture)
+    def load_pretrained(network, path: str, expected: dict | None = None):
+        return load_pretrained_network(network, path, expected=expected)
 
 
 class SSLInitTrainer_freshFirstStage(SSLInitTrainer):
@@ -183,5 +279,5 @@ class SSLInitTrainer_freshFirstStage(SSLInitTrainer):
     nothing: level with scratch and with the whole encoder loaded (docs/benchmarks)."""
 
     @staticmethod
-    def load_pretrained(network, path: str, architecture: dict | None = None):
-        return load_pretrained_encoder(network, path, architecture, fresh_first_stage=True)
+    def load_pretrained(network, path: str, expected: dict | None = None):
+        return load_pretrained_encoder(network, path, fresh_first_stage=True, expected=expected)

@@ -31,14 +31,10 @@ from nnunet_ssl.blocks.momentum import make_momentum_copy, mean_teacher_decay, u
 from nnunet_ssl.data.unlabeled_split import FoldCases, fold_cases
 from nnunet_ssl.errors import SSLUserError
 from nnunet_ssl.integration.encoder_loader import unwrap
+from nnunet_ssl.integration.trainers.finetune import user_error
 from nnunet_ssl.integration.unlabeled import CombinedCases, WithoutClassLocations, plugin_folder
 
 CHECKPOINT_KEY = "nnunet_ssl_mean_teacher"  # the student's weights; 'network_weights' is the teacher
-
-
-def user_error(error: SSLUserError) -> SystemExit:
-    """Inside nnUNetv2_train an SSLUserError ends the run with its message, without a traceback."""
-    return SystemExit(f"\nnnunet-ssl error: {error.problem}" + (f"\n  Fix: {error.fix}" if error.fix else ""))
 
 
 class SemiSupervisedMixin:
