@@ -197,6 +197,29 @@ def _data_geometry(data: PreprocessedDataset, cases, requested_patch_size) -> Da
                         list(data.plans_manager.transpose_forward))
 
 
+def continuation_conflict(saved_meta: dict, hparams: dict, case_ids: list[str], folder: str,
+                          parts: tuple[str, ...] = ("method", "schedule", "derived")) -> SSLUserError | None:
+    """Why --c may not continue (or, finished, stand for) the run in ``folder`` whose metadata is
+    ``saved_meta``: other cases, or other ``parts`` of the hyperparameters (each differing one named), or None.
+    A finished run is compared without "derived" (those need the method built on the data)."""
+    before, now = set(saved_meta["case_ids"]), set(case_ids)
+    if before != now:
+        added, removed = sorted(now - before), sorted(before - now)
+        return SSLUserError(f"--c with other cases than the run in {folder} ({len(added)} added, e.g. {added[:3]}; "
+                            f"{len(removed)} missing, e.g. {removed[:3]}).",
+                            "continue with the original --unlabeled / --imagesTs options, or move that folder "
+                            "away to start over")
+    saved, asked = (json.loads(json.dumps(h, default=str)) for h in (saved_meta["hparams"], hparams))
+    differing = [f"{part}.{key} {saved.get(part, {}).get(key)!r} there, {asked.get(part, {}).get(key)!r} now"
+                 for part in parts for key in sorted(set(saved.get(part, {})) | set(asked.get(part, {})))
+                 if saved.get(part, {}).get(key) != asked.get(part, {}).get(key)]
+    if differing:
+        return SSLUserError(f"--c with other hyperparameters than the run in {folder}: {'; '.join(differing)}.",
+                            "continue with the original options (schedule options, --set, --recipe), or move "
+                            "that folder away to start over")
+    return None
+
+
 class Pretrainer:
     def __init__(self, data: PreprocessedDataset, method_name: str, method_config: dict, schedule: PretrainSchedule,
                  device: torch.device, output_folder: str):
@@ -303,16 +326,10 @@ class Pretrainer:
         except Exception as e:  # truncated or corrupt: nothing to continue from
             raise SSLUserError(f"{path} is not readable (truncated or corrupt?): {type(e).__name__}.",
                                f"move {self.output_folder} away and run without --c to start over") from None
-        before, now = set(state["meta"]["case_ids"]), set(self.data.case_ids)
-        if before != now:
-            added, removed = sorted(now - before), sorted(before - now)
-            raise SSLUserError(f"--c with other cases than the run in {self.output_folder} ({len(added)} added, "
-                               f"e.g. {added[:3]}; {len(removed)} missing, e.g. {removed[:3]}).",
-                               "continue with the original --unlabeled / --imagesTs options, or move that folder "
-                               "away to start over")
-        if state["meta"]["hparams"] != self.metadata().hparams:
-            raise SSLUserError(f"--c with other hyperparameters than the run in {self.output_folder}.",
-                               "continue with the original options, or remove that folder to start over")
+        conflict = continuation_conflict(state["meta"], self.metadata().hparams, self.data.case_ids,
+                                         self.output_folder)
+        if conflict is not None:
+            raise conflict
         self.method.load_state_dict(state["method_state"])
         self.optimizer.load_state_dict(state["optimizer_state"])
         self.lr_scheduler.load_state_dict(state["scheduler_state"])

@@ -305,9 +305,10 @@ def _preprocess_case(files: list[str], output_folder: str, case_id: str, record:
                 os.remove(tmp + suffix)
 
 
-def prepare_unlabeled(dataset_name: str, plans_manager: PlansManager, config: ConfigurationManager,
-                      dataset_json: dict, folders: list[str], labeled_ids: list[str]) -> UnlabeledCases:
-    """Find, check and (where needed) preprocess the unlabeled cases of ``folders``."""
+def find_unlabeled(dataset_name: str, dataset_json: dict, folders: list[str], labeled_ids: list[str]
+                   ) -> tuple[dict[str, list[str]], int]:
+    """{case id: its raw files} of the unlabeled ``folders`` and how many distinct folders they are;
+    reads names only (a finished pretraining asked to continue compares its cases with these)."""
     file_ending = dataset_json["file_ending"]
     channel_names = dataset_json.get("channel_names", dataset_json.get("modality", {}))
     sources: dict[str, list[str]] = {}
@@ -328,6 +329,13 @@ def prepare_unlabeled(dataset_name: str, plans_manager: PlansManager, config: Co
     if clashes:
         raise SSLUserError(f"unlabeled case id {clashes[0]!r} is also a labeled case id of {dataset_name}.",
                            "rename the unlabeled folder")
+    return sources, len(seen)
+
+
+def prepare_unlabeled(dataset_name: str, plans_manager: PlansManager, config: ConfigurationManager,
+                      dataset_json: dict, folders: list[str], labeled_ids: list[str]) -> UnlabeledCases:
+    """Find, check and (where needed) preprocess the unlabeled cases of ``folders``."""
+    sources, n_folders = find_unlabeled(dataset_name, dataset_json, folders, labeled_ids)
     output_folder = plugin_folder(dataset_name, config.data_identifier)
     os.makedirs(output_folder, exist_ok=True)
     signature = preprocessing_signature(plans_manager, config)
@@ -342,6 +350,6 @@ def prepare_unlabeled(dataset_name: str, plans_manager: PlansManager, config: Co
                 _preprocess_case(sources[case_id], output_folder, case_id, records[case_id],
                                  plans_manager, config, dataset_json)
     if main:
-        print(f"unlabeled: {len(case_ids)} case(s) from {len(seen)} folder(s), {len(todo)} preprocessed now, "
+        print(f"unlabeled: {len(case_ids)} case(s) from {n_folders} folder(s), {len(todo)} preprocessed now, "
               f"in {output_folder}")
     return UnlabeledCases(output_folder, case_ids, sources)
