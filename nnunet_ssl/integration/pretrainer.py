@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from nnunet_ssl.blocks.distributed import rank, world_size
 from nnunet_ssl.blocks.health import health_plateau, learning_verdict, stage_redundancy, weight_scale_ratios
-from nnunet_ssl.data.positions import largest_useful_patch
+from nnunet_ssl.data.positions import largest_useful_patch, smallest_trainable_patch, too_small_patch_problem
 from nnunet_ssl.errors import SSLUserError
 from nnunet_ssl.integration import locations
 from nnunet_ssl.atomic_io import atomic_torch_save
@@ -172,6 +172,11 @@ def _data_geometry(data: PreprocessedDataset, cases, requested_patch_size) -> Da
                            f"{list(data.configuration.patch_size)} and strides for {len(divisors)} axes; "
                            "only nnU-Net's 2D and 3D U-Net configurations are supported.",
                            "use -c 2d or -c 3d_fullres")
+    plans_too_small = too_small_patch_problem(data.configuration.patch_size, divisors)
+    if plans_too_small and requested_patch_size is None:
+        raise SSLUserError(f"the plans {data.plans_manager.plans_name} {data.configuration_name}: {plans_too_small}.",
+                           "plan again with a larger patch (nnUNetv2_ssl_plan_cpu --overwrite with a larger "
+                           "--max-patch-voxels), or pass --patch-size")
     shapes, directions = [], []
     for case in data.case_ids:
         image, _seg, _prev, properties = cases.load_case(case)
@@ -183,6 +188,11 @@ def _data_geometry(data: PreprocessedDataset, cases, requested_patch_size) -> Da
             raise SSLUserError(f"patch size {list(requested_patch_size)} does not fit the network: each axis must "
                                f"be a multiple of its total stride {divisors}.",
                                "choose --patch-size with multiples of " + " ".join(map(str, divisors)))
+        too_small = too_small_patch_problem(requested_patch_size, divisors)
+        if too_small:
+            raise SSLUserError(f"--patch-size: {too_small}.",
+                               "pass a --patch-size with more than one total stride on some axis, e.g. "
+                               + " ".join(map(str, smallest_trainable_patch(divisors))))
         limit = largest_useful_patch(divisors, shapes, data.configuration.patch_size)
         if any(s > m for s, m in zip(requested_patch_size, limit)):
             raise SSLUserError(f"patch size {list(requested_patch_size)} is larger than the data allow: at most "
@@ -251,6 +261,12 @@ class Pretrainer:
             network = build_planned_network(data.plans_manager, data.configuration, data.dataset_json,
                                             data.num_input_channels)
             self.method = method_class(network.encoder, bottleneck_channels(data.configuration), config, geometry)
+        derived = self.method.derived_values()  # the method may shorten the patch (PCL) or plan clips (MLSSCL)
+        network_input = derived.get("patch_size") or derived.get("clip_shape")
+        too_small = too_small_patch_problem(network_input, geometry.divisors) if network_input else None
+        if too_small:
+            raise SSLUserError(f"the {method_name} pretraining input: {too_small}.",
+                               "pass a larger --patch-size (or the method's size options with --set)")
         self.method.to(device)
         if compile_wanted(device):
             # in place, before DDP as in nnU-Net: the encoder's state_dict keeps its plain keys (no
