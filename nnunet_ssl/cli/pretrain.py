@@ -20,6 +20,12 @@ def load_recipe(name_or_path: str) -> dict:
     if os.path.isfile(name_or_path):
         with open(name_or_path) as f:
             text, where = f.read(), name_or_path
+    elif os.path.isdir(name_or_path):
+        raise SSLUserError(f"--recipe {name_or_path} is a folder, not a recipe file.",
+                           "pass a recipe's JSON file or name (pretraining/recipes)")
+    elif os.sep in name_or_path or name_or_path.endswith(".json"):  # meant as a file
+        raise SSLUserError(f"recipe file {name_or_path} does not exist.",
+                           "check the path, or pass a recipe's name (pretraining/recipes)")
     else:
         folder = resources.files("nnunet_ssl.recipes") / "recipes"
         candidate = folder / f"{name_or_path}.json"

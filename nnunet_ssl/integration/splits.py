@@ -115,8 +115,9 @@ def read_groups(case_ids: list[str], groups_file: str | None = None, group_patte
         return groups_from_pattern(case_ids, group_pattern)
     if groups_file:
         if not isfile(groups_file):
-            raise SSLUserError(f"groups file {groups_file} does not exist.", "pass --groups with a JSON file "
-                               "mapping each case id to its patient id")
+            raise SSLUserError(f"groups file {groups_file} " + ("is a folder, not a file." if isdir(groups_file)
+                                                               else "does not exist."),
+                               "pass --groups with a JSON file mapping each case id to its patient id")
         return check_groups(_load_json(groups_file, "groups file"), case_ids, groups_file)
     return None
 
