@@ -28,6 +28,9 @@ def plan_cpu(dataset: str, source_plans: str = "nnUNetPlans", target_plans: str 
     if not isfile(source):
         raise SSLUserError(f"no plans {source} to derive from.", f"nnUNetv2_plan_and_preprocess -d {dataset}")
     target_plans = target_plans or source_plans + CPU_PLANS_SUFFIX
+    if target_plans == source_plans:  # --overwrite would replace the plans it derives from
+        raise SSLUserError(f"-o {target_plans} names the plans it is derived from (-p {source_plans}).",
+                           f"pass -o another name, e.g. {source_plans}{CPU_PLANS_SUFFIX}")
     target = join(str(nnUNet_preprocessed), name, target_plans + ".json")
     plans = make_cpu_plans(load_json(source), target_plans, features_divisor, batch_size, max_patch_voxels)
     too_small = too_small_patches(plans)
