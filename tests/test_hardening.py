@@ -75,6 +75,8 @@ def _unlabeled(tmp_path, pretrained, kind: str) -> str:
         folder.write_text("")
     elif kind == "empty":
         pass
+    elif kind == "good":
+        shutil.copy(good, folder / "g_0000.nii.gz")
     else:  # three volumes in one file
         volume = sitk.ReadImage(good)
         sitk.WriteImage(sitk.JoinSeries([volume] * 3), str(folder / "f_0000.nii.gz"))
@@ -114,6 +116,8 @@ BAD_PRETRAIN_INPUTS = [
       "more than 8 times is refused", "nothing was preprocessed", "check its header's spacing"]),
     ("unlabeled a file", lambda t, p: ["--unlabeled", _unlabeled(t, p, "a file")], ["is a file, not a folder"]),
     ("unlabeled empty folder", lambda t, p: ["--unlabeled", _unlabeled(t, p, "empty")], ["it is empty"]),
+    ("unlabeled, patch off the strides", lambda t, p: ["--unlabeled", _unlabeled(t, p, "good"), "--patch-size", "12",
+                                                       "8", "4"], ["does not fit the network"]),  # made the case first
     ("recipe a folder", lambda t, p: ["--recipe", str(t)], ["is a folder, not a recipe file"]),
     ("recipe file missing", lambda t, p: ["--recipe", str(t / "mine.json")], ["mine.json does not exist"]),
 ]

@@ -83,9 +83,10 @@ def pretrain(dataset: str, configuration: str = "3d_fullres", plans: str = "nnUN
     missing against the dataset are refused unless ``allow_missing_cases``."""
     from nnunet_ssl.blocks.distributed import rank
     from nnunet_ssl.integration import locations
-    from nnunet_ssl.integration.dataset import open_preprocessed, resolve_dataset_name
+    from nnunet_ssl.integration.dataset import open_preprocessed, resolve_dataset_name, with_unlabeled
     from nnunet_ssl.integration.folder_lock import FolderLock
-    from nnunet_ssl.integration.pretrainer import Pretrainer, PretrainSchedule, continuation_conflict
+    from nnunet_ssl.integration.pretrainer import (Pretrainer, PretrainSchedule, check_patch_request,
+                                                   continuation_conflict)
 
     require_methods([method])
     recipe_values = load_recipe(recipe) if recipe else {}
@@ -112,14 +113,18 @@ def pretrain(dataset: str, configuration: str = "3d_fullres", plans: str = "nnUN
         # checked before opening the data, so a refused run does not preprocess unlabeled cases first
         final = os.path.join(folder, locations.FINAL)
         finished = _finished_checkpoint(final, folder, resume) if os.path.isfile(final) else None
+        if finished is not None and not resume:
+            raise SSLUserError(f"a finished pretraining already exists: {final}. Nothing was overwritten.",
+                               "use it (nnUNetv2_train ... -tr SSLInitTrainer), or move that folder away to "
+                               "pretrain again")
+        if finished is None and os.path.isfile(os.path.join(folder, locations.LATEST)) and not resume:
+            raise SSLUserError(f"an unfinished pretraining exists in {folder}.",
+                               "add --c to continue it, or move that folder away to start over")
+        data = open_preprocessed(name, configuration, plans, allow_missing_cases=allow_missing_cases,
+                                 allow_missing_option=True)  # the labeled cases: nothing written yet
         if finished is not None:
-            if not resume:
-                raise SSLUserError(f"a finished pretraining already exists: {final}. Nothing was overwritten.",
-                                   "use it (nnUNetv2_train ... -tr SSLInitTrainer), or move that folder away to "
-                                   "pretrain again")
             # --c with other settings is refused as for an unfinished run: "already finished" would claim them
-            asked = open_preprocessed(name, configuration, plans, list(unlabeled_folders or ()), include_images_ts,
-                                      allow_missing_cases, allow_missing_option=True, preprocess_unlabeled=False)
+            asked = with_unlabeled(data, unlabeled_folders, include_images_ts, preprocess=False)
             conflict = continuation_conflict(finished.to_dict(), {"method": method_values,
                                                                   "schedule": schedule.to_dict()},
                                              asked.case_ids, folder, parts=("method", "schedule"))
@@ -127,11 +132,8 @@ def pretrain(dataset: str, configuration: str = "3d_fullres", plans: str = "nnUN
                 raise conflict
             print(f"already finished: {final}")
             return final
-        if os.path.isfile(os.path.join(folder, locations.LATEST)) and not resume:
-            raise SSLUserError(f"an unfinished pretraining exists in {folder}.",
-                               "add --c to continue it, or move that folder away to start over")
-        data = open_preprocessed(name, configuration, plans, list(unlabeled_folders or ()), include_images_ts,
-                                 allow_missing_cases, allow_missing_option=True)
+        check_patch_request(data, schedule.patch_size)  # what the plans alone refuse: before unlabeled cases are made
+        data = with_unlabeled(data, unlabeled_folders, include_images_ts)
         trainer = Pretrainer(data, method, method_config, schedule, torch_device, folder)
         if resume:
             trainer.resume()

@@ -1,6 +1,6 @@
 """Open an nnU-Net dataset's plans and preprocessed data for pretraining, with clear errors."""
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from os.path import isdir, isfile, join
 
 from batchgenerators.utilities.file_and_folder_operations import load_json
@@ -89,16 +89,14 @@ def incomplete_cases(files: list[str], expected_cases: list[str], suffixes: tupl
 
 def open_preprocessed(dataset: str | int, configuration: str, plans_identifier: str,
                       unlabeled_folders: list[str] = (), include_images_ts: bool = False,
-                      allow_missing_cases: bool = False, allow_missing_option: bool = False,
-                      preprocess_unlabeled: bool = True) -> PreprocessedDataset:
+                      allow_missing_cases: bool = False, allow_missing_option: bool = False) -> PreprocessedDataset:
     """The dataset's plans and preprocessed cases. ``unlabeled_folders`` (raw images named like
     nnU-Net's) and, with ``include_images_ts``, ``$nnUNet_raw/DatasetXXX/imagesTs`` are added as
     unlabeled cases, preprocessed with the same plans (see integration.unlabeled).
 
     Cases of the dataset (gt_segmentations) without all their preprocessed files are refused, unless
     ``allow_missing_cases`` (then left out with a warning); ``allow_missing_option``: the command has
-    that option, so the refusal names it. ``preprocess_unlabeled=False``: the unlabeled cases are only
-    found (their ids), nothing is written."""
+    that option, so the refusal names it."""
     name = resolve_dataset_name(dataset)
     dataset_id = dataset_id_of(name)
     folder = join(str(nnUNet_preprocessed), name)
@@ -144,16 +142,24 @@ def open_preprocessed(dataset: str | int, configuration: str, plans_identifier: 
         dataset_name=name, plans_manager=plans_manager, configuration_name=configuration, configuration=config,
         dataset_json=dataset_json, data_folder=data_folder, case_ids=case_ids,
         num_input_channels=determine_num_input_channels(plans_manager, config, dataset_json))
+    return with_unlabeled(data, unlabeled_folders, include_images_ts)
+
+
+def with_unlabeled(data: PreprocessedDataset, unlabeled_folders: list[str] = (), include_images_ts: bool = False,
+                   preprocess: bool = True) -> PreprocessedDataset:
+    """``data`` (labeled cases only) with the unlabeled cases of ``unlabeled_folders`` and, with
+    ``include_images_ts``, the dataset's imagesTs added; ``preprocess=False`` only finds their ids."""
     folders = list(unlabeled_folders or ())
-    if include_images_ts or folders:
-        from nnunet_ssl.integration.unlabeled import find_unlabeled, images_ts_folder, plugin_folder, prepare_unlabeled
-        if include_images_ts:
-            folders.insert(0, images_ts_folder(name))
-        if preprocess_unlabeled:
-            unlabeled = prepare_unlabeled(name, plans_manager, config, dataset_json, folders, case_ids)
-            data.unlabeled_folder, data.unlabeled_case_ids = unlabeled.folder, list(unlabeled.case_ids)
-        else:
-            data.unlabeled_folder = plugin_folder(name, config.data_identifier)
-            data.unlabeled_case_ids = sorted(find_unlabeled(name, dataset_json, folders, case_ids)[0])
-        data.case_ids = case_ids + data.unlabeled_case_ids
-    return data
+    if not (include_images_ts or folders):
+        return data
+    from nnunet_ssl.integration.unlabeled import find_unlabeled, images_ts_folder, plugin_folder, prepare_unlabeled
+    name, config = data.dataset_name, data.configuration
+    if include_images_ts:
+        folders.insert(0, images_ts_folder(name))
+    if preprocess:
+        unlabeled = prepare_unlabeled(name, data.plans_manager, config, data.dataset_json, folders, data.case_ids)
+        folder, ids = unlabeled.folder, list(unlabeled.case_ids)
+    else:
+        folder = plugin_folder(name, config.data_identifier)
+        ids = sorted(find_unlabeled(name, data.dataset_json, folders, data.case_ids)[0])
+    return replace(data, unlabeled_folder=folder, unlabeled_case_ids=ids, case_ids=list(data.case_ids) + ids)

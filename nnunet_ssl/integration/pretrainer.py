@@ -160,10 +160,10 @@ def _shut_down(batches) -> None:
         finish()
 
 
-def _data_geometry(data: PreprocessedDataset, cases, requested_patch_size) -> DataGeometry:
-    """Plans patch, network divisors and case shapes. 2D configurations (patch of length 2) give
-    2 divisors (from the 2D strides) while ``image_shapes`` stay the stored 3D (Z, Y, X) volumes:
-    nnU-Net's 2d data are whole volumes sliced along axis 0 at load time."""
+def check_patch_request(data: PreprocessedDataset, requested_patch_size) -> list[int]:
+    """The network's total stride per axis, after the checks the plans alone decide (no case is read): a
+    supported configuration, a plans patch the network trains on, a requested patch of strides and of
+    more than one bottleneck voxel."""
     strides = np.array(data.configuration.network_arch_init_kwargs["strides"], dtype=int)
     divisors = [int(d) for d in np.prod(np.atleast_2d(strides), axis=0)]
     ndim = len(data.configuration.patch_size)
@@ -177,11 +177,6 @@ def _data_geometry(data: PreprocessedDataset, cases, requested_patch_size) -> Da
         raise SSLUserError(f"the plans {data.plans_manager.plans_name} {data.configuration_name}: {plans_too_small}.",
                            "plan again with a larger patch (nnUNetv2_ssl_plan_cpu --overwrite with a larger "
                            "--max-patch-voxels), or pass --patch-size")
-    shapes, directions = [], []
-    for case in data.case_ids:
-        image, _seg, _prev, properties = cases.load_case(case)
-        shapes.append(list(image.shape[1:]))
-        directions.append(properties.get("sitk_stuff", {}).get("direction"))
     if requested_patch_size is not None:
         bad = [(s, d) for s, d in zip(requested_patch_size, divisors) if s % d]
         if len(requested_patch_size) != len(divisors) or bad:
@@ -193,6 +188,20 @@ def _data_geometry(data: PreprocessedDataset, cases, requested_patch_size) -> Da
             raise SSLUserError(f"--patch-size: {too_small}.",
                                "pass a --patch-size with more than one total stride on some axis, e.g. "
                                + " ".join(map(str, smallest_trainable_patch(divisors))))
+    return divisors
+
+
+def _data_geometry(data: PreprocessedDataset, cases, requested_patch_size) -> DataGeometry:
+    """Plans patch, network divisors and case shapes. 2D configurations (patch of length 2) give
+    2 divisors (from the 2D strides) while ``image_shapes`` stay the stored 3D (Z, Y, X) volumes:
+    nnU-Net's 2d data are whole volumes sliced along axis 0 at load time."""
+    divisors = check_patch_request(data, requested_patch_size)
+    shapes, directions = [], []
+    for case in data.case_ids:
+        image, _seg, _prev, properties = cases.load_case(case)
+        shapes.append(list(image.shape[1:]))
+        directions.append(properties.get("sitk_stuff", {}).get("direction"))
+    if requested_patch_size is not None:
         limit = largest_useful_patch(divisors, shapes, data.configuration.patch_size)
         if any(s > m for s, m in zip(requested_patch_size, limit)):
             raise SSLUserError(f"patch size {list(requested_patch_size)} is larger than the data allow: at most "
