@@ -319,10 +319,13 @@ def _other_entries():
     from nnunet_ssl.cli.health import health_entry
     from nnunet_ssl.cli.plan_cpu import plan_cpu_entry
     from nnunet_ssl.cli.splits import splits_entry
+    from nnunet_ssl.cli.import_dataset import import_entry
+    from nnunet_ssl.cli.render import render_entry
     from nnunet_ssl.cli.throughput import throughput_entry
     return {"nnUNetv2_ssl_plan_cpu": plan_cpu_entry, "nnUNetv2_ssl_health": health_entry,
             "nnUNetv2_ssl_throughput": throughput_entry, "nnUNetv2_ssl_splits": splits_entry,
-            "nnUNetv2_ssl_demo": demo_entry}
+            "nnUNetv2_ssl_demo": demo_entry, "nnUNetv2_ssl_render": render_entry,
+            "nnUNetv2_ssl_import": import_entry}
 
 
 D = ["-d", str(DATASET_ID)]
@@ -345,6 +348,11 @@ BAD_OTHER_INPUTS = [
      lambda t, p: ["--workdir", str((t / "w").write_text("") or t / "w")], ["is a file, not a folder"]),  # traceback
     ("demo device cuda", "nnUNetv2_ssl_demo", lambda t, p: ["--workdir", str(t / "demo"), "-device", "cuda"],
      ["no CUDA GPU"]),  # after writing the raw dataset and planning
+    ("render root not a checkout", "nnUNetv2_ssl_render", lambda t, p: ["--root", str(t)],
+     ["is not a checkout of this repository"]),  # traceback
+    ("import images a file", "nnUNetv2_ssl_import",
+     lambda t, p: ["-i", str((t / "f").write_text("") or t / "f"), "-l", str(t), "-d", "555", "-n", "X", "--channel",
+                   "MRI", "--labels", "background", "blob"], ["is not a folder"]),  # (already clean)
 ]
 
 
