@@ -26,6 +26,19 @@ def atomic_write(path: str, write: Callable[[str], None]) -> None:
         raise
 
 
+def output_file_problem(path: str) -> str | None:
+    """Why ``atomic_write`` could not write the file ``path`` (a folder is there, or a file stands where
+    one of its folders would be), or None; commands ask before their work, not after it."""
+    if os.path.isdir(path):
+        return f"{path} is a folder, not a file"
+    folder = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        return f"{folder} is a file, so {path} cannot be written inside it"
+    return None
+
+
 def temp_name_prefix(path: str) -> str:
     """The prefix of ``atomic_write``'s temporary files for ``path`` (they end in ``.tmp``)."""
     return f".{os.path.basename(path)}."

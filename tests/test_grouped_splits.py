@@ -185,16 +185,26 @@ def test_both_groupings_or_other_groups_than_before_are_refused(nnunet_env, monk
 
 
 def test_benchmark_passes_the_groups_through(nnunet_env, monkeypatch, capsys):
-    """--report-only stops before any training (no finished cells) but after the folds are made."""
+    """--report-only writes no folds (issue 37): before the grouped folds exist it refuses and leaves the files as
+    they were; once nnUNetv2_ssl_splits made them, the benchmark finds the same folds (the groups reached it) and
+    stops at the missing trainings."""
     from nnunet_ssl.cli.benchmark import benchmark_entry
     folder = _preprocessed(nnunet_env, plans=True)
-    monkeypatch.setattr(sys, "argv", ["nnUNetv2_ssl_benchmark", "-d", "322", "--labeled", "3", "--base-folds", "0",
-                                      "--methods", "scratch", "--length", "tiny", "--report-only",
-                                      "--group-pattern", PATTERN, "-o", str(nnunet_env["nnUNet_results"])])
-    with pytest.raises(SystemExit) as e:
-        benchmark_entry()
-    output = capsys.readouterr()
-    assert e.value.code == 2 and "have no finished training yet" in output.err, output
+    args = ["-d", "322", "--labeled", "3", "--base-folds", "0", "--group-pattern", PATTERN]
+    before = sorted(os.listdir(folder))
+    for expected in ("does not hold these label-budget folds yet", "have no finished training yet"):
+        monkeypatch.setattr(sys, "argv", ["nnUNetv2_ssl_benchmark", *args, "--methods", "scratch", "--length", "tiny",
+                                          "--report-only", "-o", str(nnunet_env["nnUNet_results"])])
+        with pytest.raises(SystemExit) as e:
+            benchmark_entry()
+        output = capsys.readouterr()
+        assert e.value.code == 2 and expected in output.err, output
+        if expected.startswith("does not"):
+            assert sorted(os.listdir(folder)) == before and os.listdir(nnunet_env["nnUNet_results"]) == []
+            code, output = _entry(monkeypatch, capsys, *args)
+            assert code == 0, output
+            made = _read_bytes(os.path.join(folder, "splits_final.json"))
+    assert _read_bytes(os.path.join(folder, "splits_final.json")) == made
     splits = read_json(folder, "splits_final.json")
     budget = splits[-1]
     assert len(splits) == 11 and len({GROUPS[c] for c in budget["train"]}) == 3
@@ -206,7 +216,7 @@ def test_benchmark_without_nnunet_results_says_so_before_writing_folds(nnunet_en
     folder = _preprocessed(nnunet_env, plans=True)
     monkeypatch.delenv("nnUNet_results")
     monkeypatch.setattr(sys, "argv", ["nnUNetv2_ssl_benchmark", "-d", "322", "--labeled", "3", "--methods", "scratch",
-                                      "--length", "tiny", "--group-pattern", PATTERN])
+                                      "--length", "tiny", "--group-pattern", PATTERN, "-device", "cpu"])
     with pytest.raises(SystemExit) as e:
         benchmark_entry()
     output = capsys.readouterr()

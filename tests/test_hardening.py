@@ -45,6 +45,13 @@ def written_results(results) -> list[str]:
     return sorted(os.path.relpath(os.path.join(d, f), results) for d, _, files in os.walk(results) for f in files)
 
 
+def tree(folder) -> dict:
+    """Every file under ``folder`` with its size and modification time: what a refusal must leave as it was."""
+    return {os.path.relpath(os.path.join(d, f), folder): (os.path.getsize(os.path.join(d, f)),
+                                                          os.path.getmtime(os.path.join(d, f)))
+            for d, _, files in os.walk(folder) for f in files}
+
+
 def _recipe(tmp_path, text: str) -> str:
     path = tmp_path / "recipe.json"
     path.write_text(text)
@@ -59,6 +66,17 @@ def _unlabeled(tmp_path, pretrained, kind: str) -> str:
         with open(good, "rb") as f:
             data = f.read()
         (folder / "t_0000.nii.gz").write_bytes(data[:len(data) // 2])
+    elif kind == "20 mm":  # issue 37: resampled to 1 mm it would hold 7000 times the dataset's largest case
+        volume = sitk.ReadImage(good)
+        volume.SetSpacing((20.0, 20.0, 20.0))
+        sitk.WriteImage(volume, str(folder / "coarse_0000.nii.gz"))
+    elif kind == "a file":
+        folder.rmdir()
+        folder.write_text("")
+    elif kind == "empty":
+        pass
+    elif kind == "good":
+        shutil.copy(good, folder / "g_0000.nii.gz")
     else:  # three volumes in one file
         volume = sitk.ReadImage(good)
         sitk.WriteImage(sitk.JoinSeries([volume] * 3), str(folder / "f_0000.nii.gz"))
@@ -90,6 +108,18 @@ BAD_PRETRAIN_INPUTS = [
      ["t_0000.nii.gz is truncated", "copy that file again"]),
     ("unlabeled 4D", lambda t, p: ["--unlabeled", _unlabeled(t, p, "4d")],
      ["f_0000.nii.gz holds several volumes (a 4D image)", "one file per channel"]),
+    # issue 37
+    ("patch one bottleneck voxel", ["--patch-size", "8", "8", "4"],
+     ["reaches the network's bottleneck as 1x1x1 voxel(s)", "InstanceNorm needs at least 2", "16 8 4"]),
+    ("unlabeled at 20 mm", lambda t, p: ["--unlabeled", _unlabeled(t, p, "20 mm")],
+     ["coarse_0000.nii.gz (shape [28, 32, 28], spacing [20.0, 20.0, 20.0]) would be resampled to [560, 640, 560]",
+      "more than 8 times is refused", "nothing was preprocessed", "check its header's spacing"]),
+    ("unlabeled a file", lambda t, p: ["--unlabeled", _unlabeled(t, p, "a file")], ["is a file, not a folder"]),
+    ("unlabeled empty folder", lambda t, p: ["--unlabeled", _unlabeled(t, p, "empty")], ["it is empty"]),
+    ("unlabeled, patch off the strides", lambda t, p: ["--unlabeled", _unlabeled(t, p, "good"), "--patch-size", "12",
+                                                       "8", "4"], ["does not fit the network"]),  # made the case first
+    ("recipe a folder", lambda t, p: ["--recipe", str(t)], ["is a folder, not a recipe file"]),
+    ("recipe file missing", lambda t, p: ["--recipe", str(t / "mine.json")], ["mine.json does not exist"]),
 ]
 
 
@@ -115,6 +145,7 @@ def test_bad_pretrain_input_fails_cleanly_and_writes_nothing(pretrained, own_res
     env, results = own_results
     args = args(tmp_path, pretrained) if callable(args) else args
     prepared = os.path.join(pretrained["env"]["nnUNet_preprocessed"], pretrained["name"], "label_budget_folds.json")
+    preprocessed_before = tree(os.path.dirname(prepared))
     made = "label_budget_folds" in args and not os.path.exists(prepared)
     if made:  # what nnUNetv2_ssl_splits writes next to the plans
         with open(prepared, "w") as f:
@@ -125,6 +156,7 @@ def test_bad_pretrain_input_fails_cleanly_and_writes_nothing(pretrained, own_res
         if made:
             os.remove(prepared)
     assert os.listdir(results) == []  # not even an empty dataset folder
+    assert tree(os.path.dirname(prepared)) == preprocessed_before  # nor unlabeled cases preprocessed
 
 
 def test_bad_input_through_the_installed_command(own_results):
@@ -156,6 +188,187 @@ def test_unwritable_results_folder(pretrained, own_results, tmp_path, kind):
 def test_results_unset(pretrained, command):
     env = {k: v for k, v in {**os.environ, **pretrained["env"]}.items() if k != "nnUNet_results"}
     fails_cleanly([script(command[0])] + command[1:], "nnUNet_results is not set", "export nnUNet_results=", env=env)
+
+
+# --- issue 37: --c on a finished run, missing preprocessed cases ----------------------------------
+
+# (case, what --c asks differently from the fixture's finished run, texts the refusal must contain)
+FINISHED_RUN_CONTINUED_WITH = [
+    ("epochs", ["--epochs", "3"], ["other hyperparameters", "schedule.num_epochs 2 there, 3 now"]),
+    ("lr", ["--lr", "0.05"], ["schedule.initial_lr 0.1 there, 0.05 now"]),
+    ("set theta", ["--set", "theta=0.2"], ["method.theta 0.1 there, 0.2 now"]),
+    ("unlabeled", lambda t, p: ["--unlabeled", _unlabeled(t, p, "4d")], ["other cases", "1 added"]),
+]
+
+
+@pytest.mark.parametrize("args, expected", [c[1:] for c in FINISHED_RUN_CONTINUED_WITH],
+                         ids=[c[0] for c in FINISHED_RUN_CONTINUED_WITH])
+def test_continuing_a_finished_run_with_other_settings_is_refused(pretrained, own_results, tmp_path, capsys,
+                                                                  monkeypatch, args, expected):
+    """Before: exit 0, "already finished", the old result kept as if it had the new settings."""
+    from nnunet_ssl.cli.pretrain import pretrain_entry
+    env, results = own_results
+    folder = _copy_of_fixture_pretraining(pretrained, results)
+    before = tree(folder)
+    args = args(tmp_path, pretrained) if callable(args) else args
+    schedule = FIXTURE_SCHEDULE[2:] if args[0] == "--epochs" else FIXTURE_SCHEDULE  # all else as the run had it
+    fails_cleanly_in_process(pretrain_entry, PRETRAIN + schedule + args + ["--c"], env, capsys, monkeypatch,
+                             *expected, "Fix:")
+    assert tree(folder) == before
+
+
+def test_missing_preprocessed_cases_are_refused_or_allowed_by_name(pretrained, tmp_path):
+    """Before: 3 of 8 images deleted, pretraining exited 0 having trained on 5 cases."""
+    preprocessed = tmp_path / "preprocessed"
+    shutil.copytree(os.path.join(pretrained["env"]["nnUNet_preprocessed"], pretrained["name"]),
+                    preprocessed / pretrained["name"], ignore=shutil.ignore_patterns("nnunet_ssl_unlabeled"))
+    data = preprocessed / pretrained["name"] / "nnUNetPlans_3d_fullres"
+    for case in ("case_001", "case_004"):
+        (data / f"{case}.b2nd").unlink()  # what a user's clean-up or an interrupted preprocessing leaves
+    (data / "case_006.pkl").unlink()  # listed by nnU-Net's dataset class, unreadable by it
+    results = tmp_path / "results"
+    results.mkdir()
+    env = {**os.environ, **pretrained["env"], "nnUNet_preprocessed": str(preprocessed),
+           "nnUNet_results": str(results), "nnUNet_n_proc_DA": "0", "OMP_NUM_THREADS": "1"}
+    fails_cleanly(PRETRAIN + FIXTURE_SCHEDULE, "3 of Dataset987_Synthetic's 8 cases have no complete preprocessed",
+                  "['case_001', 'case_004', 'case_006']", f"nnUNetv2_preprocess -d {DATASET_ID} -c 3d_fullres "
+                  f"-plans_name {PLANS}", "--allow-missing-cases to use only the 5 complete ones", env=env)
+    assert os.listdir(results) == []
+    allowed = run_ok(PRETRAIN + ["--epochs", "1", "--iterations-per-epoch", "1", "--batch-size", "4",
+                                 "--allow-missing-cases"], env)
+    assert "WARNING: 3 of" in allowed.stdout and ": 5 cases, device cpu" in allowed.stdout
+
+
+def test_incomplete_cases():
+    from nnunet_ssl.integration.dataset import CASE_FILES, incomplete_cases
+    blosc2 = CASE_FILES["nnUNetDatasetBlosc2"]
+    files = ["a.b2nd", "a_seg.b2nd", "a.pkl", "b_seg.b2nd", "b.pkl", "c.b2nd", "c_seg.b2nd", "x.b2nd"]
+    assert incomplete_cases(files, ["a", "b", "c", "d"], blosc2) == ["b", "c", "d", "x"]
+    assert incomplete_cases(["a.npz", "a.pkl", "b.npz"], ["a"], CASE_FILES["nnUNetDatasetNumpy"]) == ["b"]
+
+
+# --- issue 37: every command, every path argument, every write before a refusal -------------------
+
+def _earlier_csv(tmp_path, pretrained, kind: str) -> str:
+    """A benchmark.csv of scratch at M = 2 on base fold 0 (the fold this matrix would add), damaged as ``kind``."""
+    from nnunet_ssl.integration.splits import plan_label_budget_folds
+    plan = plan_label_budget_folds(pretrained["name"], [2], [0], BENCHMARK_SEED)
+    fold = plan.rows[0]["fold"]
+    cases = plan.validation_cases(fold)
+    header = "method,labeled,iterations,base_fold,fold,trainer,case,dice_foreground\n"
+    rows = [f"scratch,2,4,0,{fold},SSLScratchTrainer_tiny,{c},0.8\n" for c in cases]
+    path = tmp_path / f"{kind.replace(' ', '_')}.csv"
+    if kind == "binary":
+        path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe" * 20)
+    elif kind == "folder":
+        path.mkdir()
+    else:
+        text = {"short row": header + rows[0].replace(",0.8", ""),
+                "fold not a number": header + rows[0].replace(f",{fold},", ",abc,"),
+                "dice not a number": header + rows[0].replace("0.8", "good"),
+                "nan dice": header + rows[0] + rows[1].replace("0.8", "nan"),
+                "incomplete fold": header + rows[0]}[kind]
+        path.write_text(text)
+    return str(path)
+
+
+BENCHMARK_SEED = 37  # a draw no other test makes: its folds are never in the shared splits_final.json
+BENCHMARK = ["-d", str(DATASET_ID), "-p", PLANS, "--methods", "scratch", "--labeled", "2", "--base-folds", "0",
+             "--length", "tiny", "--seed", str(BENCHMARK_SEED)]
+# (case, arguments or a builder of them, texts the refusal must contain); before: the folds were appended to
+# splits_final.json first, then some of these ended in a traceback or a report that passed a damaged fold
+BAD_BENCHMARK_INPUTS = [
+    ("device cuda", ["-device", "cuda"], ["-device cuda was requested but no CUDA GPU is available"]),
+    ("report-only before the folds exist", ["-device", "cpu", "--report-only"],
+     ["does not hold these label-budget folds yet", "nothing was written"]),
+    ("-o a file", lambda t, p: ["-device", "cpu", "-o", str((t / "a_file").write_text("") or t / "a_file")],
+     ["a_file is a file, not a folder"]),
+    ("pretrain recipe of another method", ["-device", "cpu", "--methods", "scratch", "mae", "--pretrain-recipe",
+                                           "pcl_3d"], ["--pretrain-recipe pcl_3d is a pcl recipe", "['mae']"]),
+    ("groups a folder", lambda t, p: ["-device", "cpu", "--groups", str(t)], ["is a folder, not a file"]),
+    *[(f"earlier {kind}", lambda t, p, kind=kind: ["-device", "cpu", "--earlier", _earlier_csv(t, p, kind)], expected)
+      for kind, expected in (
+          ("binary", ["is not a text CSV file"]), ("folder", ["is a folder, not a benchmark.csv"]),
+          ("short row", ["line 2 has 7 fields where the header has 8"]),
+          ("fold not a number", ["line 2: fold = 'abc' is not a whole number"]),
+          ("dice not a number", ["line 2: dice_foreground = 'good' is not a number"]),
+          ("nan dice", ["has dice_foreground NaN, but its reference has foreground"]),
+          ("incomplete fold", ["has 1 of the fold's 2 validation cases (missing"]))],
+]
+
+
+@pytest.mark.parametrize("args, expected", [c[1:] for c in BAD_BENCHMARK_INPUTS],
+                         ids=[c[0] for c in BAD_BENCHMARK_INPUTS])
+def test_bad_benchmark_input_fails_before_writing(pretrained, own_results, tmp_path, capsys, monkeypatch, args,
+                                                  expected):
+    from nnunet_ssl.cli.benchmark import benchmark_entry
+    import torch
+    env, results = own_results
+    args = args(tmp_path, pretrained) if callable(args) else args
+    if "cuda" in args and torch.cuda.is_available():
+        pytest.skip("a GPU is there")
+    prepared = os.path.join(pretrained["env"]["nnUNet_preprocessed"], pretrained["name"])
+    before = tree(prepared)
+    fails_cleanly_in_process(benchmark_entry, ["nnUNetv2_ssl_benchmark"] + BENCHMARK + args, env, capsys,
+                             monkeypatch, *expected, "Fix:")
+    assert tree(prepared) == before and os.listdir(results) == []
+
+
+def _other_entries():
+    from nnunet_ssl.cli.demo import demo_entry
+    from nnunet_ssl.cli.health import health_entry
+    from nnunet_ssl.cli.plan_cpu import plan_cpu_entry
+    from nnunet_ssl.cli.splits import splits_entry
+    from nnunet_ssl.cli.import_dataset import import_entry
+    from nnunet_ssl.cli.render import render_entry
+    from nnunet_ssl.cli.throughput import throughput_entry
+    return {"nnUNetv2_ssl_plan_cpu": plan_cpu_entry, "nnUNetv2_ssl_health": health_entry,
+            "nnUNetv2_ssl_throughput": throughput_entry, "nnUNetv2_ssl_splits": splits_entry,
+            "nnUNetv2_ssl_demo": demo_entry, "nnUNetv2_ssl_render": render_entry,
+            "nnUNetv2_ssl_import": import_entry}
+
+
+D = ["-d", str(DATASET_ID)]
+# (case, command, arguments (or a builder of them), texts the refusal must contain, before issue 37)
+BAD_OTHER_INPUTS = [
+    ("plan_cpu max-patch-voxels 10", "nnUNetv2_ssl_plan_cpu", D + ["--max-patch-voxels", "10", "-o", "tiny"],
+     ["cannot train on", "bottleneck as 1x1", "pass --max-patch-voxels 512 or more"]),  # wrote an 8x8x8 patch
+    ("plan_cpu onto its source", "nnUNetv2_ssl_plan_cpu", D + ["-o", "nnUNetPlans", "--overwrite"],
+     ["names the plans it is derived from"]),  # overwrote nnU-Net's own plans
+    ("health checkpoint a folder", "nnUNetv2_ssl_health", lambda t, p: D + ["-p", PLANS, "--checkpoint", str(t)],
+     ["is a folder", "checkpoint_final.pth"]),  # "no pretrained checkpoint", re-run pretraining
+    ("health -o a folder", "nnUNetv2_ssl_health", lambda t, p: D + ["-p", PLANS, "-o", str(t)],
+     ["is a folder, not a file"]),  # probed, then a traceback
+    ("throughput -o inside a file", "nnUNetv2_ssl_throughput",
+     lambda t, p: D + ["-p", PLANS, "-device", "cpu", "-o", str((t / "f").write_text("") or t / "f" / "x.json")],
+     ["is a file, so", "cannot be written inside it"]),  # measured, then a traceback
+    ("splits groups a folder", "nnUNetv2_ssl_splits", lambda t, p: D + ["--labeled", "2", "--groups", str(t)],
+     ["is a folder, not a file"]),  # "does not exist"
+    ("demo workdir a file", "nnUNetv2_ssl_demo",
+     lambda t, p: ["--workdir", str((t / "w").write_text("") or t / "w")], ["is a file, not a folder"]),  # traceback
+    ("demo device cuda", "nnUNetv2_ssl_demo", lambda t, p: ["--workdir", str(t / "demo"), "-device", "cuda"],
+     ["no CUDA GPU"]),  # after writing the raw dataset and planning
+    ("render root not a checkout", "nnUNetv2_ssl_render", lambda t, p: ["--root", str(t)],
+     ["is not a checkout of this repository"]),  # traceback
+    ("import images a file", "nnUNetv2_ssl_import",
+     lambda t, p: ["-i", str((t / "f").write_text("") or t / "f"), "-l", str(t), "-d", "555", "-n", "X", "--channel",
+                   "MRI", "--labels", "background", "blob"], ["is not a folder"]),  # (already clean)
+]
+
+
+@pytest.mark.parametrize("command, args, expected", [c[1:] for c in BAD_OTHER_INPUTS],
+                         ids=[c[0] for c in BAD_OTHER_INPUTS])
+def test_bad_input_of_other_commands_fails_before_writing(pretrained, own_results, tmp_path, capsys, monkeypatch,
+                                                          command, args, expected):
+    import torch
+    env, results = own_results
+    args = args(tmp_path, pretrained) if callable(args) else args
+    if "cuda" in args and torch.cuda.is_available():
+        pytest.skip("a GPU is there")
+    prepared = os.path.join(pretrained["env"]["nnUNet_preprocessed"], pretrained["name"])
+    before, around = tree(prepared), sorted(os.listdir(tmp_path))
+    fails_cleanly_in_process(_other_entries()[command], [command] + args, env, capsys, monkeypatch, *expected, "Fix:")
+    assert tree(prepared) == before and os.listdir(results) == [] and sorted(os.listdir(tmp_path)) == around
 
 
 # --- one writer per folder ------------------------------------------------------------------
@@ -424,3 +637,48 @@ def test_architecture_hash_is_compared_on_load(pretrained, monkeypatch, change, 
     monkeypatch.setenv(ALLOW_PLANS_CHANGE_ENV, "1")
     report = load_pretrained_encoder(network, final, description)
     assert field in report.warnings[0] and field in report.summary()
+
+
+# --- issue 37: pure rules -----------------------------------------------------------------------
+
+def test_smallest_patch_the_network_trains_on():
+    from nnunet_ssl.data.positions import bottleneck_shape, smallest_trainable_patch, too_small_patch_problem
+    assert bottleneck_shape([16, 8, 4], [8, 8, 4]) == [2, 1, 1]
+    assert too_small_patch_problem([16, 8, 4], [8, 8, 4]) is None and too_small_patch_problem([8, 8, 8], [8, 8, 4]) is None
+    assert "as 1x1x1 voxel(s)" in too_small_patch_problem([8, 8, 4], [8, 8, 4])
+    assert "hold 512 voxels, e.g. [16, 8, 4]" in too_small_patch_problem([8, 8, 4], [8, 8, 4])
+    assert smallest_trainable_patch([4, 4]) == [8, 4]
+
+
+def test_shrunk_cpu_patch_keeps_two_bottleneck_voxels_where_the_budget_allows():
+    from nnunet_ssl.integration.cpu_plans import shrink_patch
+    # rounding alone gives one stride per axis ([8, 8, 8], a 1-voxel bottleneck): the longest axis gets a second
+    assert shrink_patch([40, 40, 40], [8, 8, 8], 1100) == [16, 8, 8]
+    assert shrink_patch([32, 32, 28], [8, 8, 4], 10) == [8, 8, 4]  # no budget for two: plan_cpu refuses it
+    assert shrink_patch([32, 48, 32], [16, 16, 16], 32 * 48 * 32) == [32, 48, 32]  # unchanged within the budget
+
+
+def test_unlabeled_size_bound():
+    from nnunet_ssl.integration.unlabeled import UNLABELED_SIZE_FACTOR, oversize_problem, resampled_shape
+    assert resampled_shape([28, 32, 28], [20.0, 20.0, 20.0], [0, 1, 2], [1.0, 1.0, 1.0]) == [560, 640, 560]
+    assert resampled_shape([10, 20, 30], [1.0, 2.0, 3.0], [2, 0, 1], [1.5, 1.5, 1.5]) == [60, 7, 27]
+    assert resampled_shape([10, 20, 30], [5.0, 1.0, 1.0], [0, 1, 2], [0.5, 0.5]) == [10, 40, 60]  # 2d keeps axis 0
+    largest = (32 * 32 * 28, [32, 32, 28])
+    assert oversize_problem([28, 32, 28], [0.25, 0.25, 0.25], [0, 1, 2], [1.0, 1.0, 1.0], largest) is None
+    assert oversize_problem([56, 64, 56], [1.0, 1.0, 1.0], [0, 1, 2], [1.0, 1.0, 1.0], largest) is None  # 7x
+    problem = oversize_problem([60, 64, 56], [1.0, 1.0, 1.0], [0, 1, 2], [1.0, 1.0, 1.0], largest)  # 7.5x
+    assert problem is None and UNLABELED_SIZE_FACTOR == 8
+    assert "would be resampled to [60, 64, 64]" in oversize_problem([60, 64, 64], [1.0] * 3, [0, 1, 2], [1.0] * 3,
+                                                                    (60 * 64 * 64 // 9, [1]))
+
+
+def test_continuation_conflict_names_what_differs():
+    from nnunet_ssl.integration.pretrainer import continuation_conflict
+    saved = {"case_ids": ["a", "b"], "hparams": {"method": {"theta": 0.1}, "schedule": {"patch_size": [8, 8]},
+                                                 "derived": {"x": 1}}}
+    assert continuation_conflict(saved, {"method": {"theta": 0.1}, "schedule": {"patch_size": (8, 8)}}, ["b", "a"],
+                                 "f", parts=("method", "schedule")) is None  # tuples as saved to JSON
+    error = continuation_conflict(saved, {"method": {"theta": 0.2}, "schedule": {"patch_size": [8, 8]},
+                                          "derived": {"x": 2}}, ["a", "b"], "f")
+    assert "method.theta 0.1 there, 0.2 now; derived.x 1 there, 2 now" in error.problem
+    assert "1 added" in continuation_conflict(saved, saved["hparams"], ["a", "b", "c"], "f").problem

@@ -136,6 +136,12 @@ def lesion_metrics(pred: np.ndarray, ref: np.ndarray, connectivity: int = 26, sp
     return result
 
 
+def has_foreground(label_file: str, labels: list[int]) -> bool:
+    """Whether a label map holds any of ``labels`` (a case without one has an undefined, NaN, Dice)."""
+    import SimpleITK as sitk
+    return bool(np.isin(sitk.GetArrayFromImage(sitk.ReadImage(str(label_file))), labels).any())
+
+
 def case_metrics(pred_file: str, ref_file: str, labels: list[int], lesion_label: int | None = None,
                  connectivity: int = 26) -> dict:
     """Metrics of one case from a predicted and a reference label map (NIfTI or anything SimpleITK reads).

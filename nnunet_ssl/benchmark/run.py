@@ -7,6 +7,7 @@ benchmark resumes where it stopped. Cells are evaluated on nnU-Net's validation 
 """
 import os
 from dataclasses import dataclass
+from typing import Callable
 from os.path import isfile, join
 
 from nnunet_ssl.benchmark.metrics import case_metrics
@@ -169,31 +170,56 @@ def evaluate_cells(cells: list[Cell], dataset_name: str, configuration: str, pla
 
 
 CASE_ROW_KEYS = ("method", "labeled", "iterations", "base_fold", "fold", "trainer", "case", "dice_foreground")
+COUNT_KEYS, TEXT_KEYS = ("labeled", "iterations", "base_fold", "fold"), ("method", "trainer", "case")
+EARLIER_FIX = "give the benchmark.csv that nnUNetv2_ssl_benchmark wrote, unedited"
 
 
 def read_case_csv(path: str, option: str) -> list[dict]:
     """The per-case rows of a benchmark.csv, typed like this run's own rows (so a case counts once however
-    its rows were read)."""
+    its rows were read). Every row is checked: a row that is short, long, or holds a count or a metric
+    that is no number is refused with its line, never reported."""
     import csv
     try:
-        with open(path, newline="") as f:
-            found = list(csv.DictReader(f))
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            found = [(reader.line_num, row) for row in reader]
+    except IsADirectoryError:
+        raise SSLUserError(f"{option} {path} is a folder, not a benchmark.csv.", EARLIER_FIX) from None
     except OSError as e:
         raise SSLUserError(f"cannot read {option} {path}: {e.strerror}.", "give the benchmark.csv of an earlier run")
-    lacking = [k for k in CASE_ROW_KEYS if not found or k not in found[0]]
+    except UnicodeDecodeError as e:
+        raise SSLUserError(f"{option} {path} is not a text CSV file (byte {e.start} is not UTF-8 text).",
+                           EARLIER_FIX) from None
+    except csv.Error as e:
+        raise SSLUserError(f"{option} {path} is not a readable CSV file (line {reader.line_num}: {e}).",
+                           EARLIER_FIX) from None
+    lacking = [k for k in CASE_ROW_KEYS if not found or k not in found[0][1]]
     if lacking:
         raise SSLUserError(f"{option} {path} is not a benchmark.csv with per-case rows (no {', '.join(lacking)}).",
                            "give the benchmark.csv that nnUNetv2_ssl_benchmark wrote")
-    counts, text = ("labeled", "iterations", "base_fold", "fold"), ("method", "trainer", "case")
-    return [{k: int(v) if k in counts else v if k in text else _number(v) for k, v in row.items()} for row in found]
+    return [_typed_row(row, f"{option} {path} line {line}") for line, row in found]
 
 
-def _number(value: str) -> float | str:
-    """A metric as a number (the report's JSON holds numbers); a column that is not one stays text."""
-    try:
-        return float(value)
-    except ValueError:
-        return value
+def _typed_row(row: dict, where: str) -> dict:
+    """One CSV row with counts as int and metrics as float; SSLUserError naming ``where`` otherwise."""
+    if None in row or None in row.values():  # csv.DictReader's marks of a long or a short row
+        header = [k for k in row if k is not None]
+        fields = sum(row[k] is not None for k in header) + len(row.get(None) or [])
+        raise SSLUserError(f"{where} has {fields} fields where the header has {len(header)}: a damaged or edited "
+                           "file.", EARLIER_FIX)
+    typed = {}
+    for key, value in row.items():
+        if key in TEXT_KEYS:
+            typed[key] = value
+            continue
+        try:
+            typed[key] = int(value) if key in COUNT_KEYS else float(value) if value != "" else float("nan")
+        except ValueError:
+            kind = "a whole number" if key in COUNT_KEYS else "a number"
+            raise SSLUserError(f"{where}: {key} = {value!r} is not {kind}.", EARLIER_FIX) from None
+    if typed["dice_foreground"] != typed["dice_foreground"] and row["dice_foreground"] == "":
+        raise SSLUserError(f"{where}: dice_foreground is empty.", EARLIER_FIX)
+    return typed
 
 
 def case_dice(rows: list[dict]) -> dict[tuple[int, str], float]:
@@ -201,12 +227,17 @@ def case_dice(rows: list[dict]) -> dict[tuple[int, str], float]:
     return {(r["fold"], r["case"]): float(r["dice_foreground"]) for r in rows}
 
 
-def earlier_case_rows(csv_paths, cells: list[Cell], option: str = "--earlier") -> tuple[list[dict], list[Cell]]:
+def earlier_case_rows(csv_paths, cells: list[Cell], option: str = "--earlier",
+                      validation_cases: Callable[[int], list[str]] | None = None,
+                      empty_reference: Callable[[str], bool] | None = None) -> tuple[list[dict], list[Cell]]:
     """The per-case rows of ``cells`` found in earlier benchmark.csv files (a cell is its arm, trainer and
     fold: a scratch_rerun row taken from --rerun has scratch's trainer but is not scratch), and those
     cells. A cell found in two files counts once when both hold the same per-case Dice (one run that two
     reports copied, as each report carries its scratch cells); with different Dice it is refused: which
-    run counts would be a guess."""
+    run counts would be a guess. With ``validation_cases`` (fold -> its validation cases) a cell must hold
+    each of them once, nothing else: a fold mean over some of its cases would pass for the fold's. A NaN
+    foreground Dice is refused unless ``empty_reference(case)`` says the case has no foreground (its Dice
+    is undefined by design, and the evaluation here gives the same NaN)."""
     wanted = {(c.arm, c.trainer, c.fold): c for c in cells}
     per_cell: dict[tuple, dict[str, list[dict]]] = {}  # cell -> file -> its rows there
     for path in dict.fromkeys(csv_paths):  # a file given twice is read once
@@ -215,20 +246,47 @@ def earlier_case_rows(csv_paths, cells: list[Cell], option: str = "--earlier") -
             if key in wanted:
                 per_cell.setdefault(key, {}).setdefault(path, []).append(row)
     rows = []
-    for (_, trainer, fold), files in per_cell.items():
+    for (arm, trainer, fold), files in per_cell.items():
         (first, first_rows), *others = files.items()
         for path, other_rows in others:
             if case_dice(other_rows) != case_dice(first_rows):
                 raise SSLUserError(f"{trainer} fold {fold} is in both {first} and {path}, with different Dice: "
                                    "two runs of one cell.", "give each cell's rows once, from the run that counts")
+        for path, cell_rows in files.items():
+            _check_earlier_cell(cell_rows, f"{option} {path}: {arm} ({trainer}) fold {fold}",
+                                validation_cases(fold) if validation_cases else None, empty_reference)
         rows += first_rows
     return rows, [c for key, c in wanted.items() if key in per_cell]
 
 
-def rerun_case_rows(csv_paths, cells: list[Cell], earlier=()) -> list[dict]:
+def _check_earlier_cell(rows: list[dict], where: str, expected: list[str] | None,
+                        empty_reference: Callable[[str], bool] | None) -> None:
+    """A cell's rows from an earlier CSV are its complete validation: each case once, every Dice defined."""
+    cases = [r["case"] for r in rows]
+    fix = ("give the complete benchmark.csv that run wrote, or leave that file out and train the cell here "
+           "(rows edited out or lost would make the fold's mean rest on its other cases)")
+    repeated = sorted({c for c in cases if cases.count(c) > 1})
+    if repeated:
+        raise SSLUserError(f"{where} lists case {repeated[0]!r} {cases.count(repeated[0])} times.", fix)
+    if expected is not None and sorted(cases) != sorted(expected):
+        missing, extra = sorted(set(expected) - set(cases)), sorted(set(cases) - set(expected))
+        raise SSLUserError(f"{where} has {len(set(cases) & set(expected))} of the fold's {len(expected)} validation "
+                           f"cases" + (f" (missing {missing[:3]})" if missing else "")
+                           + (f", and cases that are not its validation cases ({extra[:3]}): another split"
+                              if extra else "") + ".", fix)
+    for row in rows:
+        if row["dice_foreground"] != row["dice_foreground"] and not (empty_reference and
+                                                                     empty_reference(row["case"])):
+            raise SSLUserError(f"{where}: case {row['case']!r} has dice_foreground NaN, but its reference has "
+                               "foreground (a NaN Dice there is no evaluation's result, and the fold's mean would "
+                               "silently leave the case out).", fix)
+
+
+def rerun_case_rows(csv_paths, cells: list[Cell], earlier=(), validation_cases=None, empty_reference=None
+                    ) -> list[dict]:
     """Another run of this matrix's scratch cells (e.g. on another machine), from its benchmark.csv, as the
     scratch_rerun arm: the run-to-run noise floor without training scratch once more. Every scratch cell
-    must be there, since the noise floor pairs folds."""
+    must be there, since the noise floor pairs folds; checked as earlier_case_rows checks."""
     if any(c.method == SCRATCH_RERUN for c in cells):
         raise SSLUserError("--rerun and the scratch_rerun arm are two sources for one arm.",
                            "leave scratch_rerun out of --methods, or leave --rerun out")
@@ -240,7 +298,7 @@ def rerun_case_rows(csv_paths, cells: list[Cell], earlier=()) -> list[dict]:
     if not scratch:
         raise SSLUserError("--rerun reports another run of the scratch arm, and --methods has none.",
                            "add scratch to --methods")
-    rows, found = earlier_case_rows(csv_paths, scratch, option="--rerun")
+    rows, found = earlier_case_rows(csv_paths, scratch, "--rerun", validation_cases, empty_reference)
     lacking = [c for c in scratch if c not in found]
     if lacking:
         raise SSLUserError(f"--rerun has no {lacking[0].trainer} fold {lacking[0].fold} (nor {len(lacking) - 1} "

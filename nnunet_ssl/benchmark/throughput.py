@@ -50,6 +50,8 @@ def supervised_samples_per_s(data, patch_size: list[int], batch_size: int, itera
     plans["continue_training"] = False  # nnunetv2 2.8's constructor pops it
     with _results_root(scratch), open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
         trainer = nnUNetTrainer(plans, data.configuration_name, 0, data.dataset_json, device)
+        # its do_split would write nnU-Net's splits_final.json into the user's dataset when there is none
+        trainer.preprocessed_dataset_folder_base = scratch
         trainer.initialize()
         loader, _ = trainer.get_dataloaders()
     trainer.network.train()

@@ -27,46 +27,83 @@ def benchmark(dataset: str, methods: list[str], budgets: list[int], base_folds: 
 
     from nnunetv2.paths import nnUNet_preprocessed
 
+    from nnunet_ssl.benchmark.metrics import has_foreground
     from nnunet_ssl.benchmark.report import benchmark_report, plot_training_curves, pretraining_table
     from nnunet_ssl.benchmark.run import (REFERENCE_ARMS, SCRATCH, cell_environment, earlier_case_rows,
                                           evaluate_cells, missing_summaries, plan_cells, pretraining_summary,
                                           rerun_case_rows, run_matrix, same_run, split_arm, training_curves)
     from nnunet_ssl.benchmark.steps import StepRunner
+    from nnunet_ssl.cli.pretrain import load_recipe
     from nnunet_ssl.integration import locations
     from nnunet_ssl.integration.dataset import dataset_id_of, open_preprocessed
-    from nnunet_ssl.integration.device import cpu_worker_env
-    from nnunet_ssl.integration.splits import add_label_budget_folds
+    from nnunet_ssl.integration.device import check_device, cpu_worker_env
+    from nnunet_ssl.integration.splits import plan_label_budget_folds, write_label_budget_folds
     from nnunet_ssl.methods import require_methods
 
+    # every check first: nothing (folds, folders, pretrainings) is written before a refusal
+    if not report_only:  # a report trains nothing and needs no device
+        check_device(device)
     # an arm pinned to a recipe (mae+fullNetwork) pretrains and reports as its method
     arm_methods = [method for method, _ in map(split_arm, methods)]
     require_methods(arm_methods, "--methods", also=tuple(REFERENCE_ARMS))
     pretraining_methods = list(dict.fromkeys(m for m in arm_methods if m not in REFERENCE_ARMS))
     data = open_preprocessed(dataset, configuration, plans)
     dataset_id = dataset_id_of(data.dataset_name)
-    results_root = locations.results_root(needed_for="the benchmark")  # checked before any fold is written
+    results_root = locations.results_root(needed_for="the benchmark")
     folders = {m: locations.pretraining_folder(data.dataset_name, m, plans, configuration) for m in pretraining_methods}
 
     def not_pretrained() -> list[str]:  # asked before pretraining and again when reporting
         return [m for m, folder in folders.items() if not os.path.isfile(join(folder, locations.FINAL))]
 
-    rows = add_label_budget_folds(data.dataset_name, budgets, base_folds, seed, groups_file, group_pattern)
-    cells = plan_cells(methods, rows, lengths, tuple(finetunes))
-    # cells finished in an earlier session (its benchmark.csv) are neither retrained nor evaluated again
-    reused_rows, reused = earlier_case_rows(earlier, cells)
-    rerun_rows = rerun_case_rows(rerun, cells, earlier) if rerun else []
-    to_train = [c for c in cells if c not in reused]
     out_dir = output or join(results_root, data.dataset_name, "ssl_benchmark")
-    os.makedirs(out_dir, exist_ok=True)
-    cpu_env = cpu_worker_env(device)
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise SSLUserError(f"-o {out_dir} is a file, not a folder; nothing was written.",
+                           "pass -o a folder (new or an earlier benchmark's), or move that file away")
+    to_pretrain = [] if report_only else not_pretrained()
+    if pretrain_recipe:
+        recipe_method = load_recipe(pretrain_recipe).get("method")
+        others = [m for m in to_pretrain if recipe_method not in (None, m)]
+        if others:
+            raise SSLUserError(f"--pretrain-recipe {pretrain_recipe} is a {recipe_method} recipe, but {others} "
+                               "would pretrain with it too.",
+                               f"pretrain {others} first (nnUNetv2_ssl_pretrain -m ...), or give a recipe without "
+                               "a method")
+        if not to_pretrain:  # an option the run would ignore: say so
+            print(f"note: --pretrain-recipe {pretrain_recipe} is not used: "
+                  + ("--report-only pretrains nothing" if report_only else
+                     f"every method ({', '.join(folders) or 'none'}) has a finished pretraining already"))
+    fold_plan = plan_label_budget_folds(data.dataset_name, budgets, base_folds, seed, groups_file, group_pattern)
+    if report_only and fold_plan.changes_splits:
+        raise SSLUserError(f"--report-only: {fold_plan.splits_file} does not hold these label-budget folds yet "
+                           f"(budgets {budgets}, base folds {base_folds}, seed {seed}), so none of their cells was "
+                           "trained; nothing was written.",
+                           "run without --report-only to add the folds and train, or give the budgets, base folds "
+                           "and seed of the benchmark you want to report")
+    rows = fold_plan.rows
+    cells = plan_cells(methods, rows, lengths, tuple(finetunes))
+    # cells finished in an earlier session (its benchmark.csv) are neither retrained nor evaluated again; each
+    # must hold its fold's whole validation, every Dice defined (or its reference without foreground)
+    foreground = sorted(v for v in data.dataset_json["labels"].values() if isinstance(v, int) and v > 0)
+    references = join(str(nnUNet_preprocessed), data.dataset_name, "gt_segmentations")
+
+    def empty_reference(case: str) -> bool:
+        path = join(references, case + data.dataset_json["file_ending"])
+        return os.path.isfile(path) and not has_foreground(path, foreground)
+
+    reused_rows, reused = earlier_case_rows(earlier, cells, "--earlier", fold_plan.validation_cases,
+                                            empty_reference)
+    rerun_rows = rerun_case_rows(rerun, cells, earlier, fold_plan.validation_cases, empty_reference) if rerun else []
+    to_train = [c for c in cells if c not in reused]
     if not report_only:
-        pretrain = not_pretrained()
+        write_label_budget_folds(fold_plan)
+        os.makedirs(out_dir, exist_ok=True)
+        cpu_env = cpu_worker_env(device)
         env, removed = cell_environment(os.environ)
         if removed:
             print(f"note: {' and '.join(removed)} set in this shell: not passed to the benchmark's commands (each "
                   "pretrained arm loads the pretraining its trainer's name pins; the variables would override it)")
-        runner = StepRunner(env, join(out_dir, "logs"), total_steps=len(pretrain) + len(to_train))
-        for method in pretrain:
+        runner = StepRunner(env, join(out_dir, "logs"), total_steps=len(to_pretrain) + len(to_train))
+        for method in to_pretrain:
             runner.run(f"pretrain_{method}", ["nnUNetv2_ssl_pretrain", "-d", str(dataset_id), "-c", configuration,
                                               "-p", plans, "-m", method, "-device", device]
                        + (["--recipe", pretrain_recipe] if pretrain_recipe else []),
@@ -80,6 +117,7 @@ def benchmark(dataset: str, methods: list[str], budgets: list[int], base_folds: 
                            f"(e.g. {missing[0].trainer} fold {missing[0].fold}).",
                            "run without --report-only" + (", or add --partial to report the finished cells"
                                                           if finished or reused else ""))
+    os.makedirs(out_dir, exist_ok=True)  # a report that is refused above writes nothing
     case_rows = reused_rows + (evaluate_cells(finished, data.dataset_name, configuration, plans, results_root,
                                               str(nnUNet_preprocessed), data.dataset_json) if finished else [])
     if rerun_rows:  # the noise floor: scratch as run here (or --earlier) against scratch as run in --rerun

@@ -85,12 +85,17 @@ def write_demo_split(preprocessed_root: str, protocol: dict, cases: list[str]) -
 
 def demo(workdir: str | None = None, device: str = "cpu") -> dict:
     from nnunet_ssl.cli.pretrain import load_recipe
-    from nnunet_ssl.integration.device import cpu_worker_env, shared_cores_env
+    from nnunet_ssl.integration.device import check_device, cpu_worker_env, shared_cores_env
     from nnunet_ssl.integration.locations import FINAL, PREFIX, model_folder
     from nnunet_ssl.integration.trainers.registry import trainer_class
 
+    check_device(device)  # before any folder is made or planning starts
     protocol = load_protocol()
     folders = demo_folders(workdir)
+    for path in (workdir, *folders.values()):
+        if path is not None and os.path.exists(path) and not os.path.isdir(path):
+            raise SSLUserError(f"{path} is a file, not a folder; nothing was written.",
+                               "pass --workdir a folder (new or the demo's own), or move that file away")
     for path in folders.values():
         os.makedirs(path, exist_ok=True)
     env = {**os.environ, **folders}

@@ -24,8 +24,17 @@ def health_entry() -> None:
     args = parser.parse_args()
 
     def main():
-        from nnunet_ssl.atomic_io import atomic_save_json
+        import os
+
+        from nnunet_ssl.atomic_io import atomic_save_json, output_file_problem
         from nnunet_ssl.cli.pretrain import _parse_assignments, select_device
+        from nnunet_ssl.errors import SSLUserError
+        if args.checkpoint and os.path.isdir(args.checkpoint):
+            raise SSLUserError(f"--checkpoint {args.checkpoint} is a folder.",
+                               "pass the checkpoint file, e.g. --checkpoint "
+                               + os.path.join(args.checkpoint, "checkpoint_final.pth"))
+        if args.output and output_file_problem(args.output):  # before minutes of probing, not after
+            raise SSLUserError(f"-o: {output_file_problem(args.output)}.", "pass -o a JSON file name")
         result = module.probe(args.dataset, args.method, args.configuration, args.plans, args.checkpoint,
                               _parse_assignments(args.set), args.batches, args.batch_size, args.patch_size,
                               select_device(args.device), args.seed)

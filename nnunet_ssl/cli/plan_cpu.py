@@ -1,5 +1,6 @@
 """nnUNetv2_ssl_plan_cpu: write a CPU-sized plans variant next to existing nnU-Net plans."""
 import argparse
+import math
 from os.path import isfile, join
 
 from batchgenerators.utilities.file_and_folder_operations import load_json
@@ -14,7 +15,8 @@ def plan_cpu(dataset: str, source_plans: str = "nnUNetPlans", target_plans: str 
              overwrite: bool = False) -> str:
     from nnunetv2.paths import nnUNet_preprocessed
 
-    from nnunet_ssl.integration.cpu_plans import CPU_PLANS_SUFFIX, make_cpu_plans
+    from nnunet_ssl.data.positions import smallest_trainable_patch
+    from nnunet_ssl.integration.cpu_plans import CPU_PLANS_SUFFIX, make_cpu_plans, too_small_patches
     from nnunet_ssl.integration.dataset import resolve_dataset_name
 
     for option, value in (("--features-divisor", features_divisor), ("--batch-size", batch_size),
@@ -26,8 +28,18 @@ def plan_cpu(dataset: str, source_plans: str = "nnUNetPlans", target_plans: str 
     if not isfile(source):
         raise SSLUserError(f"no plans {source} to derive from.", f"nnUNetv2_plan_and_preprocess -d {dataset}")
     target_plans = target_plans or source_plans + CPU_PLANS_SUFFIX
+    if target_plans == source_plans:  # --overwrite would replace the plans it derives from
+        raise SSLUserError(f"-o {target_plans} names the plans it is derived from (-p {source_plans}).",
+                           f"pass -o another name, e.g. {source_plans}{CPU_PLANS_SUFFIX}")
     target = join(str(nnUNet_preprocessed), name, target_plans + ".json")
     plans = make_cpu_plans(load_json(source), target_plans, features_divisor, batch_size, max_patch_voxels)
+    too_small = too_small_patches(plans)
+    if too_small:  # before anything is written: nnUNetv2_train and pretraining would crash on the first step
+        config, _patch, _divisors, problem = too_small[0]
+        needed = max(math.prod(smallest_trainable_patch(divisors)) for _, _, divisors, _ in too_small)
+        raise SSLUserError(f"--max-patch-voxels {max_patch_voxels} gives {config} a patch the network cannot train on: "
+                           f"{problem}; nothing was written.",
+                           f"pass --max-patch-voxels {needed} or more")
     if isfile(target) and not overwrite:
         if load_json(target) == plans:
             print(f"{target} is up to date")

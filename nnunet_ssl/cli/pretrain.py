@@ -20,6 +20,12 @@ def load_recipe(name_or_path: str) -> dict:
     if os.path.isfile(name_or_path):
         with open(name_or_path) as f:
             text, where = f.read(), name_or_path
+    elif os.path.isdir(name_or_path):
+        raise SSLUserError(f"--recipe {name_or_path} is a folder, not a recipe file.",
+                           "pass a recipe's JSON file or name (pretraining/recipes)")
+    elif os.sep in name_or_path or name_or_path.endswith(".json"):  # meant as a file
+        raise SSLUserError(f"recipe file {name_or_path} does not exist.",
+                           "check the path, or pass a recipe's name (pretraining/recipes)")
     else:
         folder = resources.files("nnunet_ssl.recipes") / "recipes"
         candidate = folder / f"{name_or_path}.json"
@@ -67,17 +73,20 @@ def _parse_assignments(items: list[str]) -> dict:
 def pretrain(dataset: str, configuration: str = "3d_fullres", plans: str = "nnUNetPlans", method: str = "pcl",
              device: str = "cuda", resume: bool = False, recipe: str | None = None,
              method_overrides: dict | None = None, schedule_overrides: dict | None = None,
-             unlabeled_folders: list[str] = (), include_images_ts: bool = False) -> str:
+             unlabeled_folders: list[str] = (), include_images_ts: bool = False,
+             allow_missing_cases: bool = False) -> str:
     """Pretrain and return the path of checkpoint_final.pth. All errors a user can fix are SSLUserError.
 
     ``unlabeled_folders`` (raw images named like nnU-Net's) and, with ``include_images_ts``, the
     dataset's imagesTs are preprocessed with the same plans and pretrained on with the labeled cases;
-    the checkpoint's ``case_ids`` lists them as ``unlabeled__<folder name>__<case>``."""
+    the checkpoint's ``case_ids`` lists them as ``unlabeled__<folder name>__<case>``. Preprocessed cases
+    missing against the dataset are refused unless ``allow_missing_cases``."""
     from nnunet_ssl.blocks.distributed import rank
     from nnunet_ssl.integration import locations
-    from nnunet_ssl.integration.dataset import open_preprocessed, resolve_dataset_name
+    from nnunet_ssl.integration.dataset import open_preprocessed, resolve_dataset_name, with_unlabeled
     from nnunet_ssl.integration.folder_lock import FolderLock
-    from nnunet_ssl.integration.pretrainer import Pretrainer, PretrainSchedule
+    from nnunet_ssl.integration.pretrainer import (Pretrainer, PretrainSchedule, check_patch_request,
+                                                   continuation_conflict)
 
     require_methods([method])
     recipe_values = load_recipe(recipe) if recipe else {}
@@ -90,7 +99,7 @@ def pretrain(dataset: str, configuration: str = "3d_fullres", plans: str = "nnUN
                        **(schedule_overrides or {})}
     try:  # both validate themselves when built (SSLUserError): before any data is opened
         schedule = PretrainSchedule.from_dict(schedule_values)
-        get_method(method).config_class.from_dict(method_config)
+        method_values = get_method(method).config_class.from_dict(method_config).to_dict()
     except (TypeError, ValueError) as e:
         raise SSLUserError(str(e), "fix the options (--set, the schedule options or the recipe)") from None
     torch_device = select_device(device)
@@ -103,26 +112,38 @@ def pretrain(dataset: str, configuration: str = "3d_fullres", plans: str = "nnUN
             print(f"removed {len(removed)} temporary file(s) an interrupted write left in {folder}: {removed}")
         # checked before opening the data, so a refused run does not preprocess unlabeled cases first
         final = os.path.join(folder, locations.FINAL)
-        if os.path.isfile(final) and _finished_checkpoint_ok(final, folder, resume):
-            if resume:
-                print(f"already finished: {final}")
-                return final
+        finished = _finished_checkpoint(final, folder, resume) if os.path.isfile(final) else None
+        if finished is not None and not resume:
             raise SSLUserError(f"a finished pretraining already exists: {final}. Nothing was overwritten.",
-                               "use it (nnUNetv2_train ... -tr SSLInitTrainer), or move that folder away to pretrain "
-                               "again")
-        if os.path.isfile(os.path.join(folder, locations.LATEST)) and not resume:
+                               "use it (nnUNetv2_train ... -tr SSLInitTrainer), or move that folder away to "
+                               "pretrain again")
+        if finished is None and os.path.isfile(os.path.join(folder, locations.LATEST)) and not resume:
             raise SSLUserError(f"an unfinished pretraining exists in {folder}.",
                                "add --c to continue it, or move that folder away to start over")
-        data = open_preprocessed(name, configuration, plans, list(unlabeled_folders or ()), include_images_ts)
+        data = open_preprocessed(name, configuration, plans, allow_missing_cases=allow_missing_cases,
+                                 allow_missing_option=True)  # the labeled cases: nothing written yet
+        if finished is not None:
+            # --c with other settings is refused as for an unfinished run: "already finished" would claim them
+            asked = with_unlabeled(data, unlabeled_folders, include_images_ts, preprocess=False)
+            conflict = continuation_conflict(finished.to_dict(), {"method": method_values,
+                                                                  "schedule": schedule.to_dict()},
+                                             asked.case_ids, folder, parts=("method", "schedule"))
+            if conflict is not None:
+                raise conflict
+            print(f"already finished: {final}")
+            return final
+        check_patch_request(data, schedule.patch_size)  # what the plans alone refuse: before unlabeled cases are made
+        data = with_unlabeled(data, unlabeled_folders, include_images_ts)
         trainer = Pretrainer(data, method, method_config, schedule, torch_device, folder)
         if resume:
             trainer.resume()
         return trainer.run()
 
 
-def _finished_checkpoint_ok(final: str, folder: str, resume: bool) -> bool:
-    """True for a readable checkpoint_final.pth (its .json re-derived if a kill lost it). A damaged one
-    gets one instruction: --c, which keeps it as .corrupt and writes it again from checkpoint_latest.pth."""
+def _finished_checkpoint(final: str, folder: str, resume: bool):
+    """The metadata of a readable checkpoint_final.pth (its .json re-derived if a kill lost it), else None.
+    A damaged one gets one instruction: --c, which keeps it as .corrupt and writes it again from
+    checkpoint_latest.pth."""
     from nnunet_ssl.integration import locations
     from nnunet_ssl.integration.checkpoint import CORRUPT_FINAL_FIX, load_encoder_checkpoint, write_final_json
 
@@ -137,10 +158,10 @@ def _finished_checkpoint_ok(final: str, folder: str, resume: bool) -> bool:
         kept = _free_name(final + ".corrupt")
         os.replace(final, kept)
         print(f"kept the damaged {final} as {kept}; writing it again from checkpoint_latest.pth")
-        return False
+        return None
     if write_final_json(final, meta):
         print(f"wrote the missing {locations.FINAL[:-4]}.json from the metadata inside {final}")
-    return True
+    return meta
 
 
 def _free_name(path: str) -> str:
@@ -178,6 +199,9 @@ def pretrain_entry() -> None:
                              "$nnUNet_preprocessed/DatasetXXX/nnunet_ssl_unlabeled/ (repeatable)")
     parser.add_argument("--imagesTs", dest="images_ts", action="store_true",
                         help="also pretrain on the dataset's $nnUNet_raw/DatasetXXX/imagesTs (unlabeled)")
+    parser.add_argument("--allow-missing-cases", action="store_true",
+                        help="pretrain on the complete preprocessed cases when some of the dataset's cases lack "
+                             "theirs (refused otherwise: re-run preprocessing)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a method hyperparameter, e.g. --set theta=0.05 (repeatable)")
     args = parser.parse_args()
@@ -186,4 +210,5 @@ def pretrain_entry() -> None:
                 if getattr(args, k) is not None}
     run_cli(lambda: pretrain(args.dataset, args.configuration, args.plans, args.method, args.device, args.resume,
                              args.recipe, _parse_assignments(args.set), schedule,
-                             unlabeled_folders=args.unlabeled, include_images_ts=args.images_ts))
+                             unlabeled_folders=args.unlabeled, include_images_ts=args.images_ts,
+                             allow_missing_cases=args.allow_missing_cases))

@@ -20,8 +20,11 @@ def throughput_entry() -> None:
     args = parser.parse_args()
 
     def main():
-        from nnunet_ssl.atomic_io import atomic_save_json
+        from nnunet_ssl.atomic_io import atomic_save_json, output_file_problem
+        from nnunet_ssl.errors import SSLUserError
         from nnunet_ssl.integration.device import select_device
+        if args.output and output_file_problem(args.output):  # before minutes of measuring, not after
+            raise SSLUserError(f"-o: {output_file_problem(args.output)}.", "pass -o a JSON file name")
         rows = module.throughput(args.dataset, args.methods, select_device(args.device), args.configuration,
                                  args.plans, args.batch_size, args.patch_size, args.iterations)
         if args.output:

@@ -204,3 +204,32 @@ def largest_useful_patch(divisors: Sequence[int], image_shapes: Sequence[Sequenc
     network's stride. Beyond it a patch is only padding, and memory grows with its volume."""
     longest = max(max(int(s) for s in shape) for shape in image_shapes)
     return [max(int(p), -(-longest // int(d)) * int(d)) for p, d in zip(plans_patch_size, divisors)]
+
+
+# nnU-Net's encoders normalise with InstanceNorm, over each feature map's voxels: in training torch refuses a
+# map of one voxel ("Expected more than 1 spatial element"). A patch of one total stride per axis reaches the
+# bottleneck as 1 voxel [measured: --patch-size 8 8 4 against strides 8x8x4 crashed pcl, mae and mlsscl in
+# their first step; 8 8 8 and 16 8 4 (2 bottleneck voxels) trained every method]
+MIN_BOTTLENECK_VOXELS = 2
+
+
+def bottleneck_shape(patch_size: Sequence[int], divisors: Sequence[int]) -> list[int]:
+    """What a patch becomes after all of the network's poolings (``divisors``: total stride per axis)."""
+    return [int(p) // int(d) for p, d in zip(patch_size, divisors)]
+
+
+def smallest_trainable_patch(divisors: Sequence[int]) -> list[int]:
+    """A smallest patch the planned network trains on: one total stride per axis, the first doubled."""
+    return [int(d) * (MIN_BOTTLENECK_VOXELS if i == 0 else 1) for i, d in enumerate(divisors)]
+
+
+def too_small_patch_problem(patch_size: Sequence[int], divisors: Sequence[int]) -> str | None:
+    """Why the network cannot train on ``patch_size`` (its bottleneck keeps fewer than
+    MIN_BOTTLENECK_VOXELS voxels), or None."""
+    shape = bottleneck_shape(patch_size, divisors)
+    if int(np.prod(shape)) >= MIN_BOTTLENECK_VOXELS:
+        return None
+    return (f"patch {list(map(int, patch_size))} reaches the network's bottleneck as {'x'.join(map(str, shape))} "
+            f"voxel(s) (total strides {list(map(int, divisors))}); its InstanceNorm needs at least "
+            f"{MIN_BOTTLENECK_VOXELS} voxels there, so the first training step would crash. The smallest patches "
+            f"hold {MIN_BOTTLENECK_VOXELS * int(np.prod(divisors))} voxels, e.g. {smallest_trainable_patch(divisors)}")

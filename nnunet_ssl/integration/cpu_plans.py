@@ -15,13 +15,17 @@ import math
 
 import numpy as np
 
+from nnunet_ssl.data.positions import MIN_BOTTLENECK_VOXELS, bottleneck_shape, too_small_patch_problem
+
 CPU_PLANS_SUFFIX = "_cpu"
 
 
 def shrink_patch(patch_size: list[int], divisors: list[int], max_voxels: int) -> list[int]:
     """Scale the patch down isotropically to about ``max_voxels``, each axis a multiple of its
     divisor (rounded to nearest), then shorten the longest axis until the budget holds. Never
-    grows an axis, never goes below one divisor (the smallest patch the network can pool)."""
+    grows an axis beyond the given patch, never goes below one divisor; where rounding left one
+    divisor on every axis and the budget allows, one axis gets a second (the network cannot train on
+    a one-voxel bottleneck: data/positions.py MIN_BOTTLENECK_VOXELS)."""
     factor = min(1.0, (max_voxels / math.prod(patch_size)) ** (1 / len(patch_size)))
     size = [max(d, int(round(p * factor / d)) * d) for p, d in zip(patch_size, divisors)]
     while math.prod(size) > max_voxels:
@@ -30,7 +34,27 @@ def shrink_patch(patch_size: list[int], divisors: list[int], max_voxels: int) ->
             break
         i = max(candidates, key=lambda j: size[j])
         size[i] -= divisors[i]
+    if math.prod(bottleneck_shape(size, divisors)) < MIN_BOTTLENECK_VOXELS:
+        room = [i for i in range(len(size)) if size[i] + divisors[i] <= patch_size[i]
+                and math.prod(size) // size[i] * (size[i] + divisors[i]) <= max_voxels]
+        if room:
+            i = max(room, key=lambda j: patch_size[j])
+            size[i] += divisors[i]
     return size
+
+
+def too_small_patches(plans: dict) -> list[tuple[str, list[int], list[int], str]]:
+    """(configuration, patch, total strides, why) for each configuration of ``plans`` whose network cannot train on its
+    patch (data/positions.py too_small_patch_problem)."""
+    found = []
+    for name, config in plans["configurations"].items():
+        if "patch_size" in config:
+            divisors = pooling_divisors((config.get("architecture") or _inherited_arch(plans, config))
+                                        ["arch_kwargs"]["strides"])
+            problem = too_small_patch_problem(config["patch_size"], divisors)
+            if problem:
+                found.append((name, list(config["patch_size"]), divisors, problem))
+    return found
 
 
 def make_cpu_plans(plans: dict, plans_name: str, features_divisor: int = 4, batch_size: int = 4,

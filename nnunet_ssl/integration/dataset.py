@@ -1,6 +1,6 @@
 """Open an nnU-Net dataset's plans and preprocessed data for pretraining, with clear errors."""
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from os.path import isdir, isfile, join
 
 from batchgenerators.utilities.file_and_folder_operations import load_json
@@ -73,11 +73,30 @@ def _load_plans(path: str) -> dict | None:
     return plans
 
 
+# the files of one preprocessed case, per nnU-Net dataset class (nnunetv2 2.8: blosc2, or numpy .npz)
+CASE_FILES = {"nnUNetDatasetBlosc2": (".b2nd", "_seg.b2nd", ".pkl"), "nnUNetDatasetNumpy": (".npz", ".pkl")}
+ALLOW_MISSING_OPTION = "--allow-missing-cases"
+
+
+def incomplete_cases(files: list[str], expected_cases: list[str], suffixes: tuple[str, ...]) -> list[str]:
+    """Cases (expected ones, and any with some file in ``files``) that lack one of the ``suffixes``:
+    nnU-Net's dataset classes list a case by its image file alone and would silently skip the others."""
+    present = set(files)
+    seen = {f[:-len(s)] for f in files for s in suffixes if f.endswith(s) and not
+            (s == ".b2nd" and f.endswith("_seg.b2nd"))}
+    return sorted(c for c in set(expected_cases) | seen if any(c + s not in present for s in suffixes))
+
+
 def open_preprocessed(dataset: str | int, configuration: str, plans_identifier: str,
-                      unlabeled_folders: list[str] = (), include_images_ts: bool = False) -> PreprocessedDataset:
+                      unlabeled_folders: list[str] = (), include_images_ts: bool = False,
+                      allow_missing_cases: bool = False, allow_missing_option: bool = False) -> PreprocessedDataset:
     """The dataset's plans and preprocessed cases. ``unlabeled_folders`` (raw images named like
     nnU-Net's) and, with ``include_images_ts``, ``$nnUNet_raw/DatasetXXX/imagesTs`` are added as
-    unlabeled cases, preprocessed with the same plans (see integration.unlabeled)."""
+    unlabeled cases, preprocessed with the same plans (see integration.unlabeled).
+
+    Cases of the dataset (gt_segmentations) without all their preprocessed files are refused, unless
+    ``allow_missing_cases`` (then left out with a warning); ``allow_missing_option``: the command has
+    that option, so the refusal names it."""
     name = resolve_dataset_name(dataset)
     dataset_id = dataset_id_of(name)
     folder = join(str(nnUNet_preprocessed), name)
@@ -105,17 +124,42 @@ def open_preprocessed(dataset: str | int, configuration: str, plans_identifier: 
     dataset_json = load_json(join(folder, "dataset.json"))
     dataset_class = infer_dataset_class(data_folder)
     case_ids = sorted(dataset_class.get_identifiers(data_folder))
+    expected = sorted(f[:-len(dataset_json["file_ending"])] for f in os.listdir(join(folder, "gt_segmentations"))
+                      if f.endswith(dataset_json["file_ending"])) if isdir(join(folder, "gt_segmentations")) else []
+    incomplete = incomplete_cases(os.listdir(data_folder), expected, CASE_FILES.get(dataset_class.__name__, ()))
+    if incomplete:
+        complete = sorted(set(case_ids) - set(incomplete))
+        problem = (f"{len(incomplete)} of {name}'s {len(set(expected) | set(case_ids))} cases have no complete "
+                   f"preprocessed data in {data_folder} (e.g. {incomplete[:5]}; nnU-Net's gt_segmentations lists "
+                   "every training case); preprocessing was interrupted or files were deleted.")
+        if not allow_missing_cases:
+            raise SSLUserError(problem, f"preprocess again: nnUNetv2_preprocess -d {dataset_id} -c {configuration} "
+                               f"-plans_name {plans_identifier}" + (f", or pass {ALLOW_MISSING_OPTION} to use only "
+                               f"the {len(complete)} complete ones" if allow_missing_option else ""))
+        print(f"WARNING: {problem} {ALLOW_MISSING_OPTION}: using the {len(complete)} complete ones.")
+        case_ids = complete
     data = PreprocessedDataset(
         dataset_name=name, plans_manager=plans_manager, configuration_name=configuration, configuration=config,
         dataset_json=dataset_json, data_folder=data_folder, case_ids=case_ids,
         num_input_channels=determine_num_input_channels(plans_manager, config, dataset_json))
+    return with_unlabeled(data, unlabeled_folders, include_images_ts)
+
+
+def with_unlabeled(data: PreprocessedDataset, unlabeled_folders: list[str] = (), include_images_ts: bool = False,
+                   preprocess: bool = True) -> PreprocessedDataset:
+    """``data`` (labeled cases only) with the unlabeled cases of ``unlabeled_folders`` and, with
+    ``include_images_ts``, the dataset's imagesTs added; ``preprocess=False`` only finds their ids."""
     folders = list(unlabeled_folders or ())
-    if include_images_ts or folders:
-        from nnunet_ssl.integration.unlabeled import images_ts_folder, prepare_unlabeled
-        if include_images_ts:
-            folders.insert(0, images_ts_folder(name))
-        unlabeled = prepare_unlabeled(name, plans_manager, config, dataset_json, folders, case_ids)
-        data.unlabeled_folder = unlabeled.folder
-        data.unlabeled_case_ids = list(unlabeled.case_ids)
-        data.case_ids = case_ids + list(unlabeled.case_ids)
-    return data
+    if not (include_images_ts or folders):
+        return data
+    from nnunet_ssl.integration.unlabeled import find_unlabeled, images_ts_folder, plugin_folder, prepare_unlabeled
+    name, config = data.dataset_name, data.configuration
+    if include_images_ts:
+        folders.insert(0, images_ts_folder(name))
+    if preprocess:
+        unlabeled = prepare_unlabeled(name, data.plans_manager, config, data.dataset_json, folders, data.case_ids)
+        folder, ids = unlabeled.folder, list(unlabeled.case_ids)
+    else:
+        folder = plugin_folder(name, config.data_identifier)
+        ids = sorted(find_unlabeled(name, data.dataset_json, folders, data.case_ids)[0])
+    return replace(data, unlabeled_folder=folder, unlabeled_case_ids=ids, case_ids=list(data.case_ids) + ids)

@@ -52,19 +52,27 @@ def wait_policy_default(environ=os.environ) -> str | None:
     return "PASSIVE"
 
 
+def check_device(name: str) -> None:
+    """Refuse a device this machine does not have, with the fix; changes nothing (commands that start
+    others, the benchmark and the demo, call it before they write or plan anything)."""
+    import torch
+
+    from nnunet_ssl.errors import SSLUserError
+
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SSLUserError("-device cuda was requested but no CUDA GPU is available.", "pass -device cpu")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise SSLUserError("-device mps was requested but MPS is not available.", "pass -device cpu")
+
+
 def select_device(name: str):
     """The torch device; under torchrun (WORLD_SIZE > 1) also joins the process group (NCCL on CUDA,
     gloo on CPU) and picks this process's GPU. On one CPU process: OMP_NUM_THREADS threads when set,
     else one per core."""
     import torch
 
-    from nnunet_ssl.errors import SSLUserError
-
+    check_device(name)
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SSLUserError("-device cuda was requested but no CUDA GPU is available.", "pass -device cpu")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise SSLUserError("-device mps was requested but MPS is not available.", "pass -device cpu")
     if distributed and not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if name == "cuda" else "gloo")
     if name == "cuda" and distributed:

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from nnunet_ssl.blocks.distributed import rank, world_size
 from nnunet_ssl.blocks.health import health_plateau, learning_verdict, stage_redundancy, weight_scale_ratios
-from nnunet_ssl.data.positions import largest_useful_patch
+from nnunet_ssl.data.positions import largest_useful_patch, smallest_trainable_patch, too_small_patch_problem
 from nnunet_ssl.errors import SSLUserError
 from nnunet_ssl.integration import locations
 from nnunet_ssl.atomic_io import atomic_torch_save
@@ -161,10 +161,10 @@ def _shut_down(batches) -> None:
         finish()
 
 
-def _data_geometry(data: PreprocessedDataset, cases, requested_patch_size) -> DataGeometry:
-    """Plans patch, network divisors and case shapes. 2D configurations (patch of length 2) give
-    2 divisors (from the 2D strides) while ``image_shapes`` stay the stored 3D (Z, Y, X) volumes:
-    nnU-Net's 2d data are whole volumes sliced along axis 0 at load time."""
+def check_patch_request(data: PreprocessedDataset, requested_patch_size) -> list[int]:
+    """The network's total stride per axis, after the checks the plans alone decide (no case is read): a
+    supported configuration, a plans patch the network trains on, a requested patch of strides and of
+    more than one bottleneck voxel."""
     strides = np.array(data.configuration.network_arch_init_kwargs["strides"], dtype=int)
     divisors = [int(d) for d in np.prod(np.atleast_2d(strides), axis=0)]
     ndim = len(data.configuration.patch_size)
@@ -173,17 +173,36 @@ def _data_geometry(data: PreprocessedDataset, cases, requested_patch_size) -> Da
                            f"{list(data.configuration.patch_size)} and strides for {len(divisors)} axes; "
                            "only nnU-Net's 2D and 3D U-Net configurations are supported.",
                            "use -c 2d or -c 3d_fullres")
-    shapes, directions = [], []
-    for case in data.case_ids:
-        image, _seg, _prev, properties = cases.load_case(case)
-        shapes.append(list(image.shape[1:]))
-        directions.append(properties.get("sitk_stuff", {}).get("direction"))
+    plans_too_small = too_small_patch_problem(data.configuration.patch_size, divisors)
+    if plans_too_small and requested_patch_size is None:
+        raise SSLUserError(f"the plans {data.plans_manager.plans_name} {data.configuration_name}: {plans_too_small}.",
+                           "plan again with a larger patch (nnUNetv2_ssl_plan_cpu --overwrite with a larger "
+                           "--max-patch-voxels), or pass --patch-size")
     if requested_patch_size is not None:
         bad = [(s, d) for s, d in zip(requested_patch_size, divisors) if s % d]
         if len(requested_patch_size) != len(divisors) or bad:
             raise SSLUserError(f"patch size {list(requested_patch_size)} does not fit the network: each axis must "
                                f"be a multiple of its total stride {divisors}.",
                                "choose --patch-size with multiples of " + " ".join(map(str, divisors)))
+        too_small = too_small_patch_problem(requested_patch_size, divisors)
+        if too_small:
+            raise SSLUserError(f"--patch-size: {too_small}.",
+                               "pass a --patch-size with more than one total stride on some axis, e.g. "
+                               + " ".join(map(str, smallest_trainable_patch(divisors))))
+    return divisors
+
+
+def _data_geometry(data: PreprocessedDataset, cases, requested_patch_size) -> DataGeometry:
+    """Plans patch, network divisors and case shapes. 2D configurations (patch of length 2) give
+    2 divisors (from the 2D strides) while ``image_shapes`` stay the stored 3D (Z, Y, X) volumes:
+    nnU-Net's 2d data are whole volumes sliced along axis 0 at load time."""
+    divisors = check_patch_request(data, requested_patch_size)
+    shapes, directions = [], []
+    for case in data.case_ids:
+        image, _seg, _prev, properties = cases.load_case(case)
+        shapes.append(list(image.shape[1:]))
+        directions.append(properties.get("sitk_stuff", {}).get("direction"))
+    if requested_patch_size is not None:
         limit = largest_useful_patch(divisors, shapes, data.configuration.patch_size)
         if any(s > m for s, m in zip(requested_patch_size, limit)):
             raise SSLUserError(f"patch size {list(requested_patch_size)} is larger than the data allow: at most "
@@ -196,6 +215,29 @@ def _data_geometry(data: PreprocessedDataset, cases, requested_patch_size) -> Da
                         list(requested_patch_size) if requested_patch_size else None,
                         directions if all(d is not None for d in directions) else None,
                         list(data.plans_manager.transpose_forward))
+
+
+def continuation_conflict(saved_meta: dict, hparams: dict, case_ids: list[str], folder: str,
+                          parts: tuple[str, ...] = ("method", "schedule", "derived")) -> SSLUserError | None:
+    """Why --c may not continue (or, finished, stand for) the run in ``folder`` whose metadata is
+    ``saved_meta``: other cases, or other ``parts`` of the hyperparameters (each differing one named), or None.
+    A finished run is compared without "derived" (those need the method built on the data)."""
+    before, now = set(saved_meta["case_ids"]), set(case_ids)
+    if before != now:
+        added, removed = sorted(now - before), sorted(before - now)
+        return SSLUserError(f"--c with other cases than the run in {folder} ({len(added)} added, e.g. {added[:3]}; "
+                            f"{len(removed)} missing, e.g. {removed[:3]}).",
+                            "continue with the original --unlabeled / --imagesTs options, or move that folder "
+                            "away to start over")
+    saved, asked = (json.loads(json.dumps(h, default=str)) for h in (saved_meta["hparams"], hparams))
+    differing = [f"{part}.{key} {saved.get(part, {}).get(key)!r} there, {asked.get(part, {}).get(key)!r} now"
+                 for part in parts for key in sorted(set(saved.get(part, {})) | set(asked.get(part, {})))
+                 if saved.get(part, {}).get(key) != asked.get(part, {}).get(key)]
+    if differing:
+        return SSLUserError(f"--c with other hyperparameters than the run in {folder}: {'; '.join(differing)}.",
+                            "continue with the original options (schedule options, --set, --recipe), or move "
+                            "that folder away to start over")
+    return None
 
 
 class Pretrainer:
@@ -229,6 +271,12 @@ class Pretrainer:
             network = build_planned_network(data.plans_manager, data.configuration, data.dataset_json,
                                             data.num_input_channels)
             self.method = method_class(network.encoder, bottleneck_channels(data.configuration), config, geometry)
+        derived = self.method.derived_values()  # the method may shorten the patch (PCL) or plan clips (MLSSCL)
+        network_input = derived.get("patch_size") or derived.get("clip_shape")
+        too_small = too_small_patch_problem(network_input, geometry.divisors) if network_input else None
+        if too_small:
+            raise SSLUserError(f"the {method_name} pretraining input: {too_small}.",
+                               "pass a larger --patch-size (or the method's size options with --set)")
         self.method.to(device)
         if compile_wanted(device):
             # in place, before DDP as in nnU-Net: the encoder's state_dict keeps its plain keys (no
@@ -302,16 +350,10 @@ class Pretrainer:
         except Exception as e:  # truncated or corrupt: nothing to continue from
             raise SSLUserError(f"{path} is not readable (truncated or corrupt?): {type(e).__name__}.",
                                f"move {self.output_folder} away and run without --c to start over") from None
-        before, now = set(state["meta"]["case_ids"]), set(self.data.case_ids)
-        if before != now:
-            added, removed = sorted(now - before), sorted(before - now)
-            raise SSLUserError(f"--c with other cases than the run in {self.output_folder} ({len(added)} added, "
-                               f"e.g. {added[:3]}; {len(removed)} missing, e.g. {removed[:3]}).",
-                               "continue with the original --unlabeled / --imagesTs options, or move that folder "
-                               "away to start over")
-        if state["meta"]["hparams"] != self.metadata().hparams:
-            raise SSLUserError(f"--c with other hyperparameters than the run in {self.output_folder}.",
-                               "continue with the original options, or remove that folder to start over")
+        conflict = continuation_conflict(state["meta"], self.metadata().hparams, self.data.case_ids,
+                                         self.output_folder)
+        if conflict is not None:
+            raise conflict
         self.method.load_state_dict(state["method_state"])
         self.optimizer.load_state_dict(state["optimizer_state"])
         self.lr_scheduler.load_state_dict(state["scheduler_state"])

@@ -7,6 +7,7 @@ The arithmetic (which cases go where) is in data/folds.py; this module adds the 
 """
 import json
 import os
+from dataclasses import dataclass
 from os.path import basename, isdir, isfile, join
 
 from nnunet_ssl.atomic_io import atomic_save_json
@@ -114,8 +115,9 @@ def read_groups(case_ids: list[str], groups_file: str | None = None, group_patte
         return groups_from_pattern(case_ids, group_pattern)
     if groups_file:
         if not isfile(groups_file):
-            raise SSLUserError(f"groups file {groups_file} does not exist.", "pass --groups with a JSON file "
-                               "mapping each case id to its patient id")
+            raise SSLUserError(f"groups file {groups_file} " + ("is a folder, not a file." if isdir(groups_file)
+                                                               else "does not exist."),
+                               "pass --groups with a JSON file mapping each case id to its patient id")
         return check_groups(_load_json(groups_file, "groups file"), case_ids, groups_file)
     return None
 
@@ -153,6 +155,29 @@ def _grouped_base_folds(splits: list[dict], groups: dict[str, str], requested: l
         f"{numbers} of {SPLITS_FILE}): " + ", ".join(f"{k} -> fold {numbers[k]}" for k in sorted(set(requested))))
 
 
+@dataclass
+class BudgetFoldPlan:
+    """What add_label_budget_folds would write, computed without writing (so callers can refuse first)."""
+    dataset_id: int
+    splits_file: str
+    mapping_file: str
+    old: list[dict]  # splits_final.json as it is (or nnU-Net's default split when missing)
+    new: list[dict]  # with this call's folds appended
+    mapping: dict  # label_budget_folds.json as it is
+    updated: dict  # as it would be written
+    rows: list[dict]  # this call's mapping rows
+    created: str | None  # why the splits file is created, if it is
+    grouped_note: str | None
+    grouped: bool
+
+    @property
+    def changes_splits(self) -> bool:
+        return self.created is not None or len(self.new) > len(self.old)
+
+    def validation_cases(self, fold: int) -> list[str]:
+        return list(self.new[fold]["val"])
+
+
 def add_label_budget_folds(dataset: str, budgets: list[int], base_folds=DEFAULT_BASE_FOLDS, seed: int = 0,
                            groups_file: str | None = None, group_pattern: str | None = None) -> list[dict]:
     """Append label-budget folds to splits_final.json (creating nnU-Net's default 5 folds first if the
@@ -161,6 +186,13 @@ def add_label_budget_folds(dataset: str, budgets: list[int], base_folds=DEFAULT_
     With groups (case -> patient, from ``groups_file`` or ``group_pattern``) budgets count patients
     and the base folds are grouped: see _grouped_base_folds; nnU-Net's per-case folds stay as they are.
     """
+    return write_label_budget_folds(plan_label_budget_folds(dataset, budgets, base_folds, seed, groups_file,
+                                                            group_pattern))
+
+
+def plan_label_budget_folds(dataset: str, budgets: list[int], base_folds=DEFAULT_BASE_FOLDS, seed: int = 0,
+                            groups_file: str | None = None, group_pattern: str | None = None) -> BudgetFoldPlan:
+    """add_label_budget_folds without writing or printing: every check, and the folds it would add."""
     from nnunetv2.paths import nnUNet_preprocessed
 
     from nnunet_ssl.integration.dataset import dataset_id_of, resolve_dataset_name
@@ -210,34 +242,42 @@ def add_label_budget_folds(dataset: str, budgets: list[int], base_folds=DEFAULT_
                                                                              budget_folds)
     new, rows = label_budget_folds(with_base, sorted(set(used.values())), budgets, seed, budget_folds=budget_folds,
                                    groups=groups)
-
-    if created:
-        print(created)
-    if grouped_note:
-        print(grouped_note)
-    if created or len(new) > len(old):
-        atomic_save_json(new, splits_file, sort_keys=True)  # nnU-Net's save_json format
-        print(f"wrote {splits_file}: {len(old)} existing folds unchanged, {len(new) - len(old)} added")
-    else:
-        print(f"{splits_file} already holds these folds; nothing added")
     merged = merge_rows(previous, rows)
     kept_groups = groups if groups is not None else old_groups
     grouped_base = sorted(set(mapping.get("grouped_base_folds", [])) | set(grouped_numbers))
     updated = {"about": MAPPING_ABOUT, "folds": merged, **({"groups": kept_groups} if kept_groups else {}),
                **({"grouped_base_folds": grouped_base} if grouped_base else {})}
-    if updated != mapping:
-        atomic_save_json(updated, mapping_file, sort_keys=True)
+    return BudgetFoldPlan(dataset_id, splits_file, mapping_file, old, new, mapping, updated, rows, created,
+                          grouped_note, groups is not None)
+
+
+def write_label_budget_folds(plan: BudgetFoldPlan) -> list[dict]:
+    """Write what plan_label_budget_folds planned (nothing when the files hold it already), print the table."""
+    old, new, rows, dataset_id = plan.old, plan.new, plan.rows, plan.dataset_id
+    splits_file, mapping_file = plan.splits_file, plan.mapping_file
+    if plan.created:
+        print(plan.created)
+    if plan.grouped_note:
+        print(plan.grouped_note)
+    if plan.changes_splits:
+        atomic_save_json(new, splits_file, sort_keys=True)  # nnU-Net's save_json format
+        print(f"wrote {splits_file}: {len(old)} existing folds unchanged, {len(new) - len(old)} added")
+    else:
+        print(f"{splits_file} already holds these folds; nothing added")
+    if plan.updated != plan.mapping:
+        atomic_save_json(plan.updated, mapping_file, sort_keys=True)
         print(f"wrote {mapping_file}")
 
     added = set(range(len(old), len(new)))
-    unit = "patients" if groups is not None else "labeled"
+    grouped = plan.grouped
+    unit = "patients" if grouped else "labeled"
     print(f"\n{'fold':>4}  {'base fold':>9}  {unit:>8}  {'seed':>4}  {'n train':>7}  {'n val':>5}")
     for r in rows:
         note = "new" if r["fold"] in added else ("= base fold" if r["fold"] == r["base_fold"] else "existing")
         print(f"{r['fold']:>4}  {r['base_fold']:>9}  {r['labeled']:>8}  {r['seed']:>4}  {r['train']:>7}  "
               f"{r['n_val']:>5}  {note}")
     example = next((r for r in rows if r["fold"] != r["base_fold"]), rows[0])
-    what = "patients" if groups is not None else "labeled cases"
+    what = "patients" if grouped else "labeled cases"
     print(f"\ntrain one, e.g. {example['labeled']} {what} of fold {example['base_fold']}:\n"
           f"  nnUNetv2_train {dataset_id} 3d_fullres {example['fold']} -tr SSLInitTrainer")
     return rows

@@ -24,7 +24,10 @@ A case is preprocessed again only when it is missing or stale: 'nnunet_ssl_sourc
 source files (path, size, mtime) and a hash of the plans entries that change preprocessing
 (spacing, normalisation, resampling, transpose, intensity statistics, reader), so a re-run with the
 same inputs only reads the small .pkl files. Files are written under temporary names and renamed
-into place, the .pkl last, so an interrupted run never leaves a case that looks finished.
+into place, the .pkl last, so an interrupted run never leaves a case that looks finished. Every case to
+preprocess is first read and checked (readable, one volume per file, the dataset's dimensionality, a
+size at the plans' spacing within UNLABELED_SIZE_FACTOR times the dataset's largest case), so a bad one
+stops the run before anything is written.
 """
 import hashlib
 import json
@@ -123,7 +126,8 @@ def find_cases(folder: str, file_ending: str, channel_names: dict) -> dict[str, 
     num_channels = len(channel_names)
     naming = f"CASE_0000{file_ending}" + (f" ... CASE_{num_channels - 1:04d}{file_ending}" if num_channels > 1 else "")
     if not isdir(folder):
-        raise SSLUserError(f"unlabeled folder {folder} does not exist.",
+        raise SSLUserError(f"unlabeled folder {folder} " + ("is a file, not a folder." if os.path.exists(folder)
+                                                            else "does not exist."),
                            "pass a folder of raw images to --unlabeled")
     names = sorted(f for f in os.listdir(folder) if f.endswith(file_ending) and not f.startswith(".")
                    and isfile(join(folder, f)))
@@ -263,6 +267,56 @@ def _read_checked(reader_writer, files: list[str]):
                            "file format") from None
 
 
+# [assumption] an unlabeled case may reach at most this many times the voxels of the dataset's largest case
+# once resampled to the plans' spacing: beyond it its header's spacing is likely wrong or it shows far more
+# than the dataset (issue 37: images at 20 mm on a 1 mm dataset took 9 minutes, 14 GB and a 1.5 GB file)
+UNLABELED_SIZE_FACTOR = 8
+
+
+def resampled_shape(shape: list[int], spacing: list[float], transpose_forward: list[int],
+                    target_spacing: list[float]) -> list[int]:
+    """The shape nnU-Net's DefaultPreprocessor resamples an image (reader's axis order) to, before its
+    crop to the nonzero region (so an upper bound): transposed, then scaled by spacing / target spacing;
+    a 2d configuration keeps the first axis' spacing."""
+    from nnunetv2.preprocessing.resampling.default_resampling import compute_new_shape
+    shape_t, spacing_t = [shape[i] for i in transpose_forward], [spacing[i] for i in transpose_forward]
+    target = list(target_spacing)
+    if len(target) < len(shape_t):
+        target = [spacing_t[0]] + target
+    return [int(s) for s in compute_new_shape(shape_t, spacing_t, target)]
+
+
+def largest_planned_voxels(dataset_name: str, plans_manager: PlansManager, config: ConfigurationManager
+                           ) -> tuple[int, list[int]]:
+    """Voxels and shape of the dataset's largest case at the configuration's spacing, from nnU-Net's
+    fingerprint (shapes after crop and spacings per case); the plans' median shape without one."""
+    fingerprint = join(str(nnUNet_preprocessed), dataset_name, "dataset_fingerprint.json")
+    shapes = []
+    if isfile(fingerprint):
+        with open(fingerprint) as f:
+            found = json.load(f)
+        shapes = [resampled_shape(list(shape), list(spacing), plans_manager.transpose_forward, config.spacing)
+                  for shape, spacing in zip(found.get("shapes_after_crop", []), found.get("spacings", []))]
+    if not shapes:
+        shapes = [[int(round(s)) for s in config.configuration["median_image_size_in_voxels"]]]
+    shape = max(shapes, key=lambda s: int(np.prod(s)))
+    return int(np.prod(shape)), shape
+
+
+def oversize_problem(shape: list[int], spacing: list[float], transpose_forward: list[int],
+                     target_spacing: list[float], largest: tuple[int, list[int]]) -> str | None:
+    """Why an image is too large once resampled to the plans' spacing (UNLABELED_SIZE_FACTOR times the
+    voxels of the dataset's largest case, ``largest``), or None."""
+    reached = resampled_shape(shape, spacing, transpose_forward, target_spacing)
+    voxels = int(np.prod(reached))
+    if voxels <= UNLABELED_SIZE_FACTOR * largest[0]:
+        return None
+    return (f"(shape {shape}, spacing {[round(float(s), 4) for s in spacing]}) would be resampled to {reached} "
+            f"voxels ({voxels / 1e6:.1f} M, {voxels * 4 / 2 ** 30:.2f} GiB as float32) at the plans' spacing "
+            f"{[round(float(s), 4) for s in target_spacing]}: {voxels / largest[0]:.0f} times the dataset's largest "
+            f"case there ({largest[1]}); more than {UNLABELED_SIZE_FACTOR} times is refused")
+
+
 def _is_2d(spacing) -> bool:
     """nnU-Net's readers give 2D images a first spacing 999 times the largest other one."""
     return max(spacing) > 500 * min(spacing)
@@ -278,11 +332,6 @@ def _preprocess_case(files: list[str], output_folder: str, case_id: str, record:
                      plans_manager: PlansManager, config: ConfigurationManager, dataset_json: dict) -> None:
     """nnU-Net's DefaultPreprocessor.run_case_save with seg_file=None, written atomically."""
     data, properties = _read(plans_manager.image_reader_writer_class(), files)
-    image_2d = _is_2d(properties["spacing"])
-    if image_2d != _is_2d(plans_manager.plans.get("original_median_spacing_after_transp", [1, 1, 1])):
-        raise SSLUserError(f"{files[0]} is a {'2D' if image_2d else '3D'} image, but {plans_manager.dataset_name}'s "
-                           f"images are {'3D' if image_2d else '2D'}.",
-                           "use images of the same dimensionality as the dataset's")
     preprocessor = config.preprocessor_class(verbose=False)
     data, seg, properties = preprocessor.run_case_npy(data, None, properties, plans_manager, config, dataset_json)
     data = data.astype(np.float32, copy=False)
@@ -305,9 +354,10 @@ def _preprocess_case(files: list[str], output_folder: str, case_id: str, record:
                 os.remove(tmp + suffix)
 
 
-def prepare_unlabeled(dataset_name: str, plans_manager: PlansManager, config: ConfigurationManager,
-                      dataset_json: dict, folders: list[str], labeled_ids: list[str]) -> UnlabeledCases:
-    """Find, check and (where needed) preprocess the unlabeled cases of ``folders``."""
+def find_unlabeled(dataset_name: str, dataset_json: dict, folders: list[str], labeled_ids: list[str]
+                   ) -> tuple[dict[str, list[str]], int]:
+    """{case id: its raw files} of the unlabeled ``folders`` and how many distinct folders they are;
+    reads names only (a finished pretraining asked to continue compares its cases with these)."""
     file_ending = dataset_json["file_ending"]
     channel_names = dataset_json.get("channel_names", dataset_json.get("modality", {}))
     sources: dict[str, list[str]] = {}
@@ -328,13 +378,36 @@ def prepare_unlabeled(dataset_name: str, plans_manager: PlansManager, config: Co
     if clashes:
         raise SSLUserError(f"unlabeled case id {clashes[0]!r} is also a labeled case id of {dataset_name}.",
                            "rename the unlabeled folder")
+    return sources, len(seen)
+
+
+def prepare_unlabeled(dataset_name: str, plans_manager: PlansManager, config: ConfigurationManager,
+                      dataset_json: dict, folders: list[str], labeled_ids: list[str]) -> UnlabeledCases:
+    """Find, check and (where needed) preprocess the unlabeled cases of ``folders``."""
+    sources, n_folders = find_unlabeled(dataset_name, dataset_json, folders, labeled_ids)
     output_folder = plugin_folder(dataset_name, config.data_identifier)
-    os.makedirs(output_folder, exist_ok=True)
     signature = preprocessing_signature(plans_manager, config)
     case_ids = sorted(sources)
     records = {c: _source_record(sources[c], signature) for c in case_ids}
     todo = [c for c in case_ids if not _up_to_date(output_folder, c, records[c])]
     main = rank() == 0
+    # every case read and sized before the first is written: one that cannot be used stops the run up front
+    largest = largest_planned_voxels(dataset_name, plans_manager, config)
+    reader = plans_manager.image_reader_writer_class()
+    for case_id in tqdm(todo, desc="checking unlabeled cases", disable=not main or not todo):
+        data, properties = _read(reader, sources[case_id])
+        image_2d = _is_2d(properties["spacing"])
+        if image_2d != _is_2d(plans_manager.plans.get("original_median_spacing_after_transp", [1, 1, 1])):
+            raise SSLUserError(f"{sources[case_id][0]} is a {'2D' if image_2d else '3D'} image, but "
+                               f"{plans_manager.dataset_name}'s images are {'3D' if image_2d else '2D'}.",
+                               "use images of the same dimensionality as the dataset's")
+        problem = oversize_problem(list(data.shape[1:]), list(properties["spacing"]),
+                                   plans_manager.transpose_forward, config.spacing, largest)
+        if problem:
+            raise SSLUserError(f"{sources[case_id][0]} {problem}; nothing was preprocessed.",
+                               f"check its header's spacing, resample or crop it to about the dataset's spacing "
+                               f"{list(config.spacing)} and field of view, or move it out of its folder")
+    os.makedirs(output_folder, exist_ok=True)
     if todo:
         start = rank() * len(todo) // world_size()  # under torchrun each rank starts on its own share
         for case_id in tqdm(todo[start:] + todo[:start], desc="preprocessing unlabeled cases", disable=not main):
@@ -342,6 +415,6 @@ def prepare_unlabeled(dataset_name: str, plans_manager: PlansManager, config: Co
                 _preprocess_case(sources[case_id], output_folder, case_id, records[case_id],
                                  plans_manager, config, dataset_json)
     if main:
-        print(f"unlabeled: {len(case_ids)} case(s) from {len(seen)} folder(s), {len(todo)} preprocessed now, "
+        print(f"unlabeled: {len(case_ids)} case(s) from {n_folders} folder(s), {len(todo)} preprocessed now, "
               f"in {output_folder}")
     return UnlabeledCases(output_folder, case_ids, sources)
