@@ -45,7 +45,7 @@ def wait_policy_default(environ=os.environ) -> str | None:
     OpenMP threads otherwise spin at every barrier before they sleep, taking a core from whatever else
     runs. libgomp reads the variable once, when torch loads it, so this must run before ``import
     torch``: the start-up hook calls it in every interpreter of the environment (measurements in
-    docs/benchmarks/cpu_sharing_2026-12-02.md)."""
+    docs/records/cpu_sharing_2026-12-02/notes.md)."""
     if any(environ.get(name) for name in WAIT_SETTINGS):
         return None
     environ[WAIT_POLICY_ENV] = "PASSIVE"

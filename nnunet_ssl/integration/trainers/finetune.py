@@ -28,7 +28,7 @@ class MatchedScheduleTrainer(SizedTrainer, nnUNetTrainer_warmup):
     Why no warm-up by default: on hippocampus (M = 5, folds 6/9/12, 2000 iterations) the warm-up
     schedule scored 0.750 +- 0.046 foreground Dice against 0.807 +- 0.021 and 0.797 +- 0.039 in two
     runs of the stock schedule, lower on 3 of 3 folds against each; the two stock runs differed by
-    +0.010 [-0.005, +0.034] (docs/benchmarks/hippocampus_curve_2026-12-04.md).
+    +0.010 [-0.005, +0.034] (docs/studies/hippocampus_curve_gpu_2026-12-04/notes.md).
 
     Training length lives in class attributes (SizedTrainer; lengths.py names them); ``None`` keeps
     nnU-Net's value.
@@ -276,7 +276,7 @@ class SSLInitTrainer_freshFirstStage(SSLInitTrainer):
     pretraining the first stage's channels were nearly redundant (mean |r| 0.6-0.7 against 0.14 at He init) and
     fine-tuning started its classes late; the same encoder with a fresh first stage did not
     (docs/methods/readouts.md). The demo's MAE arm. At the plateau length (4000 iterations, M = 5) it changed
-    nothing: level with scratch and with the whole encoder loaded (docs/benchmarks)."""
+    nothing: level with scratch and with the whole encoder loaded (docs/studies/hippocampus_mae_freshFirstStage_M5_2026-12-06)."""
 
     @staticmethod
     def load_pretrained(network, path: str, expected: dict | None = None):

@@ -43,10 +43,10 @@ def _cpu(iterations: int) -> Length:
 
 LENGTHS: dict[str, Length] = {
     "cpu500it": _cpu(500),  # the 2026-11-30 3d evidence matrices
-    "cpu1000it": _cpu(1000),  # learning-curve point (docs/benchmarks/hippocampus_curve_*)
+    "cpu1000it": _cpu(1000),  # learning-curve point (docs/studies/hippocampus_curve_*)
     "cpuDemo": _cpu(1000),  # the demo's length on 2 CPU cores
     "cpu2000it": _cpu(2000),  # the 2d matrices; a learning-curve point
-    "cpu4000it": _cpu(4000),  # the plateau on hippocampus, M = 5 (docs/benchmarks/hippocampus_curve_2026-12-04.md)
+    "cpu4000it": _cpu(4000),  # the plateau on hippocampus, M = 5 (docs/studies/hippocampus_curve_gpu_2026-12-04/notes.md)
     "cpu8000it": _cpu(8000),  # the 2d plateau on hippocampus, M = 5 (hippocampus_pcl2d_plateau_M5_2026-12-06.md)
     "cpu16000it": _cpu(16000),  # the 2d learning curve's last point
     "cpu1200it": Length(48, 25, 2, 2),  # with test-time mirroring, as nnU-Net validates

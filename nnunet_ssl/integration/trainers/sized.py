@@ -17,7 +17,7 @@ class SizedTrainer:
     SAVE_EVERY: int | None = None  # epochs between checkpoint_latest.pth writes; None: nnU-Net's 50
     # epochs between progress.png redraws (always at the last epoch); None: every epoch, as nnU-Net. The
     # plot of all epochs so far took 1.2-1.6 s at 320 epochs, against 0.7 s of GPU training per
-    # 25-iteration epoch (docs/benchmarks/hippocampus_curve_2026-12-04.md)
+    # 25-iteration epoch (docs/studies/hippocampus_curve_gpu_2026-12-04/notes.md)
     PLOT_EVERY: int | None = None
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
