@@ -276,7 +276,8 @@ class SSLInitTrainer_freshFirstStage(SSLInitTrainer):
     pretraining the first stage's channels were nearly redundant (mean |r| 0.6-0.7 against 0.14 at He init) and
     fine-tuning started its classes late; the same encoder with a fresh first stage did not
     (docs/methods/readouts.md). The demo's MAE arm. At the plateau length (4000 iterations, M = 5) it changed
-    nothing: level with scratch and with the whole encoder loaded (docs/studies/hippocampus_mae_freshFirstStage_M5_2026-12-06)."""
+    nothing: level with scratch and with the whole encoder loaded
+    (docs/studies/hippocampus_mae_freshFirstStage_M5_2026-12-06)."""
 
     @staticmethod
     def load_pretrained(network, path: str, expected: dict | None = None):
