@@ -6,7 +6,7 @@ semi-supervised trainers named with --trainers: same network, batch, patch and s
 whole training step, data loading included, in interleaved blocks so that a shared machine's load hits
 them alike:
 
-    python -m nnunet_ssl.benchmark.mean_teacher_cost -d 501 -p nnUNetPlans_cpu -f 6 --iterations 40 -device cpu \\
+    python -m nnunet_ssl.cli.semi_supervised_cost -d 501 -p nnUNetPlans_cpu -f 6 --iterations 40 -device cpu \\
         --trainers SSLMeanTeacherTrainer SSLUniMatchTrainer SSLUniMatchTrainer_fixMatch SSLBCPTrainer
 
 Peak memory during each trainer's own steps: on CUDA the peak of allocated GPU memory
@@ -16,7 +16,6 @@ the process holds (every trainer built for the comparison, Python, torch): read 
 trainers, not the values. BCP's steps are timed in its self-training phase (the warm start is plain
 copy-paste supervised training). Model folders go to a temporary nnUNet_results, so nothing is left behind.
 """
-import argparse
 import contextlib
 import json
 import os
@@ -133,27 +132,3 @@ def semi_supervised_cost(dataset: str, fold: int, device: torch.device, configur
                 round(peaks[name] / 2 ** 20, 1)
         result["trainers"][name] = row
     return result
-
-
-def main() -> None:
-    from nnunet_ssl.cli import run_cli
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-d", dest="dataset", required=True)
-    parser.add_argument("-c", dest="configuration", default="3d_fullres")
-    parser.add_argument("-p", dest="plans", default="nnUNetPlans")
-    parser.add_argument("-f", dest="fold", type=int, required=True, help="a fold that leaves unlabeled cases")
-    parser.add_argument("--trainers", nargs="+", default=["SSLMeanTeacherTrainer"], metavar="NAME",
-                        help="semi-supervised trainers to compare with SSLScratchTrainer (registry names without a "
-                             "length)")
-    parser.add_argument("--iterations", type=int, default=40, help="timed steps per trainer")
-    parser.add_argument("--block", type=int, default=10, help="steps per trainer before switching")
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("-device", default="cpu", choices=["cpu", "cuda", "mps"])
-    args = parser.parse_args()
-    run_cli(lambda: print(json.dumps(semi_supervised_cost(
-        args.dataset, args.fold, torch.device(args.device), args.configuration, args.plans, args.iterations,
-        args.block, args.warmup, tuple(args.trainers)), indent=1)))
-
-
-if __name__ == "__main__":
-    main()
