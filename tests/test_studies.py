@@ -28,6 +28,15 @@ def test_results_page_readme_block_and_demo_evidence_are_not_stale(tmp_path):
         assert _read(tmp_path, relative) == _read(ROOT, relative), f"{relative} is stale: run nnUNetv2_ssl_render"
 
 
+def test_datasets_without_a_drawn_arm_are_named_in_the_readme_block():
+    index = {"studies": [{"id": "h", "dataset": "Dataset501_Hippocampus"}, {"id": "a", "dataset": "Dataset027_ACDC"}]}
+    arms = [{"study": "h"}]
+    assert studies.other_datasets(index, arms) == ["ACDC"]
+    assert studies.other_datasets({"studies": index["studies"][:1]}, arms) == []
+    assert "ACDC: no arm compared yet" in studies.readme_block([], ["ACDC"])
+    assert "Other datasets are not measured" in studies.readme_block([], [])
+
+
 def test_every_study_in_the_index_has_its_folder_and_every_folder_is_indexed():
     index = studies.load_index(ROOT)
     folders = {d for d in os.listdir(os.path.join(ROOT, studies.STUDIES))

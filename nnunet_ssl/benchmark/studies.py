@@ -14,6 +14,8 @@ import tempfile
 
 import numpy as np
 
+from nnunet_ssl.errors import SSLUserError
+
 STUDIES = os.path.join("docs", "studies")
 DEMO_RECORDS = os.path.join("docs", "records", "demo")
 RESULTS_PAGE = os.path.join("docs", "results.md")
@@ -58,6 +60,10 @@ def study_reports(root: str, index: dict) -> dict[str, dict]:
     with tempfile.TemporaryDirectory() as tmp:
         for study in tqdm(index["studies"], desc="recomputing studies", unit="study"):
             rows = read_rows(os.path.join(root, STUDIES, study["id"], "benchmark.csv"))
+            if study["dataset"] not in index["datasets"]:
+                raise SSLUserError(f"study {study['id']} names dataset {study['dataset']}, which index.json's "
+                                   "\"datasets\" does not describe.",
+                                   "add it there with its source and class names ({\"1\": \"name\", ...})")
             classes = index["datasets"][study["dataset"]]["classes"]
             reports[study["id"]] = benchmark_report(rows, os.path.join(tmp, study["id"]), classes)
     return reports
@@ -177,8 +183,9 @@ def results_page(index: dict, reports: dict[str, dict], arms: list[dict], runs: 
     return "\n".join(lines).rstrip() + "\n"
 
 
-def readme_block(arms: list[dict]) -> str:
-    """The README's results block: the summary figure and, in words, which arms clear both 0 and the noise floor."""
+def readme_block(arms: list[dict], other_datasets: list[str] = ()) -> str:
+    """The README's results block: the summary figure and, in words, which arms clear both 0 and the noise floor;
+    ``other_datasets``: those with studies but no arm in the figure yet."""
     from nnunet_ssl.benchmark.statistics import finding
     cleared = [a for a in arms if finding(a["verdict"]) != "none"]
     within = [a for a in arms if finding(a["verdict"]) == "none"]
@@ -190,8 +197,16 @@ def readme_block(arms: list[dict]) -> str:
         "difference to matched scratch with a 95% interval; grey: what retraining scratch alone moves a mean. "
         f"{len(within)} arms end level with scratch or within that noise floor. "
         + (f"Beyond both 0 and the floor: {said}." if cleared else "None is beyond both 0 and the floor.")
-        + " Other datasets are not measured. Every study, its command and notes: [docs/results.md](docs/results.md).",
+        + (f" {' and '.join(other_datasets)}: no arm compared yet (first reference runs only)." if other_datasets
+           else " Other datasets are not measured.")
+        + " Every study, its command and notes: [docs/results.md](docs/results.md).",
         RESULTS_BLOCK[1]])
+
+
+def other_datasets(index: dict, arms: list[dict]) -> list[str]:
+    """Datasets with studies but no arm in the summary figure, by name without nnU-Net's id ("ACDC")."""
+    drawn = {s["dataset"] for s in index["studies"] if s["id"] in {a["study"] for a in arms}}
+    return sorted({s["dataset"].split("_", 1)[-1] for s in index["studies"] if s["dataset"] not in drawn})
 
 
 def replace_block(text: str, block: str) -> str:
@@ -226,7 +241,7 @@ def render(root: str, out: str | None = None) -> list[str]:
                            (EVIDENCE, json.dumps(evidence(arms, runs), indent=1) + "\n")):
         written.append(_write(out, relative, text))
     with open(os.path.join(root, README)) as f:
-        written.append(_write(out, README, replace_block(f.read(), readme_block(arms))))
+        written.append(_write(out, README, replace_block(f.read(), readme_block(arms, other_datasets(index, arms)))))
     os.makedirs(os.path.dirname(os.path.join(out, SUMMARY_FIGURE)), exist_ok=True)
     plot_differences(figure_statistics(arms), os.path.join(out, SUMMARY_FIGURE))
     written.append(os.path.join(out, SUMMARY_FIGURE))
