@@ -33,12 +33,12 @@ def benchmark(dataset: str, methods: list[str], budgets: list[int], base_folds: 
                                           evaluate_cells, missing_summaries, plan_cells, pretraining_summary,
                                           rerun_case_rows, run_matrix, same_run, split_arm, training_curves)
     from nnunet_ssl.benchmark.steps import StepRunner
-    from nnunet_ssl.cli.pretrain import load_recipe
     from nnunet_ssl.integration import locations
     from nnunet_ssl.integration.dataset import dataset_id_of, open_preprocessed
     from nnunet_ssl.integration.device import check_device, cpu_worker_env
     from nnunet_ssl.integration.splits import plan_label_budget_folds, write_label_budget_folds
     from nnunet_ssl.methods import require_methods
+    from nnunet_ssl.methods.recipes import load_recipe
 
     # every check first: nothing (folds, folders, pretrainings) is written before a refusal
     if not report_only:  # a report trains nothing and needs no device
