@@ -27,11 +27,12 @@ def benchmark(dataset: str, methods: list[str], budgets: list[int], base_folds: 
 
     from nnunetv2.paths import nnUNet_preprocessed
 
+    from nnunet_ssl.benchmark.arms import REFERENCE_ARMS, SCRATCH, split_arm
     from nnunet_ssl.benchmark.metrics import has_foreground
     from nnunet_ssl.benchmark.report import benchmark_report, plot_training_curves, pretraining_table
-    from nnunet_ssl.benchmark.run import (REFERENCE_ARMS, SCRATCH, cell_environment, earlier_case_rows,
-                                          evaluate_cells, missing_summaries, plan_cells, pretraining_summary,
-                                          rerun_case_rows, run_matrix, same_run, split_arm, training_curves)
+    from nnunet_ssl.benchmark.run import (cell_environment, earlier_case_rows, evaluate_cells, missing_summaries,
+                                          plan_cells, pretraining_summary, rerun_case_rows, run_matrix, same_run,
+                                          training_curves)
     from nnunet_ssl.benchmark.steps import StepRunner
     from nnunet_ssl.integration import locations
     from nnunet_ssl.integration.dataset import dataset_id_of, open_preprocessed
