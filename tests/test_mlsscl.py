@@ -224,7 +224,7 @@ def test_state_dict_holds_target_and_queues_for_resume():
 def test_defaults_are_the_setting_chosen_from_pretraining_health():
     """augment off, m = 0.99, SGD lr 0.03 (docs/methods/readouts.md: chosen on hippocampus without labels);
     the poster recipe keeps the spec's augmentation and m = 0.999."""
-    from nnunet_ssl.cli.pretrain import load_recipe
+    from nnunet_ssl.methods.recipes import load_recipe
     config = MLSSCLConfig()
     assert (config.augment, config.momentum) == (False, 0.99)
     for name in ("mlsscl", "mlsscl_multiview", "mlsscl_longshort"):

@@ -279,7 +279,7 @@ def test_2d_position_axis_must_be_the_slice_axis():
 
 
 def test_paper_recipe_parses_and_documents_every_value():
-    from nnunet_ssl.cli.pretrain import load_recipe
+    from nnunet_ssl.methods.recipes import load_recipe
     from nnunet_ssl.integration.pretrainer import PretrainSchedule
     recipe = load_recipe("pcl_paper_2d")
     assert recipe["method"] == "pcl"

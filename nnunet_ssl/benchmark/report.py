@@ -186,7 +186,7 @@ def _paired_cells(fold_differences: list[float], stats: dict) -> list[str]:
 def noise_floors(rows: list[dict]) -> dict[tuple[int, int], list[float]]:
     """{(labeled, iterations): scratch_rerun's per-fold differences to scratch} where it ran on enough folds
     for a verdict: the run-to-run noise floor that both tables' verdicts are weighed against."""
-    from nnunet_ssl.benchmark.run import SCRATCH, SCRATCH_RERUN
+    from nnunet_ssl.benchmark.arms import SCRATCH, SCRATCH_RERUN
     from nnunet_ssl.benchmark.statistics import MIN_FOLDS_FOR_VERDICT
     return {(labeled, iterations): floor
             for (arm, labeled, iterations), floor in paired_fold_differences(rows, SCRATCH).items()
@@ -197,7 +197,7 @@ def weigh_against_noise_floor(statistics: dict, floors: dict[tuple[int, int], li
     """Qualifies each better / worse verdict in ``statistics`` ({(arm, labeled, iterations): compare()})
     by what retraining alone moves (statistics.retraining_band) where ``floors`` (``noise_floors``) has the
     same label budget and length; adds the band as ``noise_band``."""
-    from nnunet_ssl.benchmark.run import SCRATCH_RERUN
+    from nnunet_ssl.benchmark.arms import SCRATCH_RERUN
     from nnunet_ssl.benchmark.statistics import against_noise_floor, retraining_band
     for (arm, labeled, iterations), stats in statistics.items():
         floor = floors.get((labeled, iterations))
@@ -234,7 +234,7 @@ def recipe_comparisons(rows: list[dict], baseline: str, floors: dict | None = No
     against its METHOD arm (pcl, the default recipe) on the same folds and cases. Arms whose plain arm
     is the baseline are left out: the main table already compares them; verdicts are weighed against
     ``floors`` (``noise_floors``). Returns markdown lines and {(arm, labeled, iterations): statistics}."""
-    from nnunet_ssl.benchmark.run import split_arm
+    from nnunet_ssl.benchmark.arms import split_arm
     from nnunet_ssl.benchmark.statistics import MIN_FOLDS_FOR_VERDICT, compare
     arms = list(dict.fromkeys(r["method"] for r in rows))
     pairs = [(arm, method) for arm in arms for method, recipe in [split_arm(arm)]

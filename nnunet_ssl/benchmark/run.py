@@ -10,24 +10,12 @@ from dataclasses import dataclass
 from typing import Callable
 from os.path import isfile, join
 
+from nnunet_ssl.benchmark.arms import BASE_FINETUNES, REFERENCE_ARMS, SCRATCH, SCRATCH_RERUN, split_arm
 from nnunet_ssl.benchmark.metrics import case_metrics
+from nnunet_ssl.benchmark.report import class_onsets
 from nnunet_ssl.benchmark.steps import StepRunner
 from nnunet_ssl.errors import SSLUserError
 from nnunet_ssl.integration.locations import METHOD_ENV, WEIGHTS_ENV, model_folder
-
-SCRATCH = "scratch"  # the matched control: SSLScratchTrainer, the schedule every pretrained arm uses
-SCRATCH_RERUN = "scratch_rerun"  # the same again in its own folder: the run-to-run noise floor
-STOCK = "nnunet"  # nnU-Net's own nnUNetTrainer at the same length: is the matched schedule handicapped?
-REFERENCE_ARMS = {SCRATCH: ("SSLScratchTrainer", "default"), SCRATCH_RERUN: ("SSLScratchTrainer", "rerun"),
-                  STOCK: ("nnUNetTrainer", "default")}
-# --finetune choices that change the base trainer rather than the recipe: (scratch base, pretrained base, the
-# bases' recipe). Unlike a recipe they apply to the scratch arm too (arm "scratch+meanTeacher"), so each has
-# its own control. A mean-teacher variant chosen on unreported folds becomes one more line here, e.g.
-# "meanTeacherWeight10": ("SSLMeanTeacherTrainer", "SSLInitMeanTeacherTrainer", "weight10").
-BASE_FINETUNES = {"meanTeacher": ("SSLMeanTeacherTrainer", "SSLInitMeanTeacherTrainer", "default"),
-                  "uniMatch": ("SSLUniMatchTrainer", "SSLInitUniMatchTrainer", "default"),
-                  "fixMatch": ("SSLUniMatchTrainer", "SSLInitUniMatchTrainer", "fixMatch"),
-                  "bcp": ("SSLBCPTrainer", "SSLInitBCPTrainer", "default")}
 
 
 @dataclass(frozen=True)
@@ -68,12 +56,6 @@ def trainer_name(method: str, length: str, finetune: str = "default") -> str:
         base, recipe = REFERENCE_ARMS[method]
         return compose_name(base, None, recipe if finetune == "default" else finetune, length)
     return compose_name("SSLInitTrainer", method, finetune, length)
-
-
-def split_arm(arm: str) -> tuple[str, str | None]:
-    """``mae+fullNetwork`` -> ("mae", "fullNetwork"): an arm pinned to one recipe; ``pcl`` -> ("pcl", None)."""
-    method, _, recipe = arm.partition("+")
-    return method, recipe or None
 
 
 def plan_cells(methods: list[str], rows: list[dict], lengths: list[str] | str,
@@ -322,7 +304,6 @@ def final_training_log(fold_folder: str) -> dict:
 
 def class_onsets_of_training(fold_folder: str, labels: list[str]) -> dict[str, int | None]:
     """When each class started in one nnU-Net training: its checkpoint_final's per-epoch pseudo-Dice."""
-    from nnunet_ssl.benchmark.report import class_onsets
     return class_onsets(final_training_log(fold_folder)["dice_per_class_or_region"], labels)
 
 

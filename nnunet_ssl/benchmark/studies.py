@@ -74,7 +74,7 @@ def summary_arms(index: dict, reports: dict[str, dict]) -> list[dict]:
     written before the noise floor existed gets the band measured at its label budget and length in another study,
     and its verdict weighed against it the way the benchmark weighs it today (report.weigh_against_noise_floor's
     rule, statistics.against_noise_floor)."""
-    from nnunet_ssl.benchmark.run import SCRATCH_RERUN
+    from nnunet_ssl.benchmark.arms import SCRATCH_RERUN
     from nnunet_ssl.benchmark.statistics import against_noise_floor
     arms = []
     for study in index["studies"]:

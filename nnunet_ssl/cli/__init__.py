@@ -1,4 +1,5 @@
 """Command-line entry points: each parses arguments and calls a typed function."""
+import json
 import signal
 import sys
 from typing import Callable
@@ -36,3 +37,17 @@ def run_cli(main: Callable[[], object]) -> None:
         sys.exit(143 if terminated else 130)
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def parse_assignments(items: list[str]) -> dict:
+    """--set KEY=VALUE items as a dict; each value parsed as JSON where it is JSON, else kept as text."""
+    values = {}
+    for item in items:
+        if "=" not in item:
+            raise SSLUserError(f"--set expects key=value, got {item!r}.", "for example --set theta=0.05")
+        key, raw = item.split("=", 1)
+        try:
+            values[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            values[key] = raw
+    return values

@@ -84,10 +84,10 @@ def write_demo_split(preprocessed_root: str, protocol: dict, cases: list[str]) -
 
 
 def demo(workdir: str | None = None, device: str = "cpu") -> dict:
-    from nnunet_ssl.cli.pretrain import load_recipe
     from nnunet_ssl.integration.device import check_device, cpu_worker_env, shared_cores_env
     from nnunet_ssl.integration.locations import FINAL, PREFIX, model_folder
     from nnunet_ssl.integration.trainers.registry import trainer_class
+    from nnunet_ssl.methods.recipes import load_recipe
 
     check_device(device)  # before any folder is made or planning starts
     protocol = load_protocol()

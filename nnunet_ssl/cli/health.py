@@ -1,7 +1,7 @@
 """nnUNetv2_ssl_health: label-free health of a contrastive method on a dataset's preprocessed data."""
 import argparse
 
-from nnunet_ssl.cli import run_cli
+from nnunet_ssl.cli import parse_assignments, run_cli
 
 
 def health_entry() -> None:
@@ -27,8 +27,8 @@ def health_entry() -> None:
         import os
 
         from nnunet_ssl.atomic_io import atomic_save_json, output_file_problem
-        from nnunet_ssl.cli.pretrain import _parse_assignments, select_device
         from nnunet_ssl.errors import SSLUserError
+        from nnunet_ssl.integration.device import select_device
         if args.checkpoint and os.path.isdir(args.checkpoint):
             raise SSLUserError(f"--checkpoint {args.checkpoint} is a folder.",
                                "pass the checkpoint file, e.g. --checkpoint "
@@ -36,7 +36,7 @@ def health_entry() -> None:
         if args.output and output_file_problem(args.output):  # before minutes of probing, not after
             raise SSLUserError(f"-o: {output_file_problem(args.output)}.", "pass -o a JSON file name")
         result = module.probe(args.dataset, args.method, args.configuration, args.plans, args.checkpoint,
-                              _parse_assignments(args.set), args.batches, args.batch_size, args.patch_size,
+                              parse_assignments(args.set), args.batches, args.batch_size, args.patch_size,
                               select_device(args.device), args.seed)
         print(module.format_table(result))
         if args.output:

@@ -1,73 +1,14 @@
 """nnUNetv2_ssl_pretrain: pretrain the planned network (encoder, or the whole U-Net for reconstruction methods) of a dataset, self-supervised."""
 import argparse
 import contextlib
-import json
 import os
-from importlib import resources
 
 from nnunet_ssl.atomic_io import remove_leftover_temp_files
-from nnunet_ssl.cli import run_cli
+from nnunet_ssl.cli import parse_assignments, run_cli
 from nnunet_ssl.errors import SSLUserError
 from nnunet_ssl.integration.device import select_device
 from nnunet_ssl.methods import get_method, list_methods, require_methods
-
-
-RECIPE_KEYS = {"method": str, "description": str, "method_config": dict, "schedule": dict, "sources": dict}
-
-
-def load_recipe(name_or_path: str) -> dict:
-    """A recipe from pretraining/recipes (by name) or a JSON file path, checked for its shape."""
-    if os.path.isfile(name_or_path):
-        with open(name_or_path) as f:
-            text, where = f.read(), name_or_path
-    elif os.path.isdir(name_or_path):
-        raise SSLUserError(f"--recipe {name_or_path} is a folder, not a recipe file.",
-                           "pass a recipe's JSON file or name (pretraining/recipes)")
-    elif os.sep in name_or_path or name_or_path.endswith(".json"):  # meant as a file
-        raise SSLUserError(f"recipe file {name_or_path} does not exist.",
-                           "check the path, or pass a recipe's name (pretraining/recipes)")
-    else:
-        folder = resources.files("nnunet_ssl.recipes") / "recipes"
-        candidate = folder / f"{name_or_path}.json"
-        if not candidate.is_file():
-            names = sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".json"))
-            raise SSLUserError(f"unknown recipe {name_or_path!r}.", f"use one of {names} or a path to a JSON file")
-        text, where = candidate.read_text(), str(candidate)
-    return parse_recipe(text, where)
-
-
-def parse_recipe(text: str, where: str) -> dict:
-    """The recipe in ``text``: a JSON object with only RECIPE_KEYS, each of its type."""
-    example = ('{"method": "pcl", "method_config": {"theta": 0.1}, "schedule": {"num_epochs": 100}}; see '
-               "pretraining/recipes/*.json")
-    try:
-        recipe = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise SSLUserError(f"recipe {where} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}.",
-                           f"fix the file; a recipe looks like {example}") from None
-    if not isinstance(recipe, dict):
-        raise SSLUserError(f"recipe {where} is a JSON {type(recipe).__name__}, not an object.",
-                           f"write it as an object, e.g. {example}")
-    unknown = sorted(set(recipe) - set(RECIPE_KEYS))
-    wrong = [k for k, kind in RECIPE_KEYS.items() if k in recipe and not isinstance(recipe[k], kind)]
-    if unknown or wrong:
-        problem = (f"unknown key(s) {unknown} (allowed: {sorted(RECIPE_KEYS)})" if unknown else
-                   f"{wrong[0]!r} must be a JSON {'object' if RECIPE_KEYS[wrong[0]] is dict else 'string'}")
-        raise SSLUserError(f"recipe {where}: {problem}.", f"fix the file; a recipe looks like {example}")
-    return recipe
-
-
-def _parse_assignments(items: list[str]) -> dict:
-    values = {}
-    for item in items:
-        if "=" not in item:
-            raise SSLUserError(f"--set expects key=value, got {item!r}.", "for example --set theta=0.05")
-        key, raw = item.split("=", 1)
-        try:
-            values[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            values[key] = raw
-    return values
+from nnunet_ssl.methods.recipes import load_recipe
 
 
 def pretrain(dataset: str, configuration: str = "3d_fullres", plans: str = "nnUNetPlans", method: str = "pcl",
@@ -83,6 +24,7 @@ def pretrain(dataset: str, configuration: str = "3d_fullres", plans: str = "nnUN
     missing against the dataset are refused unless ``allow_missing_cases``."""
     from nnunet_ssl.blocks.distributed import rank
     from nnunet_ssl.integration import locations
+    from nnunet_ssl.integration.checkpoint import finished_checkpoint
     from nnunet_ssl.integration.dataset import open_preprocessed, resolve_dataset_name, with_unlabeled
     from nnunet_ssl.integration.folder_lock import FolderLock
     from nnunet_ssl.integration.pretrainer import (Pretrainer, PretrainSchedule, check_patch_request,
@@ -112,7 +54,7 @@ def pretrain(dataset: str, configuration: str = "3d_fullres", plans: str = "nnUN
             print(f"removed {len(removed)} temporary file(s) an interrupted write left in {folder}: {removed}")
         # checked before opening the data, so a refused run does not preprocess unlabeled cases first
         final = os.path.join(folder, locations.FINAL)
-        finished = _finished_checkpoint(final, folder, resume) if os.path.isfile(final) else None
+        finished = finished_checkpoint(final, folder, resume) if os.path.isfile(final) else None
         if finished is not None and not resume:
             raise SSLUserError(f"a finished pretraining already exists: {final}. Nothing was overwritten.",
                                "use it (nnUNetv2_train ... -tr SSLInitTrainer), or move that folder away to "
@@ -138,38 +80,6 @@ def pretrain(dataset: str, configuration: str = "3d_fullres", plans: str = "nnUN
         if resume:
             trainer.resume()
         return trainer.run()
-
-
-def _finished_checkpoint(final: str, folder: str, resume: bool):
-    """The metadata of a readable checkpoint_final.pth (its .json re-derived if a kill lost it), else None.
-    A damaged one gets one instruction: --c, which keeps it as .corrupt and writes it again from
-    checkpoint_latest.pth."""
-    from nnunet_ssl.integration import locations
-    from nnunet_ssl.integration.checkpoint import CORRUPT_FINAL_FIX, load_encoder_checkpoint, write_final_json
-
-    try:
-        _state, meta = load_encoder_checkpoint(final)
-    except SSLUserError as e:
-        if not resume:
-            raise SSLUserError(f"{final} is damaged: {e.problem}", CORRUPT_FINAL_FIX) from None
-        if not os.path.isfile(os.path.join(folder, locations.LATEST)):
-            raise SSLUserError(f"{final} is damaged and there is no checkpoint_latest.pth to write it from.",
-                               f"move {folder} away and pretrain again (without --c)") from None
-        kept = _free_name(final + ".corrupt")
-        os.replace(final, kept)
-        print(f"kept the damaged {final} as {kept}; writing it again from checkpoint_latest.pth")
-        return None
-    if write_final_json(final, meta):
-        print(f"wrote the missing {locations.FINAL[:-4]}.json from the metadata inside {final}")
-    return meta
-
-
-def _free_name(path: str) -> str:
-    """``path``, or ``path.N`` with the first N that does not exist: nothing a user has is overwritten."""
-    candidate, n = path, 1
-    while os.path.exists(candidate):
-        candidate, n = f"{path}.{n}", n + 1
-    return candidate
 
 
 def pretrain_entry() -> None:
@@ -209,6 +119,6 @@ def pretrain_entry() -> None:
                                               "patch_size", "seed", "conv_weight_scale")
                 if getattr(args, k) is not None}
     run_cli(lambda: pretrain(args.dataset, args.configuration, args.plans, args.method, args.device, args.resume,
-                             args.recipe, _parse_assignments(args.set), schedule,
+                             args.recipe, parse_assignments(args.set), schedule,
                              unlabeled_folders=args.unlabeled, include_images_ts=args.images_ts,
                              allow_missing_cases=args.allow_missing_cases))

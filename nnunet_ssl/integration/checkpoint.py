@@ -156,3 +156,34 @@ def load_checkpoint(path: str) -> tuple[dict, dict | None, SSLCheckpointMeta]:
         raise SSLUserError(f"{path} uses checkpoint format {meta['format_version']}, newer than this nnunet-ssl "
                            f"understands ({FORMAT_VERSION}).", "pip install --upgrade nnunet-ssl")
     return checkpoint["encoder_state_dict"], checkpoint.get("decoder_state_dict"), SSLCheckpointMeta.from_dict(meta)
+
+
+def finished_checkpoint(final: str, folder: str, resume: bool):
+    """The metadata of a readable checkpoint_final.pth (its .json re-derived if a kill lost it), else None.
+    A damaged one gets one instruction: --c, which keeps it as .corrupt and writes it again from
+    checkpoint_latest.pth."""
+    from nnunet_ssl.integration import locations
+
+    try:
+        _state, meta = load_encoder_checkpoint(final)
+    except SSLUserError as e:
+        if not resume:
+            raise SSLUserError(f"{final} is damaged: {e.problem}", CORRUPT_FINAL_FIX) from None
+        if not os.path.isfile(os.path.join(folder, locations.LATEST)):
+            raise SSLUserError(f"{final} is damaged and there is no checkpoint_latest.pth to write it from.",
+                               f"move {folder} away and pretrain again (without --c)") from None
+        kept = _free_name(final + ".corrupt")
+        os.replace(final, kept)
+        print(f"kept the damaged {final} as {kept}; writing it again from checkpoint_latest.pth")
+        return None
+    if write_final_json(final, meta):
+        print(f"wrote the missing {locations.FINAL[:-4]}.json from the metadata inside {final}")
+    return meta
+
+
+def _free_name(path: str) -> str:
+    """``path``, or ``path.N`` with the first N that does not exist: nothing a user has is overwritten."""
+    candidate, n = path, 1
+    while os.path.exists(candidate):
+        candidate, n = f"{path}.{n}", n + 1
+    return candidate
