@@ -74,9 +74,13 @@ def test_stock_train_validates_and_saves_the_teacher(pretrained, tmp_path):
     predictor.initialize_from_trained_model_folder(model, (fold,), "checkpoint_final.pth")
     assert all(torch.equal(predictor.list_of_parameters[0][k], v) for k, v in teacher.items())
 
+    assert_export_holds_the_teacher("SSLMeanTeacherTrainer_tiny", fold, teacher, tmp_path)
+
+
+def assert_export_holds_the_teacher(trainer: str, fold: int, teacher: dict, tmp_path) -> None:
+    """nnUNetv2_ssl_export of a semi-supervised model: a stock nnU-Net folder with the teacher, no student state."""
     from nnunet_ssl.integration.export import export
-    target = export(str(DATASET_ID), "3d_fullres", "SSLMeanTeacherTrainer_tiny", PLANS, str(tmp_path / "shared"),
-                    [str(fold)])
+    target = export(str(DATASET_ID), "3d_fullres", trainer, PLANS, str(tmp_path / "shared"), [str(fold)])
     exported = torch.load(os.path.join(target, f"fold_{fold}", "checkpoint_final.pth"), weights_only=False)
     assert "nnunet_ssl_mean_teacher" not in exported and exported["trainer_name"] == "nnUNetTrainer"
     assert all(torch.equal(exported["network_weights"][k], v) for k, v in teacher.items())

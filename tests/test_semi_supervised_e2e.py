@@ -8,7 +8,7 @@ import subprocess
 import pytest
 import torch
 from conftest import DATASET_ID, PLANS, run_command, script
-from test_mean_teacher_e2e import _budget_fold, _trainer
+from test_mean_teacher_e2e import _budget_fold, _trainer, assert_export_holds_the_teacher
 
 pytestmark = pytest.mark.slow
 
@@ -47,11 +47,14 @@ def preprocessed_2d(pretrained):
 
 def test_unimatch_3d_stock_train_logs_health_and_predicts(pretrained, tmp_path):
     fold, split = _budget_fold(pretrained)
-    _, log = _train_and_predict(pretrained, tmp_path, "SSLUniMatchTrainer_tiny", "3d_fullres", fold)
+    fold_folder, log = _train_and_predict(pretrained, tmp_path, "SSLUniMatchTrainer_tiny", "3d_fullres", fold)
     assert f"unimatch cases of fold {fold}: 2 labeled, {len(split['val'])} validation (never used for training)" in log
     assert "pseudo-labels the weak view where its largest probability >= 0.95" in log
     assert log.count("unimatch: strong-view loss") == 2  # one health line per epoch
     assert "per class 0: " in log and "student-teacher agreement" in log
+
+    teacher = torch.load(os.path.join(fold_folder, "checkpoint_final.pth"), weights_only=False)["network_weights"]
+    assert_export_holds_the_teacher("SSLUniMatchTrainer_tiny", fold, teacher, tmp_path)
 
 
 def test_fixmatch_2d_stock_train_and_predict(preprocessed_2d, tmp_path):
