@@ -20,7 +20,7 @@ from nnunet_ssl.benchmark.steps import StepRunner
 from nnunet_ssl.errors import SSLUserError
 from nnunet_ssl.benchmark.report import paired_dice_report
 from nnunet_ssl.benchmark.studies import demo_closing_lines, difference_range, load_evidence, same_setting_runs
-from nnunet_ssl.benchmark.run import class_onsets_of_training
+from nnunet_ssl.benchmark.run import cell_environment, class_onsets_of_training
 
 DEFAULT_WORKDIR = os.path.join(os.path.expanduser("~"), "nnunet_ssl_demo")
 NNUNET_VARS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
@@ -98,7 +98,10 @@ def demo(workdir: str | None = None, device: str = "cpu") -> dict:
                                "pass --workdir a folder (new or the demo's own), or move that file away")
     for path in folders.values():
         os.makedirs(path, exist_ok=True)
-    env = {**os.environ, **folders}
+    environ, removed = cell_environment(os.environ)  # the demo's arms load the pretraining it makes, nothing else
+    if removed:
+        print(f"note: {' and '.join(removed)} set in this shell: not passed to the demo's commands")
+    env = {**environ, **folders}
     cpu_env = cpu_worker_env(device)  # for training steps only, not for planning
     work = os.path.dirname(folders["nnUNet_results"])
     ds_id, ds_name, plans, cfg = (str(protocol["dataset_id"]), protocol["dataset_name"], protocol["plans"],
