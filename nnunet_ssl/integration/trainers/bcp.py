@@ -26,15 +26,14 @@ from torch import autocast
 
 from nnunet_ssl.blocks.mixing import COPY_PASTE_SIDE, boxes_for_batch, copy_paste_box, paste
 from nnunet_ssl.blocks.pseudo_labels import agreement
-from nnunet_ssl.errors import SSLUserError
 from nnunet_ssl.integration.encoder_loader import unwrap
 from nnunet_ssl.integration.trainers.finetune import (SSLInitTrainer, SSLInitTrainer_decoderFirst,
                                                      SSLInitTrainer_lowEncoderLR, SSLScratchTrainer)
-from nnunet_ssl.integration.trainers.semi_supervised import SemiSupervisedMixin, user_error
-from nnunet_ssl.integration.trainers.unimatch import PseudoLabelHealth
+from nnunet_ssl.integration.trainers.semi_supervised import SemiSupervisedMixin
+from nnunet_ssl.integration.trainers.unimatch import PseudoLabelMixin
 
 
-class BCPMixin(PseudoLabelHealth, SemiSupervisedMixin):
+class BCPMixin(PseudoLabelMixin, SemiSupervisedMixin):
     """Put before a MatchedScheduleTrainer subclass; the schedule, init and recipe stay the base's."""
 
     LOG_NAME = "bcp"
@@ -46,13 +45,6 @@ class BCPMixin(PseudoLabelHealth, SemiSupervisedMixin):
     EMA_DECAY: float = 0.99  # [code: BCP --ema_decay 0.99]
     HEALTH_THRESHOLD: float = 0.95  # only for the logged confident fraction; BCP's pseudo-label is the argmax
 
-    def initialize(self):
-        if self.label_manager.has_regions:
-            raise user_error(SSLUserError(
-                f"{type(self).__name__} does not support region-based training: pseudo-labels are one class per "
-                f"voxel.", "use SSLMeanTeacherTrainer (probability consistency works with regions)"))
-        super().initialize()
-
     def warm_start_iterations(self) -> int:
         return round(self.WARM_START_FRACTION * self.total_iterations())
 
@@ -61,10 +53,6 @@ class BCPMixin(PseudoLabelHealth, SemiSupervisedMixin):
                 f"iterations, then bidirectional copy-paste (box {self.COPY_PASTE_SIDE:.3f} of each side) between "
                 f"labeled and unlabeled patches, label weight 1, EMA-teacher pseudo-label (argmax) weight "
                 f"{self.UNLABELED_WEIGHT}, EMA decay {self.EMA_DECAY}; unlabeled batch {self._unlabeled_batch_size()}")
-
-    def on_train_start(self):
-        super().on_train_start()
-        self._rng = np.random.default_rng()  # nnU-Net does not seed training; boxes follow suit
 
     def _boxes(self, batch: int, spatial: tuple[int, ...]) -> torch.Tensor:
         return boxes_for_batch(lambda s, r: copy_paste_box(s, r, self.COPY_PASTE_SIDE), batch, spatial, self._rng,
@@ -138,9 +126,7 @@ class BCPMixin(PseudoLabelHealth, SemiSupervisedMixin):
         self.print_to_log_file(
             f"{self.LOG_NAME}: pseudo-label loss {mean['pseudo_loss']:.4f} x {self.UNLABELED_WEIGHT}; "
             f"{self.health_text(mean)} (confident = teacher probability >= {self.HEALTH_THRESHOLD}); student-teacher "
-            f"agreement on pseudo-labeled voxels {mean['agreement']:.3f}; train step {mean['step_seconds']:.3f} s, of "
-            f"which unlabeled batch wait {mean['unlabeled_wait_seconds']:.3f} s, teacher {mean['teacher_seconds']:.3f} "
-            f"s, EMA {mean['ema_seconds']:.4f} s")
+            f"agreement on pseudo-labeled voxels {mean['agreement']:.3f}; {self.timing_text(mean)}")
         self.warn_on_collapse(mean)
 
 

@@ -2,7 +2,7 @@
 loader, an EMA teacher that is the model (validated, saved as ``network_weights``, predicted with), the
 student in the checkpoint for an exact ``--c``, deep supervision, the optimiser step and per-epoch logs.
 
-The trainers (mean_teacher.py, weak_to_strong.py, bcp.py) hold only their training step and its log.
+The trainers (mean_teacher.py, unimatch.py, bcp.py) hold only their training step and its log.
 
 Unlabeled cases of a fold (data/unlabeled_split.py): the dataset's cases that are neither training
 nor validation cases of that fold, plus the plugin's preprocessed unlabeled folder
@@ -166,11 +166,12 @@ class SemiSupervisedMixin:
 
     def teacher_pseudo_labels(self, images: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
         """The teacher's full-resolution pseudo-labels of ``images`` and where they are confident
-        (blocks.pseudo_labels.confident_pseudo_labels), without gradient; one class per voxel (no regions)."""
+        (blocks.pseudo_labels.confident_pseudo_labels), without gradient. One class per voxel: the trainers that call
+        it refuse region-based training (unimatch.PseudoLabelMixin), so the probabilities are a softmax."""
         with torch.no_grad():
             output = self._teacher_forward(images)
             output = output[0] if isinstance(output, (list, tuple)) else output
-            return confident_pseudo_labels(torch.softmax(output.float(), 1), threshold)
+            return confident_pseudo_labels(self._probabilities(output.float()), threshold)
 
     def _sync(self) -> None:  # honest timings on CUDA, whose calls return before the work is done
         if self.device.type == "cuda":

@@ -46,8 +46,26 @@ from nnunet_ssl.integration.trainers.finetune import (SSLInitTrainer, SSLInitTra
 from nnunet_ssl.integration.trainers.semi_supervised import SemiSupervisedMixin, user_error
 
 
-class PseudoLabelHealth:
-    """What a pseudo-labelling trainer logs per epoch without labels of the unlabeled cases (mixin)."""
+class PseudoLabelMixin:
+    """What the pseudo-labelling trainers (UniMatch, BCP) share: one class per voxel (region-based training is
+    refused), a random generator for their boxes, and what they log per epoch without labels of the unlabeled
+    cases. Put before SemiSupervisedMixin."""
+
+    def initialize(self):
+        if self.label_manager.has_regions:
+            raise user_error(SSLUserError(
+                f"{type(self).__name__} does not support region-based training: pseudo-labels are one class per "
+                f"voxel.", "use SSLMeanTeacherTrainer (probability consistency works with regions)"))
+        super().initialize()
+
+    def on_train_start(self):
+        super().on_train_start()
+        self._rng = np.random.default_rng()  # nnU-Net does not seed training; boxes follow suit
+
+    def timing_text(self, mean: dict) -> str:
+        return (f"train step {mean['step_seconds']:.3f} s, of which unlabeled batch wait "
+                f"{mean['unlabeled_wait_seconds']:.3f} s, teacher {mean['teacher_seconds']:.3f} s, EMA "
+                f"{mean['ema_seconds']:.4f} s")
 
     def pseudo_label_health(self, labels: torch.Tensor, confident: torch.Tensor, target) -> dict:
         """Per-class confident fraction of the unlabeled voxels, and each class's fraction in the labeled
@@ -75,7 +93,7 @@ class PseudoLabelHealth:
                 f"(docs/methods/{self.METHOD_DOC})")
 
 
-class UniMatchMixin(PseudoLabelHealth, SemiSupervisedMixin):
+class UniMatchMixin(PseudoLabelMixin, SemiSupervisedMixin):
     """Put before a MatchedScheduleTrainer subclass; the schedule, init and recipe stay the base's."""
 
     LOG_NAME = "unimatch"
@@ -94,10 +112,6 @@ class UniMatchMixin(PseudoLabelHealth, SemiSupervisedMixin):
     EMA_DECAY: float = 0.99  # [assumption: the mean teacher's 0.99; UniMatch has no EMA]
 
     def initialize(self):
-        if self.label_manager.has_regions:
-            raise user_error(SSLUserError(
-                f"{type(self).__name__} does not support region-based training: pseudo-labels are one class per "
-                f"voxel.", "use SSLMeanTeacherTrainer (probability consistency works with regions)"))
         # the FP stream's hook goes on the student's decoder as soon as it is built: before torch.compile
         # (which does not see hooks added later) and before DDP; the hook object's state decides what it does
         self.skip_dropout = SkipFeatureDropout(self.FEATURE_DROPOUT)
@@ -126,10 +140,6 @@ class UniMatchMixin(PseudoLabelHealth, SemiSupervisedMixin):
     def unlabeled_transforms(self):
         return ComposeTransforms([super().unlabeled_transforms(),
                                   AppendStrongViews(StrongIntensity().transforms(), self.STRONG_VIEWS)])
-
-    def on_train_start(self):
-        super().on_train_start()
-        self._rng = np.random.default_rng()  # nnU-Net does not seed training; boxes follow suit
 
     def train_step(self, batch: dict) -> dict:
         start = perf_counter()
@@ -195,9 +205,7 @@ class UniMatchMixin(PseudoLabelHealth, SemiSupervisedMixin):
         self.print_to_log_file(
             f"{self.LOG_NAME}: strong-view loss {mean['strong_loss']:.4f}, FP loss {mean['fp_loss']:.4f}, ramp "
             f"{mean['ramp']:.3f}; {self.health_text(mean)}; student-teacher agreement {mean['agreement']:.3f} "
-            f"({mean['agreement_confident']:.3f} on confident voxels); train step {mean['step_seconds']:.3f} s, of "
-            f"which unlabeled batch wait {mean['unlabeled_wait_seconds']:.3f} s, teacher {mean['teacher_seconds']:.3f} "
-            f"s, EMA {mean['ema_seconds']:.4f} s")
+            f"({mean['agreement_confident']:.3f} on confident voxels); {self.timing_text(mean)}")
         self.warn_on_collapse(mean)
 
 
