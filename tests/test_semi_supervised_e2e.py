@@ -57,11 +57,33 @@ def test_unimatch_3d_stock_train_logs_health_and_predicts(pretrained, tmp_path):
     assert_export_holds_the_teacher("SSLUniMatchTrainer_tiny", fold, teacher, tmp_path)
 
 
-def test_fixmatch_2d_stock_train_and_predict(preprocessed_2d, tmp_path):
+def test_fixmatch_2d_with_warm_start_stock_train_and_predict(preprocessed_2d, tmp_path):
     fold, _ = _budget_fold(preprocessed_2d)
-    _, log = _train_and_predict(preprocessed_2d, tmp_path, "SSLUniMatchTrainer_fixMatch_tiny", "2d", fold)
+    _, log = _train_and_predict(preprocessed_2d, tmp_path, "SSLUniMatchTrainer_fixMatch_warmStart_tiny", "2d", fold)
     assert "the student learns them on 1 strong view(s)" in log and "feature dropout" not in log
-    assert log.count("unimatch: strong-view loss") == 2
+    assert "supervised warm start for 1 iterations, then EMA teacher" in log
+    assert "unimatch: warm start done after 1 iterations; the teacher is now a copy of the student" in log
+    assert log.count("unimatch: strong-view loss") == 2  # the first epoch mixes warm start and pseudo-labels
+
+
+def test_unimatch_warm_start_is_supervised_then_pseudo_labels_from_the_students_copy(pretrained):
+    from nnunet_ssl.integration.encoder_loader import unwrap
+    fold, _ = _budget_fold(pretrained)
+    trainer = _trainer("SSLUniMatchTrainer_fixMatch_warmStart_tiny", fold)  # 4 iterations: 1 warm start
+    trainer.on_train_start()
+    trainer.on_train_epoch_start()
+    warm = trainer.train_step(next(trainer.dataloader_train))
+    assert float(warm["warm_start"]) == 1.0 and float(warm["teacher_seconds"]) == 0.0
+    assert float(warm["strong_loss"]) == 0.0 and float(warm["ramp"]) == 0.0
+    trainer.teacher.load_state_dict({k: torch.zeros_like(v) for k, v in trainer.teacher.state_dict().items()})
+    assert not trainer.in_warm_start(1)  # the first step after the warm start: the teacher becomes the student
+    student = unwrap(trainer.network).state_dict()
+    assert all(torch.equal(student[k], v) for k, v in trainer.teacher.state_dict().items())
+    first = trainer.train_step(next(trainer.dataloader_train))
+    # pseudo-labels now, at full weight at once (FixMatch has no ramp), and the EMA starts over from the copy
+    assert float(first["warm_start"]) == 0.0 and float(first["ramp"]) == 1.0 and float(first["ema_decay"]) == 0.0
+    assert float(first["teacher_seconds"]) > 0.0
+    trainer.on_train_end()
 
 
 def test_bcp_2d_stock_train_and_predict(preprocessed_2d, tmp_path):

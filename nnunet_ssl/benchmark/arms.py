@@ -13,6 +13,9 @@ REFERENCE_ARMS = {SCRATCH: ("SSLScratchTrainer", "default"), SCRATCH_RERUN: ("SS
 BASE_FINETUNES = {"meanTeacher": ("SSLMeanTeacherTrainer", "SSLInitMeanTeacherTrainer", "default"),
                   "uniMatch": ("SSLUniMatchTrainer", "SSLInitUniMatchTrainer", "default"),
                   "fixMatch": ("SSLUniMatchTrainer", "SSLInitUniMatchTrainer", "fixMatch"),
+                  # the same after a supervised warm start over the first quarter (unimatch.WarmStart)
+                  "uniMatchWarmStart": ("SSLUniMatchTrainer", "SSLInitUniMatchTrainer", "warmStart"),
+                  "fixMatchWarmStart": ("SSLUniMatchTrainer", "SSLInitUniMatchTrainer", "fixMatch_warmStart"),
                   "bcp": ("SSLBCPTrainer", "SSLInitBCPTrainer", "default")}
 
 

@@ -26,7 +26,6 @@ from torch import autocast
 
 from nnunet_ssl.blocks.mixing import COPY_PASTE_SIDE, boxes_for_batch, copy_paste_box, paste
 from nnunet_ssl.blocks.pseudo_labels import agreement
-from nnunet_ssl.integration.encoder_loader import unwrap
 from nnunet_ssl.integration.trainers.finetune import (SSLInitTrainer, SSLInitTrainer_decoderFirst,
                                                      SSLInitTrainer_lowEncoderLR, SSLScratchTrainer)
 from nnunet_ssl.integration.trainers.semi_supervised import SemiSupervisedMixin
@@ -45,9 +44,6 @@ class BCPMixin(PseudoLabelMixin, SemiSupervisedMixin):
     EMA_DECAY: float = 0.99  # [code: BCP --ema_decay 0.99]
     HEALTH_THRESHOLD: float = 0.95  # only for the logged confident fraction; BCP's pseudo-label is the argmax
 
-    def warm_start_iterations(self) -> int:
-        return round(self.WARM_START_FRACTION * self.total_iterations())
-
     def describe(self) -> str:
         return (f"supervised copy-paste warm start for {self.warm_start_iterations()} of {self.total_iterations()} "
                 f"iterations, then bidirectional copy-paste (box {self.COPY_PASTE_SIDE:.3f} of each side) between "
@@ -63,11 +59,7 @@ class BCPMixin(PseudoLabelMixin, SemiSupervisedMixin):
         data, target = self.labeled_to_device(batch)
         labels = (target[0] if isinstance(target, list) else target)[:, 0].long()
         step = self._iteration
-        warm = step < self.warm_start_iterations()
-        if step == self.warm_start_iterations():  # self-training starts from the warm-started student
-            self.teacher.load_state_dict(unwrap(self.network).state_dict())
-            self.print_to_log_file(f"{self.LOG_NAME}: warm start done after {step} iterations; the teacher is now "
-                                   "a copy of the student")
+        warm = self.in_warm_start(step)  # self-training starts from the warm-started student
         unwrap_single = (lambda x: x) if self.enable_deep_supervision else (lambda x: x[0])
         loss_fn, ignore = self.pseudo_label_loss(), self.ignore_value()
 

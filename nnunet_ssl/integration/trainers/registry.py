@@ -34,7 +34,7 @@ from nnunet_ssl.integration.trainers.sized import nnUNetStockTrainer
 from nnunet_ssl.integration.trainers.unimatch import (SSLInitUniMatchTrainer, SSLInitUniMatchTrainer_decoderFirst,
                                                       SSLInitUniMatchTrainer_fixMatch,
                                                       SSLInitUniMatchTrainer_lowEncoderLR, SSLUniMatchTrainer,
-                                                      SSLUniMatchTrainer_fixMatch)
+                                                      SSLUniMatchTrainer_fixMatch, WarmStart)
 
 # nnunet_ssl.methods.METHODS by name (tests/test_trainer_registry.py keeps the two equal)
 PRETRAINING_METHODS = ("byol", "gcl", "mae", "mlsscl", "mlsscl_longshort", "mlsscl_multiview", "models_genesis", "moco",
@@ -54,8 +54,9 @@ RECIPES: dict[str, dict[str, type]] = {
     "SSLMeanTeacherTrainer": {"default": SSLMeanTeacherTrainer, **MEAN_TEACHER_VARIANTS},
     "SSLInitUniMatchTrainer": {"default": SSLInitUniMatchTrainer, "fixMatch": SSLInitUniMatchTrainer_fixMatch,
                                "decoderFirst": SSLInitUniMatchTrainer_decoderFirst,
-                               "lowEncoderLR": SSLInitUniMatchTrainer_lowEncoderLR},
-    "SSLUniMatchTrainer": {"default": SSLUniMatchTrainer, "fixMatch": SSLUniMatchTrainer_fixMatch},
+                               "lowEncoderLR": SSLInitUniMatchTrainer_lowEncoderLR, "warmStart": WarmStart},
+    "SSLUniMatchTrainer": {"default": SSLUniMatchTrainer, "fixMatch": SSLUniMatchTrainer_fixMatch,
+                           "warmStart": WarmStart},
     "SSLInitBCPTrainer": {"default": SSLInitBCPTrainer, "decoderFirst": SSLInitBCPTrainer_decoderFirst,
                           "lowEncoderLR": SSLInitBCPTrainer_lowEncoderLR},
     "SSLBCPTrainer": {"default": SSLBCPTrainer},
@@ -63,7 +64,7 @@ RECIPES: dict[str, dict[str, type]] = {
 }
 PINS_METHOD = {"SSLInitTrainer", "SSLInitMeanTeacherTrainer", "SSLInitUniMatchTrainer", "SSLInitBCPTrainer"}
 # recipes that are attribute-only mixins (not trainer classes): several may follow one another in a name
-STACKABLE = set(MEAN_TEACHER_VARIANTS)
+STACKABLE = {*MEAN_TEACHER_VARIANTS, "warmStart"}
 
 
 def compose_name(base: str, method: str | None = None, recipe: str = "default", length: str = "") -> str:

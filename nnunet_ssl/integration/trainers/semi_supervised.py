@@ -49,6 +49,9 @@ class SemiSupervisedMixin:
     # the unsupervised weight's sigmoid ramp spans this fraction of training; also ends the EMA's first decay
     CONSISTENCY_RAMPUP_FRACTION: float = 1.0  # [code: UA-MT ramps over 40 x 150 = 6000 of 6000 iterations]
     UNLABELED_BATCH_SIZE: int | None = None  # None: nnU-Net's batch size [code: UA-MT, 2 labeled + 2 unlabeled]
+    # a supervised-only first part of training (0: none); at its end the teacher becomes a copy of the student,
+    # so that pseudo-labels start from a trained model instead of a random one (BCP's pre-training)
+    WARM_START_FRACTION: float = 0.0
 
     teacher: torch.nn.Module | None = None
     dataloader_unlabeled = None
@@ -70,6 +73,19 @@ class SemiSupervisedMixin:
 
     def rampup_iterations(self) -> int:
         return round(self.CONSISTENCY_RAMPUP_FRACTION * self.total_iterations())
+
+    def warm_start_iterations(self) -> int:
+        return round(self.WARM_START_FRACTION * self.total_iterations())
+
+    def in_warm_start(self, step: int) -> bool:
+        """Whether ``step`` is a supervised-only warm-start step. The first step after the warm start makes the
+        teacher a copy of the (warm-started) student; a run resumed later keeps its checkpoint's teacher."""
+        warm = self.warm_start_iterations()
+        if step == warm > 0:
+            self.teacher.load_state_dict(unwrap(self.network).state_dict())
+            self.print_to_log_file(f"{self.LOG_NAME}: warm start done after {step} iterations; the teacher is now "
+                                   "a copy of the student")
+        return step < warm
 
     def on_train_start(self):
         super().on_train_start()
