@@ -91,7 +91,7 @@ def _summary_from_record(path, per_case: dict) -> str:
 
 def test_demo_table_and_closing_lines_show_the_spread_and_the_evidence_not_a_verdict(tmp_path):
     """On the recorded 2026-12-06 demo run (per-case numbers as the demo wrote them) and the rendered evidence."""
-    from nnunet_ssl.cli.demo import load_protocol
+    from nnunet_ssl.benchmark.demo import load_protocol
     record = json.loads(_read(ROOT, "docs/records/demo/2026-12-06/demo_result.json"))["per_case"]
     protocol, evidence = load_protocol(), studies.load_evidence()
     spread = studies.difference_range(studies.same_setting_runs(evidence["demo_runs"], protocol))
