@@ -139,6 +139,7 @@ def _notes_link(study: str, base: str = "") -> str:
 def results_page(index: dict, reports: dict[str, dict], arms: list[dict], runs: list[dict]) -> str:
     """docs/results.md: the summary figure and its arms, the demo's recorded runs, then every study (title,
     date, machine, command, commit, summary, notes, and its benchmark table recomputed from its CSV)."""
+    from nnunet_ssl.benchmark.report import verdict_text
     lines = [f"# Results", "",
              f"<!-- rendered by `{RENDER_COMMAND}` from docs/studies/ (index.json and each study's benchmark.csv) "
              "and docs/records/demo/; edit those, not this page -->", "",
@@ -156,7 +157,7 @@ def results_page(index: dict, reports: dict[str, dict], arms: list[dict], runs: 
              "| study |", "|" + "---|" * 8]
     for a in sorted(arms, key=lambda a: (a["labeled"], a["iterations"])):
         lines.append(f"| {a['label']} | {a['configuration']} | {a['labeled']} | {a['iterations']} | {_interval(a)} | "
-                     f"{_band(a)} | {a['verdict']} | [{a['study']}](studies/{a['study']}/notes.md) |")
+                     f"{_band(a)} | {verdict_text(a['verdict'])} | [{a['study']}](studies/{a['study']}/notes.md) |")
     lines += ["", "## The demo's recorded runs (one fold, one run per arm)", "",
               "`nnUNetv2_ssl_demo`: 5 labeled cases, 1000 iterations per arm, 30 evaluation cases. The interval is "
               "over this run's cases only; from run to run the difference moved far beyond it, which is why the "
@@ -186,10 +187,11 @@ def results_page(index: dict, reports: dict[str, dict], arms: list[dict], runs: 
 def readme_block(arms: list[dict], other_datasets: list[str] = ()) -> str:
     """The README's results block: the summary figure and, in words, which arms clear both 0 and the noise floor;
     ``other_datasets``: those with studies but no arm in the figure yet."""
-    from nnunet_ssl.benchmark.statistics import finding
-    cleared = [a for a in arms if finding(a["verdict"]) != "none"]
-    within = [a for a in arms if finding(a["verdict"]) == "none"]
-    said = "; ".join(f"{a['label']} at M = {a['labeled']}: {_interval(a)}, {a['verdict']}" for a in cleared)
+    from nnunet_ssl.benchmark.report import verdict_text
+    cleared = [a for a in arms if a["verdict"].finding != "none"]
+    within = [a for a in arms if a["verdict"].finding == "none"]
+    said = "; ".join(f"{a['label']} at M = {a['labeled']}: {_interval(a)}, {verdict_text(a['verdict'])}"
+                     for a in cleared)
     return "\n".join([
         RESULTS_BLOCK[0],
         "![every 3-fold arm on hippocampus against matched scratch](docs/results_summary.png)", "",
