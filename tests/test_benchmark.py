@@ -96,6 +96,30 @@ def test_earlier_rows_stand_in_for_their_cells_once(tmp_path):
         earlier_case_rows([str(tmp_path / "missing.csv")], cells)
 
 
+def test_one_reader_for_benchmark_csvs_with_and_without_an_iterations_column(tmp_path):
+    """The benchmark's --earlier / --rerun and the studies read a benchmark.csv alike; only the studies read CSVs
+    written before 2026-12-03 (no iterations column), as length 0."""
+    from nnunet_ssl.benchmark.run import read_case_csv
+    old = tmp_path / "old.csv"
+    old.write_text("method,labeled,base_fold,fold,trainer,case,dice_foreground,dice_1\n"
+                   "scratch,5,0,6,SSLScratchTrainer,001,0.8,nan\n")
+    with pytest.raises(SSLUserError, match="not a benchmark.csv with per-case rows .no iterations"):
+        read_case_csv(str(old), "--earlier")
+    row, = read_case_csv(str(old), "study s", missing_iterations=0)
+    assert list(row) == ["method", "labeled", "iterations", "base_fold", "fold", "trainer", "case",
+                         "dice_foreground", "dice_1"]  # the column where the benchmark writes it
+    assert (row["labeled"], row["iterations"], row["case"], row["dice_foreground"]) == (5, 0, "001", 0.8)
+    assert row["dice_1"] != row["dice_1"]  # NaN: a class absent from the case
+    new = tmp_path / "new.csv"
+    new.write_text("method,labeled,iterations,base_fold,fold,trainer,case,dice_foreground\n"
+                   "scratch,5,4000,0,6,SSLScratchTrainer_cpu4000it,c1,0.8\n")
+    assert read_case_csv(str(new), "study s", missing_iterations=0)[0]["iterations"] == 4000
+    assert read_case_csv(str(new), "--earlier") == read_case_csv(str(new), "study s", missing_iterations=0)
+    new.write_text(new.read_text() + "scratch,5,4000,0,6,SSLScratchTrainer_cpu4000it,c2\n")
+    with pytest.raises(SSLUserError, match="study s .*new.csv line 3 has 7 fields where the header has 8"):
+        read_case_csv(str(new), "study s", missing_iterations=0)  # a study's CSV is checked as strictly
+
+
 def test_another_run_of_scratch_reports_as_its_noise_floor(tmp_path):
     from nnunet_ssl.benchmark.run import rerun_case_rows, same_run
     rows = [{"labeled": 5, "base_fold": 0, "fold": 6}, {"labeled": 5, "base_fold": 1, "fold": 9}]

@@ -6,7 +6,6 @@ recorded runs).
 
     nnUNetv2_ssl_render [--root REPO]        (or: python -m nnunet_ssl.cli.render)
 """
-import csv
 import json
 import os
 import re
@@ -24,7 +23,6 @@ README = "README.md"
 EVIDENCE = os.path.join("nnunet_ssl", "benchmark", "evidence.json")
 RESULTS_BLOCK = ("<!-- results -->", "<!-- /results -->")
 RENDER_COMMAND = "nnUNetv2_ssl_render"
-COUNTS = ("labeled", "iterations", "base_fold", "fold")
 # what SSLScratchTrainer / SSLInitTrainer train now: stock nnU-Net's schedule since 2026-12-04 (before: a matched
 # schedule with warm-up); a recorded demo run is of today's setting only if it trained this one
 SCHEDULE_NOW = "stock"
@@ -35,31 +33,18 @@ def load_index(root: str) -> dict:
         return json.load(f)
 
 
-def read_rows(path: str) -> list[dict]:
-    """A study's per-case rows, typed as the benchmark types its own (run.read_case_csv, which refuses what a
-    benchmark run cannot use: CSVs written before 2026-12-03 have no ``iterations`` column; the report groups
-    them under length 0)."""
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    return [{k: int(v) if k in COUNTS else _number(v) for k, v in row.items()} for row in rows]
-
-
-def _number(value: str) -> float | str:
-    try:
-        return float(value)
-    except ValueError:
-        return value
-
-
 def study_reports(root: str, index: dict) -> dict[str, dict]:
     """{study id: benchmark_report(...) of its benchmark.csv}: the tables and statistics the benchmark itself
     writes, recomputed (its files go to a temporary folder; only the returned values are kept)."""
     from nnunet_ssl.benchmark.report import benchmark_report
+    from nnunet_ssl.benchmark.run import read_case_csv
     from tqdm import tqdm
     reports = {}
     with tempfile.TemporaryDirectory() as tmp:
         for study in tqdm(index["studies"], desc="recomputing studies", unit="study"):
-            rows = read_rows(os.path.join(root, STUDIES, study["id"], "benchmark.csv"))
+            # CSVs written before 2026-12-03 have no iterations column: their rows are of length 0 ('—')
+            rows = read_case_csv(os.path.join(root, STUDIES, study["id"], "benchmark.csv"), f"study {study['id']}",
+                                 missing_iterations=0)
             if study["dataset"] not in index["datasets"]:
                 raise SSLUserError(f"study {study['id']} names dataset {study['dataset']}, which index.json's "
                                    "\"datasets\" does not describe.",
