@@ -74,7 +74,8 @@ def raw_dataset_written(raw_root: str, protocol: dict) -> bool:
     json_path = os.path.join(folder, "dataset.json")
     if os.path.isdir(folder):
         if not os.path.isfile(json_path) or json.load(open(json_path)) != _raw_dataset_json(len(_bundled_cases())):
-            raise SSLUserError(f"{folder} exists and is not the demo's dataset; nothing was changed.", FRESH_WORKDIR_FIX)
+            raise SSLUserError(f"{folder} exists and is not the demo's dataset; nothing was changed.",
+                               FRESH_WORKDIR_FIX)
         return True
     other = [d for d in os.listdir(raw_root) if d.startswith(f"Dataset{protocol['dataset_id']:03d}_")] \
         if os.path.isdir(raw_root) else []
