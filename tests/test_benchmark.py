@@ -7,8 +7,9 @@ import shutil
 import pytest
 from conftest import DATASET_ID, PLANS, run_command, script
 
-from nnunet_ssl.benchmark.report import benchmark_report, fold_means, paired_fold_differences
+from nnunet_ssl.benchmark.report import benchmark_report, fold_means, paired_fold_differences, verdict_text
 from nnunet_ssl.benchmark.run import plan_cells, trainer_name
+from nnunet_ssl.benchmark.statistics import Verdict
 from nnunet_ssl.errors import SSLUserError
 
 pytestmark = pytest.mark.slow
@@ -95,6 +96,30 @@ def test_earlier_rows_stand_in_for_their_cells_once(tmp_path):
         earlier_case_rows([str(tmp_path / "missing.csv")], cells)
 
 
+def test_one_reader_for_benchmark_csvs_with_and_without_an_iterations_column(tmp_path):
+    """The benchmark's --earlier / --rerun and the studies read a benchmark.csv alike; only the studies read CSVs
+    written before 2026-12-03 (no iterations column), as length 0."""
+    from nnunet_ssl.benchmark.run import read_case_csv
+    old = tmp_path / "old.csv"
+    old.write_text("method,labeled,base_fold,fold,trainer,case,dice_foreground,dice_1\n"
+                   "scratch,5,0,6,SSLScratchTrainer,001,0.8,nan\n")
+    with pytest.raises(SSLUserError, match="not a benchmark.csv with per-case rows .no iterations"):
+        read_case_csv(str(old), "--earlier")
+    row, = read_case_csv(str(old), "study s", missing_iterations=0)
+    assert list(row) == ["method", "labeled", "iterations", "base_fold", "fold", "trainer", "case",
+                         "dice_foreground", "dice_1"]  # the column where the benchmark writes it
+    assert (row["labeled"], row["iterations"], row["case"], row["dice_foreground"]) == (5, 0, "001", 0.8)
+    assert row["dice_1"] != row["dice_1"]  # NaN: a class absent from the case
+    new = tmp_path / "new.csv"
+    new.write_text("method,labeled,iterations,base_fold,fold,trainer,case,dice_foreground\n"
+                   "scratch,5,4000,0,6,SSLScratchTrainer_cpu4000it,c1,0.8\n")
+    assert read_case_csv(str(new), "study s", missing_iterations=0)[0]["iterations"] == 4000
+    assert read_case_csv(str(new), "--earlier") == read_case_csv(str(new), "study s", missing_iterations=0)
+    new.write_text(new.read_text() + "scratch,5,4000,0,6,SSLScratchTrainer_cpu4000it,c2\n")
+    with pytest.raises(SSLUserError, match="study s .*new.csv line 3 has 7 fields where the header has 8"):
+        read_case_csv(str(new), "study s", missing_iterations=0)  # a study's CSV is checked as strictly
+
+
 def test_another_run_of_scratch_reports_as_its_noise_floor(tmp_path):
     from nnunet_ssl.benchmark.run import rerun_case_rows, same_run
     rows = [{"labeled": 5, "base_fold": 0, "fold": 6}, {"labeled": 5, "base_fold": 1, "fold": 9}]
@@ -164,8 +189,9 @@ def test_a_recipe_is_also_compared_with_its_own_pretraining(tmp_path):
            "better |" in report["markdown"]
     assert "| scratch+meanTeacher | scratch |" not in report["markdown"]
     assert list(report["recipe_statistics"]) == [("pcl+meanTeacher", 5, 4000)]
-    assert report["recipe_statistics"][("pcl+meanTeacher", 5, 4000)]["verdict"] == "better"
-    assert json.loads((tmp_path / "b.json").read_text())["recipe_statistics"]["pcl+meanTeacher|5|4000"]["cases"] == 6
+    assert report["recipe_statistics"][("pcl+meanTeacher", 5, 4000)]["verdict"] == Verdict("better", 3, 3)
+    stored = json.loads((tmp_path / "b.json").read_text())["recipe_statistics"]["pcl+meanTeacher|5|4000"]
+    assert stored["cases"] == 6 and stored["verdict"] == "better"  # in words, as the table says it
 
 
 def test_verdicts_are_weighed_against_scratch_trained_again(tmp_path):
@@ -177,12 +203,16 @@ def test_verdicts_are_weighed_against_scratch_trained_again(tmp_path):
     rows = [{"method": m, "labeled": 5, "iterations": 4000, "fold": f, "case": c, "dice_foreground": base + off}
             for m, by_fold in offsets.items() for f, off in by_fold.items() for c, base in (("a", 0.5), ("b", 0.6))]
     report = benchmark_report(rows, str(tmp_path / "b"), {})
-    assert report["statistics"][("pcl", 5, 4000)]["verdict"] == "better, within the noise floor (±0.184)"
-    assert report["statistics"][("mae", 5, 4000)]["verdict"] == "better, beyond the noise floor (±0.184)"
+    pcl, mae = report["statistics"][("pcl", 5, 4000)]["verdict"], report["statistics"][("mae", 5, 4000)]["verdict"]
+    assert (pcl.direction, pcl.beyond_noise_floor, mae.direction, mae.beyond_noise_floor) == \
+        ("better", False, "better", True)
+    assert verdict_text(pcl) == "better, within the noise floor (±0.184)"
+    assert verdict_text(mae) == "better, beyond the noise floor (±0.184)"
     assert report["statistics"][("pcl", 5, 4000)]["noise_band"] == pytest.approx(0.18374, abs=1e-5)
     assert "noise_band" not in report["statistics"][("scratch_rerun", 5, 4000)]
     assert "| +0.050 [+0.050, +0.050] | 0.031 | better, within the noise floor (±0.184) |" in report["markdown"]
-    assert json.loads((tmp_path / "b.json").read_text())["statistics"]["mae|5|4000"]["noise_band"] > 0.18
+    stored = json.loads((tmp_path / "b.json").read_text())["statistics"]["mae|5|4000"]
+    assert stored["noise_band"] > 0.18 and stored["verdict"] == "better, beyond the noise floor (±0.184)"
     # and how many folds would tell a difference from retraining: (t * s / d)^2 = (0.31824 / d)^2, rounded up
     assert ("- M = 5, 4000 iterations: scratch trained again moved a fold by up to 0.100 (s = 0.100 per fold); "
             "over 3 folds a mean difference is told from retraining beyond ±0.184; telling 0.01 / 0.02 / 0.05 "
@@ -193,7 +223,16 @@ def test_verdicts_are_weighed_against_scratch_trained_again(tmp_path):
     assert "would take 3 / 3 / 3 folds." in benchmark_report(quiet, str(tmp_path / "q"), {})["markdown"]
     # a noise floor on fewer folds than a verdict needs leaves the verdicts as the interval says
     two_folds = [r for r in rows if r["method"] != "scratch_rerun" or r["fold"] != 12]
-    assert benchmark_report(two_folds, str(tmp_path / "c"), {})["statistics"][("pcl", 5, 4000)]["verdict"] == "better"
+    assert benchmark_report(two_folds, str(tmp_path / "c"), {})["statistics"][("pcl", 5, 4000)]["verdict"] == \
+        Verdict("better", 3, 3)
+
+
+def test_a_verdict_is_said_in_the_words_of_the_tables():
+    assert verdict_text(Verdict("better", 3, 3)) == "better"  # no noise floor measured
+    assert verdict_text(Verdict("worse", 3, 3, 0.055, False)) == "worse, within the noise floor (±0.055)"
+    assert verdict_text(Verdict("better", 3, 3, 0.0551, True)) == "better, beyond the noise floor (±0.055)"
+    assert verdict_text(Verdict("none", 3, 3)) == "no detectable difference"
+    assert verdict_text(Verdict("better", 1, 3)) == "no verdict (1 of the 3 folds it needs)"
 
 
 def test_the_differences_plot_marks_only_what_clears_zero_and_the_noise_floor(tmp_path):

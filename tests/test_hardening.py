@@ -279,6 +279,8 @@ BENCHMARK = ["-d", str(DATASET_ID), "-p", PLANS, "--methods", "scratch", "--labe
 # splits_final.json first, then some of these ended in a traceback or a report that passed a damaged fold
 BAD_BENCHMARK_INPUTS = [
     ("device cuda", ["-device", "cuda"], ["-device cuda was requested but no CUDA GPU is available"]),
+    ("partial without report-only", ["-device", "cpu", "--partial"],
+     ["--partial only applies to --report-only", "nothing was written"]),  # an argparse rule the library lacked
     ("report-only before the folds exist", ["-device", "cpu", "--report-only"],
      ["does not hold these label-budget folds yet", "nothing was written"]),
     ("-o a file", lambda t, p: ["-device", "cpu", "-o", str((t / "a_file").write_text("") or t / "a_file")],
@@ -328,6 +330,19 @@ def _other_entries():
             "nnUNetv2_ssl_import": import_entry}
 
 
+def _every_path(folder) -> list[str]:
+    """Every folder and file under ``folder``: a refusal makes none (the demo once made its nnUNet_* folders first)."""
+    return sorted(os.path.join(d, name) for d, dirs, files in os.walk(folder) for name in dirs + files)
+
+
+def _taken_demo_id(tmp_path):
+    """A workdir whose nnUNet_raw holds another dataset under the demo's id (the demo made its other folders first)."""
+    from nnunet_ssl.benchmark.demo import load_protocol
+    workdir = tmp_path / "taken"
+    (workdir / "nnUNet_raw" / f"Dataset{load_protocol()['dataset_id']:03d}_Other").mkdir(parents=True)
+    return workdir
+
+
 D = ["-d", str(DATASET_ID)]
 # (case, command, arguments (or a builder of them), texts the refusal must contain, before issue 37)
 BAD_OTHER_INPUTS = [
@@ -348,6 +363,8 @@ BAD_OTHER_INPUTS = [
      lambda t, p: ["--workdir", str((t / "w").write_text("") or t / "w")], ["is a file, not a folder"]),  # traceback
     ("demo device cuda", "nnUNetv2_ssl_demo", lambda t, p: ["--workdir", str(t / "demo"), "-device", "cuda"],
      ["no CUDA GPU"]),  # after writing the raw dataset and planning
+    ("demo dataset id taken", "nnUNetv2_ssl_demo",
+     lambda t, p: ["--workdir", str(_taken_demo_id(t))], ["dataset id 990 is taken by Dataset990_Other"]),
     ("render root not a checkout", "nnUNetv2_ssl_render", lambda t, p: ["--root", str(t)],
      ["is not a checkout of this repository"]),  # traceback
     ("import images a file", "nnUNetv2_ssl_import",
@@ -366,9 +383,9 @@ def test_bad_input_of_other_commands_fails_before_writing(pretrained, own_result
     if "cuda" in args and torch.cuda.is_available():
         pytest.skip("a GPU is there")
     prepared = os.path.join(pretrained["env"]["nnUNet_preprocessed"], pretrained["name"])
-    before, around = tree(prepared), sorted(os.listdir(tmp_path))
+    before, around = tree(prepared), _every_path(tmp_path)
     fails_cleanly_in_process(_other_entries()[command], [command] + args, env, capsys, monkeypatch, *expected, "Fix:")
-    assert tree(prepared) == before and os.listdir(results) == [] and sorted(os.listdir(tmp_path)) == around
+    assert tree(prepared) == before and os.listdir(results) == [] and _every_path(tmp_path) == around
 
 
 # --- one writer per folder ------------------------------------------------------------------

@@ -61,7 +61,7 @@ def test_recipes_and_protocols_are_installed_package_data():
 
 
 def test_the_demo_protocol_fine_tunes_the_method_its_recipe_pretrains():
-    from nnunet_ssl.cli.demo import load_protocol
+    from nnunet_ssl.benchmark.demo import load_protocol
     from nnunet_ssl.methods.recipes import load_recipe
     from nnunet_ssl.integration.trainers.registry import trainer_class
     protocol = load_protocol()

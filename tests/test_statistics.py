@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from nnunet_ssl.benchmark.statistics import (against_noise_floor, compare, finding, folds_to_resolve,
+from nnunet_ssl.benchmark.statistics import (Verdict, against_noise_floor, compare, folds_to_resolve,
                                              hierarchical_bootstrap_ci, plateau_length, pooled_mean, retraining_band,
                                              retraining_spread, verdict, wilcoxon_p)
 
@@ -10,7 +10,7 @@ from nnunet_ssl.benchmark.statistics import (against_noise_floor, compare, findi
 def test_constant_differences_give_a_point_interval():
     folds = [np.full(5, 0.1), np.full(7, 0.1), np.full(3, 0.1)]
     assert hierarchical_bootstrap_ci(folds, samples=500) == pytest.approx((0.1, 0.1))
-    assert verdict((0.1, 0.1)) == "better"
+    assert verdict((0.1, 0.1)) == Verdict("better", folds=1, folds_needed=1)
 
 
 def test_one_fold_two_cases_has_the_binomial_interval():
@@ -22,8 +22,8 @@ def test_folds_are_resampled_not_only_cases():
     # within-fold spread is 0, so only fold resampling can widen the interval: folds at -0.2 and +0.2
     low, high = hierarchical_bootstrap_ci([np.full(50, -0.2), np.full(50, 0.2)], samples=4000)
     assert low == pytest.approx(-0.2) and high == pytest.approx(0.2)
-    assert verdict((low, high)) == "no detectable difference"
-    assert verdict((-0.3, -0.01)) == "worse"
+    assert verdict((low, high)).direction == "none"
+    assert verdict((-0.3, -0.01)).direction == "worse"
 
 
 def test_pooled_mean_weighs_folds_equally():
@@ -40,7 +40,8 @@ def test_wilcoxon_exact_p_values():
 def test_compare_reports_everything_a_table_needs():
     result = compare([np.array([0.1, 0.3]), np.array([0.2, 0.2])])
     assert result["mean"] == pytest.approx(0.2) and result["cases"] == 4 and result["cases_better"] == 4
-    assert result["folds"] == 2 and result["verdict"] == "better" and 0.1 <= result["ci_low"] <= result["ci_high"] <= 0.3
+    assert result["folds"] == 2 and result["verdict"] == Verdict("better", 2, 1)
+    assert 0.1 <= result["ci_low"] <= result["ci_high"] <= 0.3
 
 
 def test_plateau_is_the_shortest_length_whose_doubling_adds_little():
@@ -53,9 +54,10 @@ def test_plateau_is_the_shortest_length_whose_doubling_adds_little():
 def test_too_few_folds_give_an_interval_but_no_verdict():
     one_fold = [np.full(20, 0.2) + np.linspace(-0.01, 0.01, 20)]
     result = compare(one_fold, min_folds=3)
-    assert result["ci_low"] > 0 and result["verdict"] == "no verdict (1 of the 3 folds it needs)"
-    assert compare(one_fold * 3, min_folds=3)["verdict"] == "better"
-    assert compare(one_fold)["verdict"] == "better"  # the demo's one-run report: cases only, said in its caveat
+    assert result["ci_low"] > 0 and result["verdict"] == Verdict("better", folds=1, folds_needed=3)
+    assert not result["verdict"].enough_folds and not result["verdict"].decided
+    assert compare(one_fold * 3, min_folds=3)["verdict"].decided
+    assert compare(one_fold)["verdict"].decided  # the demo's one-run report: cases only, said in its caveat
 
 
 def test_retraining_band_is_t_times_the_floor_spread_over_root_folds():
@@ -75,17 +77,16 @@ def test_folds_to_resolve_a_difference_clear_the_band():
 
 
 def test_a_verdict_within_the_noise_floor_says_so():
-    assert against_noise_floor("better", 0.06, 0.055) == "better, beyond the noise floor (±0.055)"
-    assert against_noise_floor("worse", -0.02, 0.055) == "worse, within the noise floor (±0.055)"
-    assert against_noise_floor("no detectable difference", 0.2, 0.055) == "no detectable difference"
-    assert against_noise_floor("no verdict (1 of the 3 folds it needs)", 0.2, 0.0) == \
-        "no verdict (1 of the 3 folds it needs)"
+    assert against_noise_floor(Verdict("better", 3, 3), 0.06, 0.055) == Verdict("better", 3, 3, 0.055, True)
+    assert against_noise_floor(Verdict("worse", 3, 3), -0.02, 0.055) == Verdict("worse", 3, 3, 0.055, False)
+    assert against_noise_floor(Verdict("none", 3, 3), 0.2, 0.055) == Verdict("none", 3, 3)  # nothing to weigh
+    assert against_noise_floor(Verdict("better", 1, 3), 0.2, 0.0) == Verdict("better", 1, 3)  # no verdict yet
 
 
 def test_a_finding_is_a_verdict_beyond_the_noise_floor_or_without_one():
-    assert finding(against_noise_floor("better", 0.06, 0.055)) == "better"
-    assert finding(against_noise_floor("worse", -0.06, 0.055)) == "worse"
-    assert finding(against_noise_floor("worse", -0.02, 0.055)) == "none"
-    assert finding("worse") == "worse"  # no noise floor measured: the interval alone
-    assert finding("no detectable difference") == "none"
-    assert finding("no verdict (1 of the 3 folds it needs)") == "none"
+    assert against_noise_floor(Verdict("better", 3, 3), 0.06, 0.055).finding == "better"
+    assert against_noise_floor(Verdict("worse", 3, 3), -0.06, 0.055).finding == "worse"
+    assert against_noise_floor(Verdict("worse", 3, 3), -0.02, 0.055).finding == "none"
+    assert Verdict("worse", 3, 3).finding == "worse"  # no noise floor measured: the interval alone
+    assert Verdict("none", 3, 3).finding == "none"
+    assert Verdict("better", 1, 3).finding == "none"  # too few folds

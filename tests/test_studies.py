@@ -8,6 +8,7 @@ import pytest
 
 from nnunet_ssl.benchmark import studies
 from nnunet_ssl.benchmark.report import paired_dice_report
+from nnunet_ssl.benchmark.statistics import Verdict
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VERDICT_WORDS = re.compile(r"\b(better|worse)\b", re.I)
@@ -52,13 +53,14 @@ def test_every_study_in_the_index_has_its_folder_and_every_folder_is_indexed():
 def test_summary_arms_take_a_noise_band_measured_elsewhere_at_the_same_budget_and_length():
     index = {"studies": [{"id": "a", "configuration": "3d_fullres", "summary_arms": {"pcl|5|4000": "PCL"}},
                          {"id": "b", "configuration": "3d_fullres", "summary_arms": {"mae|5|4000": "MAE"}}]}
-    stats = {"mean": -0.02, "ci_low": -0.03, "ci_high": -0.01, "verdict": "worse", "folds": 3, "cases": 9}
+    worse = Verdict("worse", 3, 3)
+    stats = {"mean": -0.02, "ci_low": -0.03, "ci_high": -0.01, "verdict": worse, "folds": 3, "cases": 9}
     reports = {"a": {"statistics": {("pcl", 5, 4000): dict(stats)}},
-               "b": {"statistics": {("mae", 5, 4000): {**stats, "noise_band": 0.05, "verdict": "worse, within the "
-                                                                                              "noise floor (±0.050)"}}}}
+               "b": {"statistics": {("mae", 5, 4000): {**stats, "noise_band": 0.05,
+                                                       "verdict": Verdict("worse", 3, 3, 0.05, False)}}}}
     arms = studies.summary_arms(index, reports)
-    assert arms[0]["noise_band"] == 0.05 and arms[0]["verdict"] == "worse, within the noise floor (±0.050)"
-    assert reports["a"]["statistics"][("pcl", 5, 4000)]["verdict"] == "worse"  # the study's own report untouched
+    assert arms[0]["noise_band"] == 0.05 and arms[0]["verdict"] == Verdict("worse", 3, 3, 0.05, False)
+    assert reports["a"]["statistics"][("pcl", 5, 4000)]["verdict"] == worse  # the study's own report untouched
 
 
 def test_difference_range_and_the_arm_a_trainer_name_stands_for():
@@ -91,7 +93,7 @@ def _summary_from_record(path, per_case: dict) -> str:
 
 def test_demo_table_and_closing_lines_show_the_spread_and_the_evidence_not_a_verdict(tmp_path):
     """On the recorded 2026-12-06 demo run (per-case numbers as the demo wrote them) and the rendered evidence."""
-    from nnunet_ssl.cli.demo import load_protocol
+    from nnunet_ssl.benchmark.demo import load_protocol
     record = json.loads(_read(ROOT, "docs/records/demo/2026-12-06/demo_result.json"))["per_case"]
     protocol, evidence = load_protocol(), studies.load_evidence()
     spread = studies.difference_range(studies.same_setting_runs(evidence["demo_runs"], protocol))

@@ -44,10 +44,14 @@ class BenchmarkSpec:
         return [method for method, _ in map(split_arm, self.methods)]
 
     def check(self) -> None:
-        """What needs no file read: the device (a report trains nothing and needs none) and the methods."""
+        """What needs no file read: the options together, the device (a report trains nothing and needs none) and
+        the methods."""
         from nnunet_ssl.benchmark.arms import REFERENCE_ARMS
         from nnunet_ssl.integration.device import check_device
         from nnunet_ssl.methods import require_methods
+        if self.partial and not self.report_only:
+            raise SSLUserError("--partial only applies to --report-only (a run without it trains every cell); "
+                               "nothing was written.", "add --report-only, or leave --partial out")
         if not self.report_only:
             check_device(self.device)
         require_methods(self.arm_methods(), "--methods", also=tuple(REFERENCE_ARMS))

@@ -5,6 +5,8 @@ import os
 
 import numpy as np
 
+from nnunet_ssl.benchmark.statistics import Verdict
+
 
 def per_case_dice(summary_path: str) -> dict[str, dict[str, float]]:
     """{case: {class label: Dice, 'foreground': mean over classes}} from nnU-Net's summary.json
@@ -176,11 +178,29 @@ def _p_value(p: float) -> str:
     return "—" if np.isnan(p) else (f"{p:.3f}" if p >= 0.001 else f"{p:.0e}")
 
 
+def verdict_text(verdict: Verdict) -> str:
+    """A statistics.Verdict in the words of the tables, the JSON and the results page: 'better', 'worse, within the
+    noise floor (±0.184)', 'no detectable difference', 'no verdict (2 of the 3 folds it needs)'."""
+    if not verdict.enough_folds:
+        return f"no verdict ({verdict.folds} of the {verdict.folds_needed} folds it needs)"
+    if verdict.direction == "none":
+        return "no detectable difference"
+    if verdict.noise_band is None:
+        return verdict.direction
+    return (f"{verdict.direction}, {'beyond' if verdict.beyond_noise_floor else 'within'} the noise floor "
+            f"(±{verdict.noise_band:.3f})")
+
+
+def _with_verdict_text(statistics: dict) -> dict:
+    """{(arm, labeled, iterations): compare()} as the JSON stores it: keys joined by '|', verdicts in words."""
+    return {"|".join(map(str, k)): {**v, "verdict": verdict_text(v["verdict"])} for k, v in statistics.items()}
+
+
 def _paired_cells(fold_differences: list[float], stats: dict) -> list[str]:
     """The comparison columns of a table row: fold-paired Δ, folds better, per-case Δ [CI], p, verdict."""
     return [_over_folds(fold_differences), f"{sum(d > 0 for d in fold_differences)}/{len(fold_differences)}",
             f"{stats['mean']:+.3f} [{stats['ci_low']:+.3f}, {stats['ci_high']:+.3f}]",
-            _p_value(stats["wilcoxon_p"]), stats["verdict"]]
+            _p_value(stats["wilcoxon_p"]), verdict_text(stats["verdict"])]
 
 
 def noise_floors(rows: list[dict]) -> dict[tuple[int, int], list[float]]:
@@ -329,10 +349,8 @@ def benchmark_report(rows: list[dict], out_prefix: str, class_names: dict[str, s
         writer.writeheader()
         writer.writerows(rows)
     with open(out_prefix + ".json", "w") as f:
-        json.dump({"rows": rows, "baseline": baseline,
-                   "statistics": {"|".join(map(str, k)): v for k, v in statistics.items()},
-                   "recipe_statistics": {"|".join(map(str, k)): v for k, v in recipe_statistics.items()}},
-                  f, indent=1)
+        json.dump({"rows": rows, "baseline": baseline, "statistics": _with_verdict_text(statistics),
+                   "recipe_statistics": _with_verdict_text(recipe_statistics)}, f, indent=1)
     plot = out_prefix + ".png"
     if len(iterations) > 1:
         _plot_learning_curve(aggregated["dice_foreground"], groups, plot)
@@ -412,14 +430,13 @@ def difference_rows(statistics: dict[tuple[str, int, int], dict]) -> list[dict]:
     """The rows of the differences plot, grouped by label budget and length (ascending), arms in the order given:
     label, mean and interval of the per-case difference, the noise band (0 where unmeasured) and the verdict's
     reading: 'better' / 'worse' only when the interval excludes 0 and the mean lies beyond the noise band where
-    one was measured (statistics.finding), else 'none'."""
-    from nnunet_ssl.benchmark.statistics import finding
+    one was measured (statistics.Verdict.finding), else 'none'."""
     rows = []
     for (arm, labeled, iterations), stats in sorted(statistics.items(), key=lambda kv: kv[0][1:]):
         rows.append({"label": f"{arm}, M = {labeled}" + (f", {iterations} it" if iterations else ""),
                      "group": (labeled, iterations), "mean": stats["mean"], "low": stats["ci_low"],
                      "high": stats["ci_high"], "band": stats.get("noise_band", 0.0),
-                     "finding": finding(stats["verdict"])})
+                     "finding": stats["verdict"].finding})
     return rows
 
 

@@ -156,10 +156,12 @@ COUNT_KEYS, TEXT_KEYS = ("labeled", "iterations", "base_fold", "fold"), ("method
 EARLIER_FIX = "give the benchmark.csv that nnUNetv2_ssl_benchmark wrote, unedited"
 
 
-def read_case_csv(path: str, option: str) -> list[dict]:
+def read_case_csv(path: str, option: str, missing_iterations: int | None = None) -> list[dict]:
     """The per-case rows of a benchmark.csv, typed like this run's own rows (so a case counts once however
     its rows were read). Every row is checked: a row that is short, long, or holds a count or a metric
-    that is no number is refused with its line, never reported."""
+    that is no number is refused with its line, never reported. A CSV without an ``iterations`` column (written
+    before 2026-12-03) is refused, or read with ``missing_iterations`` as every row's (0: the tables show '—')
+    where one is given; ``option`` names where the file came from in the messages."""
     import csv
     try:
         with open(path, newline="", encoding="utf-8") as f:
@@ -175,11 +177,20 @@ def read_case_csv(path: str, option: str) -> list[dict]:
     except csv.Error as e:
         raise SSLUserError(f"{option} {path} is not a readable CSV file (line {reader.line_num}: {e}).",
                            EARLIER_FIX) from None
+    if missing_iterations is not None and found and "iterations" not in found[0][1]:
+        found = [(line, _with_iterations(row, missing_iterations)) for line, row in found]
     lacking = [k for k in CASE_ROW_KEYS if not found or k not in found[0][1]]
     if lacking:
         raise SSLUserError(f"{option} {path} is not a benchmark.csv with per-case rows (no {', '.join(lacking)}).",
                            "give the benchmark.csv that nnUNetv2_ssl_benchmark wrote")
     return [_typed_row(row, f"{option} {path} line {line}") for line, row in found]
+
+
+def _with_iterations(row: dict, iterations: int) -> dict:
+    """``row`` with an iterations column where the benchmark writes it (after labeled)."""
+    items = list(row.items())
+    at = next((i + 1 for i, (key, _) in enumerate(items) if key == "labeled"), len(items))
+    return dict(items[:at] + [("iterations", str(iterations))] + items[at:])
 
 
 def _typed_row(row: dict, where: str) -> dict:

@@ -5,6 +5,9 @@ the fold (a different training set and validation set); cases within a fold shar
 model. The bootstrap therefore resamples folds, then cases within each drawn fold, so that the
 interval carries both the training-to-training and the case-to-case spread.
 """
+from dataclasses import dataclass, replace
+from typing import Literal
+
 import numpy as np
 
 from nnunet_ssl.blocks.health import doubling_plateau
@@ -44,14 +47,38 @@ def wilcoxon_p(differences: np.ndarray) -> float:
     return float(wilcoxon(differences).pvalue)
 
 
-def verdict(ci: tuple[float, float]) -> str:
-    """What the interval says: better or worse only when it excludes zero."""
+@dataclass(frozen=True)
+class Verdict:
+    """What an arm's interval against its baseline says, as values (report.verdict_text says it in words): the
+    interval's direction, the folds it rests on against the folds a verdict needs and, once weighed against the
+    noise floor (``against_noise_floor``), the floor's band and whether the mean difference lies beyond it."""
+    direction: Literal["better", "worse", "none"]  # better / worse: the interval excludes 0; none: it holds 0
+    folds: int = 1
+    folds_needed: int = 1
+    noise_band: float | None = None  # retraining_band over these folds; None: not weighed (no floor measured)
+    beyond_noise_floor: bool | None = None
+
+    @property
+    def enough_folds(self) -> bool:
+        return self.folds >= self.folds_needed
+
+    @property
+    def decided(self) -> bool:
+        """better or worse, from enough folds (whatever the noise floor says)."""
+        return self.enough_folds and self.direction != "none"
+
+    @property
+    def finding(self) -> str:
+        """'better' / 'worse' for a decided verdict beyond the noise floor, or with no floor measured; 'none'
+        otherwise (no difference, within the floor, too few folds)."""
+        return self.direction if self.decided and self.beyond_noise_floor is not False else "none"
+
+
+def verdict(ci: tuple[float, float], folds: int = 1, folds_needed: int = 1) -> Verdict:
+    """What the interval says: better or worse only when it excludes zero (a verdict only from ``folds_needed``)."""
     low, high = ci
-    if low > 0:
-        return "better"
-    if high < 0:
-        return "worse"
-    return "no detectable difference"
+    direction = "better" if low > 0 else "worse" if high < 0 else "none"
+    return Verdict(direction, folds, folds_needed)
 
 
 # Folds a benchmark row needs before its interval gives a verdict [assumption: the protocol's 3 base folds].
@@ -63,13 +90,12 @@ MIN_FOLDS_FOR_VERDICT = 3
 
 def compare(differences_by_fold: list[np.ndarray], seed: int = 0, min_folds: int = 1) -> dict:
     """Everything a table row needs about one arm against its baseline; below ``min_folds`` folds the
-    interval is reported but gives no verdict."""
+    interval is reported but gives no verdict (``Verdict.enough_folds``)."""
     pooled = np.concatenate([np.asarray(d, dtype=float) for d in differences_by_fold])
     ci = hierarchical_bootstrap_ci(differences_by_fold, seed=seed)
     n_folds = len(differences_by_fold)
-    said = verdict(ci) if n_folds >= min_folds else f"no verdict ({n_folds} of the {min_folds} folds it needs)"
     return {"mean": pooled_mean(differences_by_fold), "ci_low": ci[0], "ci_high": ci[1],
-            "wilcoxon_p": wilcoxon_p(pooled), "verdict": said, "folds": n_folds,
+            "wilcoxon_p": wilcoxon_p(pooled), "verdict": verdict(ci, n_folds, min_folds), "folds": n_folds,
             "cases": int(pooled.size), "cases_better": int((pooled > 0).sum())}
 
 
@@ -101,19 +127,12 @@ def folds_to_resolve(floor_fold_differences: list[float], difference: float, con
     return int(np.floor(ratio ** 2)) + 1
 
 
-def against_noise_floor(said: str, mean: float, band: float) -> str:
+def against_noise_floor(said: Verdict, mean: float, band: float) -> Verdict:
     """A better / worse verdict qualified by ``retraining_band``: a difference no larger than retraining
-    alone moves is not read as a finding."""
-    if said not in ("better", "worse"):
+    alone moves is not read as a finding. Any other verdict stays as it is."""
+    if not said.decided:
         return said
-    return f"{said}, {'beyond' if abs(mean) > band else 'within'} the noise floor (±{band:.3f})"
-
-
-def finding(said: str) -> str:
-    """'better' / 'worse' when a verdict (``verdict``, maybe qualified by ``against_noise_floor``) is one beyond
-    the noise floor, or one with no floor measured; 'none' otherwise (no difference, within the floor, no verdict)."""
-    direction = said.split(",")[0]
-    return direction if direction in ("better", "worse") and "within" not in said else "none"
+    return replace(said, noise_band=band, beyond_noise_floor=abs(mean) > band)
 
 
 PLATEAU_GAIN = 0.01  # Dice a doubling of the training length must add to count as still rising [issue 12]

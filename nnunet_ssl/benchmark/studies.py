@@ -6,7 +6,6 @@ recorded runs).
 
     nnUNetv2_ssl_render [--root REPO]        (or: python -m nnunet_ssl.cli.render)
 """
-import csv
 import json
 import os
 import re
@@ -24,7 +23,6 @@ README = "README.md"
 EVIDENCE = os.path.join("nnunet_ssl", "benchmark", "evidence.json")
 RESULTS_BLOCK = ("<!-- results -->", "<!-- /results -->")
 RENDER_COMMAND = "nnUNetv2_ssl_render"
-COUNTS = ("labeled", "iterations", "base_fold", "fold")
 # what SSLScratchTrainer / SSLInitTrainer train now: stock nnU-Net's schedule since 2026-12-04 (before: a matched
 # schedule with warm-up); a recorded demo run is of today's setting only if it trained this one
 SCHEDULE_NOW = "stock"
@@ -35,31 +33,18 @@ def load_index(root: str) -> dict:
         return json.load(f)
 
 
-def read_rows(path: str) -> list[dict]:
-    """A study's per-case rows, typed as the benchmark types its own (run.read_case_csv, which refuses what a
-    benchmark run cannot use: CSVs written before 2026-12-03 have no ``iterations`` column; the report groups
-    them under length 0)."""
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    return [{k: int(v) if k in COUNTS else _number(v) for k, v in row.items()} for row in rows]
-
-
-def _number(value: str) -> float | str:
-    try:
-        return float(value)
-    except ValueError:
-        return value
-
-
 def study_reports(root: str, index: dict) -> dict[str, dict]:
     """{study id: benchmark_report(...) of its benchmark.csv}: the tables and statistics the benchmark itself
     writes, recomputed (its files go to a temporary folder; only the returned values are kept)."""
     from nnunet_ssl.benchmark.report import benchmark_report
+    from nnunet_ssl.benchmark.run import read_case_csv
     from tqdm import tqdm
     reports = {}
     with tempfile.TemporaryDirectory() as tmp:
         for study in tqdm(index["studies"], desc="recomputing studies", unit="study"):
-            rows = read_rows(os.path.join(root, STUDIES, study["id"], "benchmark.csv"))
+            # CSVs written before 2026-12-03 have no iterations column: their rows are of length 0 ('—')
+            rows = read_case_csv(os.path.join(root, STUDIES, study["id"], "benchmark.csv"), f"study {study['id']}",
+                                 missing_iterations=0)
             if study["dataset"] not in index["datasets"]:
                 raise SSLUserError(f"study {study['id']} names dataset {study['dataset']}, which index.json's "
                                    "\"datasets\" does not describe.",
@@ -139,6 +124,7 @@ def _notes_link(study: str, base: str = "") -> str:
 def results_page(index: dict, reports: dict[str, dict], arms: list[dict], runs: list[dict]) -> str:
     """docs/results.md: the summary figure and its arms, the demo's recorded runs, then every study (title,
     date, machine, command, commit, summary, notes, and its benchmark table recomputed from its CSV)."""
+    from nnunet_ssl.benchmark.report import verdict_text
     lines = [f"# Results", "",
              f"<!-- rendered by `{RENDER_COMMAND}` from docs/studies/ (index.json and each study's benchmark.csv) "
              "and docs/records/demo/; edit those, not this page -->", "",
@@ -156,7 +142,7 @@ def results_page(index: dict, reports: dict[str, dict], arms: list[dict], runs: 
              "| study |", "|" + "---|" * 8]
     for a in sorted(arms, key=lambda a: (a["labeled"], a["iterations"])):
         lines.append(f"| {a['label']} | {a['configuration']} | {a['labeled']} | {a['iterations']} | {_interval(a)} | "
-                     f"{_band(a)} | {a['verdict']} | [{a['study']}](studies/{a['study']}/notes.md) |")
+                     f"{_band(a)} | {verdict_text(a['verdict'])} | [{a['study']}](studies/{a['study']}/notes.md) |")
     lines += ["", "## The demo's recorded runs (one fold, one run per arm)", "",
               "`nnUNetv2_ssl_demo`: 5 labeled cases, 1000 iterations per arm, 30 evaluation cases. The interval is "
               "over this run's cases only; from run to run the difference moved far beyond it, which is why the "
@@ -186,10 +172,11 @@ def results_page(index: dict, reports: dict[str, dict], arms: list[dict], runs: 
 def readme_block(arms: list[dict], other_datasets: list[str] = ()) -> str:
     """The README's results block: the summary figure and, in words, which arms clear both 0 and the noise floor;
     ``other_datasets``: those with studies but no arm in the figure yet."""
-    from nnunet_ssl.benchmark.statistics import finding
-    cleared = [a for a in arms if finding(a["verdict"]) != "none"]
-    within = [a for a in arms if finding(a["verdict"]) == "none"]
-    said = "; ".join(f"{a['label']} at M = {a['labeled']}: {_interval(a)}, {a['verdict']}" for a in cleared)
+    from nnunet_ssl.benchmark.report import verdict_text
+    cleared = [a for a in arms if a["verdict"].finding != "none"]
+    within = [a for a in arms if a["verdict"].finding == "none"]
+    said = "; ".join(f"{a['label']} at M = {a['labeled']}: {_interval(a)}, {verdict_text(a['verdict'])}"
+                     for a in cleared)
     return "\n".join([
         RESULTS_BLOCK[0],
         "![every 3-fold arm on hippocampus against matched scratch](docs/results_summary.png)", "",

@@ -13,6 +13,7 @@ import argparse
 
 from nnunet_ssl.benchmark.pipeline import BenchmarkSpec, run_benchmark
 from nnunet_ssl.cli import run_cli
+from nnunet_ssl.integration.device import DEVICES
 
 
 def benchmark_entry() -> None:
@@ -55,7 +56,7 @@ def benchmark_entry() -> None:
                           help="JSON {case id: patient id}: grouped folds, --labeled counts patients "
                                "(as nnUNetv2_ssl_splits --groups)")
     grouping.add_argument("--group-pattern", metavar="REGEX", help="patient id = first group of REGEX in the case id")
-    parser.add_argument("-device", default="cuda", choices=["cpu", "cuda", "mps"])
+    parser.add_argument("-device", default="cuda", choices=DEVICES)
     parser.add_argument("--pretrain-recipe", help="recipe for methods that still need pretraining")
     parser.add_argument("-o", dest="output", help="folder for the results (default: <results>/DatasetX/ssl_benchmark)")
     parser.add_argument("--report-only", action="store_true",
@@ -63,8 +64,6 @@ def benchmark_entry() -> None:
     parser.add_argument("--partial", action="store_true",
                         help="with --report-only: report the finished cells and list the missing ones in the table")
     args = parser.parse_args()
-    if args.partial and not args.report_only:
-        parser.error("--partial only applies to --report-only (a run without it trains every cell)")
     spec = BenchmarkSpec(args.dataset, tuple(args.methods), tuple(args.labeled), tuple(args.base_folds),
                          tuple(args.length), args.configuration, args.plans, args.seed, args.device,
                          args.pretrain_recipe, args.output, args.report_only, tuple(args.finetune), args.groups,

@@ -52,6 +52,9 @@ def wait_policy_default(environ=os.environ) -> str | None:
     return "PASSIVE"
 
 
+DEVICES = ("cpu", "cuda", "mps")  # what -device takes, as nnUNetv2_train's -device
+
+
 def check_device(name: str) -> None:
     """Refuse a device this machine does not have, with the fix; changes nothing (commands that start
     others, the benchmark and the demo, call it before they write or plan anything)."""
@@ -59,6 +62,8 @@ def check_device(name: str) -> None:
 
     from nnunet_ssl.errors import SSLUserError
 
+    if name not in DEVICES:  # the commands' choices say so already; a spec built in code may not
+        raise SSLUserError(f"-device {name!r} is not one of {', '.join(DEVICES)}.", "pass -device cpu, cuda or mps")
     if name == "cuda" and not torch.cuda.is_available():
         raise SSLUserError("-device cuda was requested but no CUDA GPU is available.", "pass -device cpu")
     if name == "mps" and not torch.backends.mps.is_available():

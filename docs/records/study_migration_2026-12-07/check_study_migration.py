@@ -28,7 +28,7 @@ import numpy as np
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))  # the repository root
 sys.path.insert(0, ROOT)
-from nnunet_ssl.benchmark.report import benchmark_report, fold_means  # noqa: E402
+from nnunet_ssl.benchmark.report import benchmark_report, fold_means, verdict_text  # noqa: E402
 
 BEFORE = "d8129c3aa0dd543e49dd1e9f4ca397b6a1398b47"  # main when the migration started: the old layout
 OLD = "docs/benchmarks"
@@ -111,9 +111,9 @@ def check_json(study: str, rows: list[dict], old: dict, problems: list[str], not
             for field in EXACT:
                 if field in stats and not same(stats[field], new[key].get(field)):
                     problems.append(f"{study} {part} {key} {field}: JSON {stats[field]} recomputed {new[key].get(field)}")
-            if stats["verdict"] != new[key]["verdict"]:
+            if stats["verdict"] != verdict_text(new[key]["verdict"]):
                 notes.append(f"{study} {part} {key}: verdict then '{stats['verdict']}', recomputed today "
-                             f"'{new[key]['verdict']}'")
+                             f"'{verdict_text(new[key]['verdict'])}'")
             compared += 1
         extra = sorted(set(new) - {f"{renamed.get(k.split('|')[0], k.split('|')[0])}|{k.split('|', 1)[1]}"
                                    for k in old.get(part, {})})
