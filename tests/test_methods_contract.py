@@ -143,8 +143,8 @@ def test_every_method_takes_every_readout(name, readout, features):
 
 
 def test_a_bad_readout_is_a_user_error():
-    with pytest.raises(SSLUserError, match="unknown readout 'pre'"):
-        build("pcl", readout="pre")
+    with pytest.raises(SSLUserError, match="option readout = 'pre': must be one of 'postnorm', 'prenorm'"):
+        build("pcl", readout="pre")  # when the config is built, before the method (and the data)
     with pytest.raises(SSLUserError, match="readout_stages"):
         build("mlsscl", readout="multiscale", readout_stages=9)
 
