@@ -77,7 +77,7 @@ def test_a_bad_option_is_refused_when_the_spec_is_checked(arguments, problem, fi
 
 def test_the_same_options_from_a_recipe_are_refused_by_name(tmp_path):
     recipe = tmp_path / "mine.json"
-    recipe.write_text('{"method": "moco", "method_config": {"momentum": -0.5}, "schedule": {"conv_weight_scale": "he"}}')
+    recipe.write_text('{"method": "moco", "method_config": {"momentum": -0.5}}')
     with pytest.raises(SSLUserError, match=r"moco option momentum = -0.5: must be >= 0 and <= 1"):
         spec("moco", recipe=str(recipe)).check()
     recipe.write_text('{"schedule": {"conv_weight_scale": "He"}}')

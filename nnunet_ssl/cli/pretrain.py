@@ -25,8 +25,8 @@ def pretrain_entry() -> None:
     parser.add_argument("--patch-size", type=int, nargs="+", dest="patch_size")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--conv-weight-scale", dest="conv_weight_scale", metavar="{he,free}",
-                        help="he (default): keep every encoder conv that feeds InstanceNorm at nnU-Net's He-init std after each "
-                             "step (same function, no weight growth); free: plain SGD")
+                        help="he (default): keep every encoder conv that feeds InstanceNorm at nnU-Net's He-init std "
+                             "after each step (same function, no weight growth); free: plain SGD")
     parser.add_argument("--unlabeled", action="append", default=[], metavar="DIR",
                         help="also pretrain on the raw images in DIR, named like nnU-Net raw images "
                              "(CASE_0000.nii.gz, one file per channel); preprocessed with the same plans into "

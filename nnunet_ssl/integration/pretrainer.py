@@ -39,7 +39,7 @@ from nnunet_ssl.methods.base import OneOf, Range
 # two patches per process: with one, the two views of that patch are the only embeddings, so there is
 # no negative (loss 0, nothing learnt), and the heads' BatchNorm cannot normalise a single sample
 MIN_BATCH_PER_PROCESS = 2
-CONV_WEIGHT_SCALES = ("he", "free")  # PretrainSchedule.conv_weight_scale; the command's --conv-weight-scale choices
+CONV_WEIGHT_SCALES = ("he", "free")  # the values of PretrainSchedule.conv_weight_scale (--conv-weight-scale)
 BATCH_SIZE_WHY = ("each process needs 2 patches: with 1, its two views are the only embeddings, so there are no "
                   "negatives, the loss is 0 and nothing is learnt")
 
