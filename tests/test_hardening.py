@@ -347,6 +347,8 @@ BAD_OTHER_INPUTS = [
      ["is a folder", "checkpoint_final.pth"]),  # "no pretrained checkpoint", re-run pretraining
     ("health -o a folder", "nnUNetv2_ssl_health", lambda t, p: D + ["-p", PLANS, "-o", str(t)],
      ["is a folder, not a file"]),  # probed, then a traceback
+    ("health bad option", "nnUNetv2_ssl_health", ["-d", "999", "--set", "readout=pre"],
+     ["pcl/simclr/gcl option readout = 'pre': must be one of"]),  # issue 36: "no dataset 999" (opened it first)
     ("throughput -o inside a file", "nnUNetv2_ssl_throughput",
      lambda t, p: D + ["-p", PLANS, "-device", "cpu", "-o", str((t / "f").write_text("") or t / "f" / "x.json")],
      ["is a file, so", "cannot be written inside it"]),  # measured, then a traceback

@@ -251,5 +251,5 @@ def test_pcl_config_round_trip():
     config = PCLConfig.from_dict({"theta": 0.2, "scaling": (0.8, 1.2)})
     assert config.theta == 0.2
     assert config.to_dict()["scaling"] == [0.8, 1.2]
-    with pytest.raises(ValueError):
+    with pytest.raises(SSLUserError, match=r"unknown pcl/simclr/gcl option\(s\) \['thetaa'\]"):
         PCLConfig.from_dict({"thetaa": 0.2})

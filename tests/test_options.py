@@ -61,7 +61,7 @@ REFUSED_WHEN_BUILT = [
     ("epochs 0", dict(schedule_options={"num_epochs": 0}), ["schedule option num_epochs = 0: must be >= 1"],
      "--epochs 100"),
     ("unknown option", dict(method="moco", method_options={"tempreature": 0.2}),
-     ["unknown MoCoConfig option(s) ['tempreature']"], "--set"),
+     ["unknown moco option(s) ['tempreature']; allowed: ["], "check the spelling"),
 ]
 
 

@@ -257,10 +257,7 @@ class Pretrainer:
         torch.manual_seed(schedule.seed)  # the same initial weights on every rank
         np.random.seed(schedule.seed + rank())  # different patches on every rank
         method_class = get_method(method_name)
-        try:
-            config = method_class.config_class.from_dict(method_config)
-        except (TypeError, ValueError) as e:
-            raise SSLUserError(str(e), f"fix the {method_name} options (--set or the recipe)") from None
+        config = method_class.config_class.from_dict(method_config)
         self.cases = data.open_cases()
         geometry = _data_geometry(data, self.cases, schedule.patch_size)
         if method_class.needs_full_network:

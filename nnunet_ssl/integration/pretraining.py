@@ -47,12 +47,10 @@ class PretrainSpec:
             raise SSLUserError(f"recipe {self.recipe!r} is for method {recipe['method']!r}, not {self.method!r}.",
                                f"pass -m {recipe['method']}")
         method_class = get_method(self.method)
-        try:  # both validate themselves when built (types, declared limits, rules between options)
-            schedule = PretrainSchedule.from_dict({**method_class.schedule_defaults, **recipe.get("schedule", {}),
-                                                   **self.schedule_options})
-            config = method_class.config_class.from_dict({**recipe.get("method_config", {}), **self.method_options})
-        except (TypeError, ValueError) as e:  # unknown option names
-            raise SSLUserError(str(e), "fix the options (--set, the schedule options or the recipe)") from None
+        # both validate themselves when built (names, types, declared limits, rules between options)
+        schedule = PretrainSchedule.from_dict({**method_class.schedule_defaults, **recipe.get("schedule", {}),
+                                               **self.schedule_options})
+        config = method_class.config_class.from_dict({**recipe.get("method_config", {}), **self.method_options})
         check_device(self.device)
         for folder in self.unlabeled_folders:
             check_unlabeled_folder(folder)

@@ -142,7 +142,8 @@ class Hyperparameters:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"unknown {cls.__name__} option(s) {unknown}; allowed: {sorted(known)}")
+            raise SSLUserError(f"unknown {cls.owner()} option(s) {unknown}; allowed: {sorted(known)}.",
+                               "check the spelling (--set, the schedule options or the recipe)")
         return cls(**values)
 
     def to_dict(self) -> dict:
