@@ -120,6 +120,14 @@ BAD_PRETRAIN_INPUTS = [
                                                        "8", "4"], ["does not fit the network"]),  # made the case first
     ("recipe a folder", lambda t, p: ["--recipe", str(t)], ["is a folder, not a recipe file"]),
     ("recipe file missing", lambda t, p: ["--recipe", str(t / "mine.json")], ["mine.json does not exist"]),
+    # issue 36: refused when the options are built, before the data is opened and the unlabeled case is made
+    # (MoCo's rules ran in its constructor, conv_weight_scale in the pretraining loop's)
+    ("moco momentum 2, with unlabeled", lambda t, p: ["-m", "moco", "--set", "momentum=2", "--unlabeled",
+                                                      _unlabeled(t, p, "good")],
+     ["moco option momentum = 2: must be >= 0 and <= 1", "--set momentum=0.999"]),
+    ("recipe conv_weight_scale", lambda t, p: ["--recipe", _recipe(t, '{"schedule": {"conv_weight_scale": "big"}}')],
+     ["schedule option conv_weight_scale = 'big': must be one of 'he', 'free'", "--conv-weight-scale he"]),
+    ("conv-weight-scale HE", ["--conv-weight-scale", "HE"], ["conv_weight_scale = 'HE': must be one of 'he', 'free'"]),
 ]
 
 
@@ -354,6 +362,8 @@ BAD_OTHER_INPUTS = [
      ["is a folder", "checkpoint_final.pth"]),  # "no pretrained checkpoint", re-run pretraining
     ("health -o a folder", "nnUNetv2_ssl_health", lambda t, p: D + ["-p", PLANS, "-o", str(t)],
      ["is a folder, not a file"]),  # probed, then a traceback
+    ("health bad option", "nnUNetv2_ssl_health", ["-d", "999", "--set", "readout=pre"],
+     ["pcl/simclr/gcl option readout = 'pre': must be one of"]),  # issue 36: "no dataset 999" (opened it first)
     ("throughput -o inside a file", "nnUNetv2_ssl_throughput",
      lambda t, p: D + ["-p", PLANS, "-device", "cpu", "-o", str((t / "f").write_text("") or t / "f" / "x.json")],
      ["is a file, so", "cannot be written inside it"]),  # measured, then a traceback

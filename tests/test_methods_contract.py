@@ -143,8 +143,8 @@ def test_every_method_takes_every_readout(name, readout, features):
 
 
 def test_a_bad_readout_is_a_user_error():
-    with pytest.raises(SSLUserError, match="unknown readout 'pre'"):
-        build("pcl", readout="pre")
+    with pytest.raises(SSLUserError, match="option readout = 'pre': must be one of 'postnorm', 'prenorm'"):
+        build("pcl", readout="pre")  # when the config is built, before the method (and the data)
     with pytest.raises(SSLUserError, match="readout_stages"):
         build("mlsscl", readout="multiscale", readout_stages=9)
 
@@ -251,5 +251,5 @@ def test_pcl_config_round_trip():
     config = PCLConfig.from_dict({"theta": 0.2, "scaling": (0.8, 1.2)})
     assert config.theta == 0.2
     assert config.to_dict()["scaling"] == [0.8, 1.2]
-    with pytest.raises(ValueError):
+    with pytest.raises(SSLUserError, match=r"unknown pcl/simclr/gcl option\(s\) \['thetaa'\]"):
         PCLConfig.from_dict({"thetaa": 0.2})

@@ -81,7 +81,7 @@ def probe(dataset: str, method_name: str, configuration: str = "3d_fullres", pla
     """{"init": row, "checkpoint": row, "pretraining_log": row} (the last two with ``checkpoint``)."""
     from nnunet_ssl.integration.dataset import open_preprocessed
     from nnunet_ssl.integration.pretrainer import Pretrainer, PretrainSchedule
-    from nnunet_ssl.methods import require_methods
+    from nnunet_ssl.methods import get_method, require_methods
 
     require_methods([method_name])
     if batches < 1:
@@ -96,9 +96,11 @@ def probe(dataset: str, method_name: str, configuration: str = "3d_fullres", pla
         method_config = dict(meta.hparams.get("method", {}))
         patch_size = patch_size or meta.hparams.get("schedule", {}).get("patch_size")
     method_config.update(method_overrides or {})
-    data = open_preprocessed(dataset, configuration, plans)
+    # the options check themselves when built: a bad one is refused before the data is opened
+    get_method(method_name).config_class.from_dict(method_config)
     schedule = PretrainSchedule(batch_size=batch_size or 16, seed=seed,
                                 patch_size=tuple(patch_size) if patch_size else None)
+    data = open_preprocessed(dataset, configuration, plans)
     result = {}
     with tempfile.TemporaryDirectory() as scratch:
         for setting in ("init", "checkpoint") if checkpoint else ("init",):

@@ -33,12 +33,13 @@ from nnunet_ssl.integration.encoder import (architecture_hash, bottleneck_channe
 from nnunet_ssl.integration.progress import ProgressLog, save_preview
 from nnunet_ssl.integration.provenance import training_data_description
 from nnunet_ssl.methods import DataGeometry, Hyperparameters, get_method
-from nnunet_ssl.methods.base import Range
+from nnunet_ssl.methods.base import OneOf, Range
 
 
 # two patches per process: with one, the two views of that patch are the only embeddings, so there is
 # no negative (loss 0, nothing learnt), and the heads' BatchNorm cannot normalise a single sample
 MIN_BATCH_PER_PROCESS = 2
+CONV_WEIGHT_SCALES = ("he", "free")  # the values of PretrainSchedule.conv_weight_scale (--conv-weight-scale)
 BATCH_SIZE_WHY = ("each process needs 2 patches: with 1, its two views are the only embeddings, so there are no "
                   "negatives, the loss is 0 and nothing is learnt")
 
@@ -65,10 +66,10 @@ class PretrainSchedule(Hyperparameters):
         "num_epochs": Range(1), "iterations_per_epoch": Range(1),
         "batch_size": Range(MIN_BATCH_PER_PROCESS, why=BATCH_SIZE_WHY),
         "initial_lr": Range(0, low_open=True), "momentum": Range(0, 1, high_open=True), "weight_decay": Range(0),
-        "patch_size": Range(1), "seed": Range(0)}
+        "patch_size": Range(1), "seed": Range(0), "conv_weight_scale": OneOf(CONV_WEIGHT_SCALES)}
     OPTIONS: ClassVar[dict] = {"num_epochs": "--epochs", "iterations_per_epoch": "--iterations-per-epoch",
                                "batch_size": "--batch-size", "initial_lr": "--lr", "patch_size": "--patch-size",
-                               "seed": "--seed"}
+                               "seed": "--seed", "conv_weight_scale": "--conv-weight-scale"}
 
     @classmethod
     def example(cls, name: str, default) -> str:
@@ -244,9 +245,7 @@ class Pretrainer:
     def __init__(self, data: PreprocessedDataset, method_name: str, method_config: dict, schedule: PretrainSchedule,
                  device: torch.device, output_folder: str):
         self.data, self.schedule, self.device, self.output_folder = data, schedule, device, output_folder
-        if schedule.conv_weight_scale not in ("free", "he"):
-            raise SSLUserError(f"conv_weight_scale must be 'free' or 'he', got {schedule.conv_weight_scale!r}.",
-                               "e.g. --conv-weight-scale he")
+        # needs the number of processes (torchrun), known only here; the schedule checked the rest when built
         if schedule.batch_size % world_size() or schedule.batch_size // world_size() < MIN_BATCH_PER_PROCESS:
             raise SSLUserError(f"batch size {schedule.batch_size} does not split over {world_size()} processes "
                                f"into at least {MIN_BATCH_PER_PROCESS} patches each ({BATCH_SIZE_WHY}).",
@@ -258,10 +257,7 @@ class Pretrainer:
         torch.manual_seed(schedule.seed)  # the same initial weights on every rank
         np.random.seed(schedule.seed + rank())  # different patches on every rank
         method_class = get_method(method_name)
-        try:
-            config = method_class.config_class.from_dict(method_config)
-        except (TypeError, ValueError) as e:
-            raise SSLUserError(str(e), f"fix the {method_name} options (--set or the recipe)") from None
+        config = method_class.config_class.from_dict(method_config)
         self.cases = data.open_cases()
         geometry = _data_geometry(data, self.cases, schedule.patch_size)
         if method_class.needs_full_network:

@@ -117,6 +117,15 @@ def images_ts_folder(dataset_name: str) -> str:
     return folder
 
 
+def check_unlabeled_folder(folder: str) -> None:
+    """Refuse an --unlabeled path that is not a folder; reads nothing inside it (a pretraining checks this
+    before it opens the dataset)."""
+    if not isdir(folder):
+        raise SSLUserError(f"unlabeled folder {os.path.abspath(folder)} " +
+                           ("is a file, not a folder." if os.path.exists(folder) else "does not exist."),
+                           "pass a folder of raw images to --unlabeled")
+
+
 def find_cases(folder: str, file_ending: str, channel_names: dict) -> dict[str, list[str]]:
     """{raw case name: [one file per channel, in channel order]} for a folder of nnU-Net raw images.
 
@@ -125,10 +134,7 @@ def find_cases(folder: str, file_ending: str, channel_names: dict) -> dict[str, 
     folder = os.path.abspath(folder)
     num_channels = len(channel_names)
     naming = f"CASE_0000{file_ending}" + (f" ... CASE_{num_channels - 1:04d}{file_ending}" if num_channels > 1 else "")
-    if not isdir(folder):
-        raise SSLUserError(f"unlabeled folder {folder} " + ("is a file, not a folder." if os.path.exists(folder)
-                                                            else "does not exist."),
-                           "pass a folder of raw images to --unlabeled")
+    check_unlabeled_folder(folder)
     names = sorted(f for f in os.listdir(folder) if f.endswith(file_ending) and not f.startswith(".")
                    and isfile(join(folder, f)))
     if not names:

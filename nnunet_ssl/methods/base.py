@@ -22,7 +22,9 @@ class Range:
     high_open: bool = False
     why: str = ""
 
-    def allows(self, value: float) -> bool:
+    def allows(self, value) -> bool:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
         if isinstance(value, float) and not math.isfinite(value):
             return False
         above = self.low is None or (value > self.low if self.low_open else value >= self.low)
@@ -36,6 +38,19 @@ class Range:
         if self.high is not None:
             parts.append(f"{'<' if self.high_open else '<='} {self.high:g}")
         return " and ".join(parts) or "finite"
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """Allowed values of a text option (each element, for a tuple), declared as a set; ``why`` explains it."""
+    values: tuple
+    why: str = ""
+
+    def allows(self, value) -> bool:
+        return value in self.values
+
+    def describe(self) -> str:
+        return "one of " + ", ".join(repr(v) for v in self.values)
 
 
 def type_problem(value, annotation) -> str | None:
@@ -61,11 +76,10 @@ def type_problem(value, annotation) -> str | None:
     return "must be " + " or ".join(names.get(k, getattr(k, "__name__", str(k))) for k in allowed)
 
 
-def range_problem(value, limit: Range) -> str | None:
+def limit_problem(value, limit: Range | OneOf) -> str | None:
     """What is wrong with a (type-checked) value for ``limit`` (None: it fits); tuples per element."""
     items = value if isinstance(value, (tuple, list)) else [value]
-    if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not limit.allows(v) for v in items
-           if v is not None):
+    if any(not limit.allows(v) for v in items if v is not None):
         return f"must be {limit.describe()}" + (" for every element" if isinstance(value, (tuple, list)) else "") \
             + (f" ({limit.why})" if limit.why else "")
     return None
@@ -84,25 +98,43 @@ class Hyperparameters:
 
     def __post_init__(self):
         hints = typing.get_type_hints(type(self))
+        limits = self.limits()
         for f in fields(self):
             value = getattr(self, f.name)
             problem = type_problem(value, hints[f.name])
-            if problem is None and f.name in self.LIMITS:
-                problem = range_problem(value, self.LIMITS[f.name])
+            if problem is None and f.name in limits:
+                problem = limit_problem(value, limits[f.name])
             if problem is not None:
-                raise SSLUserError(f"{self.OWNER or type(self).__name__} option {f.name} = {value!r}: {problem}.",
+                raise SSLUserError(f"{self.owner()} option {f.name} = {value!r}: {problem}.",
                                    self.example(f.name, f.default))
         self.check()
 
+    @classmethod
+    def limits(cls) -> dict[str, Range | OneOf]:
+        """Every field's declared limit: the LIMITS of this class and its bases (a subclass's win)."""
+        merged = {}
+        for klass in reversed(cls.__mro__):
+            merged.update(vars(klass).get("LIMITS", {}))
+        return merged
+
+    @classmethod
+    def owner(cls) -> str:
+        return cls.OWNER or cls.__name__
+
     def check(self) -> None:
-        """Rules between fields; subclasses raise SSLUserError."""
+        """Rules between fields (run once, when built); subclasses raise SSLUserError (``self.refuse``)."""
+
+    def refuse(self, options: str, problem: str, fix: str):
+        """The SSLUserError of a rule between fields, named like a limit's."""
+        raise SSLUserError(f"{self.owner()} option {options}: {problem}.", fix)
 
     @classmethod
     def example(cls, name: str, default) -> str:
         """How to set ``name`` right, shown as the fix."""
         if default is MISSING or default is None:
             return f"leave {name} unset for the automatic value, or give a value in the allowed range"
-        shown = json.dumps(list(default) if isinstance(default, tuple) else default, separators=(",", ":"))
+        shown = default if isinstance(default, str) else \
+            json.dumps(list(default) if isinstance(default, tuple) else default, separators=(",", ":"))
         return f"e.g. --set {name}={shown} (the default)"
 
     @classmethod
@@ -110,7 +142,8 @@ class Hyperparameters:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"unknown {cls.__name__} option(s) {unknown}; allowed: {sorted(known)}")
+            raise SSLUserError(f"unknown {cls.owner()} option(s) {unknown}; allowed: {sorted(known)}.",
+                               "check the spelling (--set, the schedule options or the recipe)")
         return cls(**values)
 
     def to_dict(self) -> dict:
@@ -126,6 +159,9 @@ class ReadoutConfig(Hyperparameters):
     # (earlier checkpoints); multiscale: prenorm of the last readout_stages stages
     readout: str = "prenorm"
     readout_stages: int = 2  # multiscale only [assumption: bottleneck + one finer stage]
+
+    # the upper bound of readout_stages is the encoder's stage count: checked when the method is built
+    LIMITS: ClassVar[dict] = {"readout": OneOf(READOUTS), "readout_stages": Range(1)}
 
 
 @dataclass
@@ -160,7 +196,7 @@ class PretrainingMethod(nn.Module):
         self.bottleneck_channels = bottleneck_channels
         self.config = config
         kind, stages = getattr(config, "readout", "postnorm"), getattr(config, "readout_stages", 1)
-        try:
+        try:  # the config checked the readout's name; how many stages the encoder has is known only here
             self.readout = Readout(encoder, kind, stages, postnorm_channels=bottleneck_channels)
         except ValueError as e:
             raise SSLUserError(f"{self.name}: {e}.", f"use --set readout=<one of {list(READOUTS)}> and, for "

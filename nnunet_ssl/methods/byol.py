@@ -3,6 +3,7 @@ regresses the projection of the other view by a momentum target; normalised MSE,
 """
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -11,8 +12,7 @@ from nnunet_ssl.blocks.heads import ProjectionHead
 from nnunet_ssl.blocks.infonce import symmetric_retrieval_top1
 from nnunet_ssl.blocks.momentum import cosine_schedule, update_momentum
 from nnunet_ssl.blocks.similarity import normalized_mse
-from nnunet_ssl.errors import SSLUserError
-from nnunet_ssl.methods.base import DataGeometry
+from nnunet_ssl.methods.base import DataGeometry, Range
 from nnunet_ssl.methods.momentum_pair import MomentumPairConfig, MomentumPairMethod
 
 
@@ -27,6 +27,16 @@ class BYOLConfig(MomentumPairConfig):
     # as MLSSCL's]
     collapse_std_ratio: float = 0.1
 
+    OWNER: ClassVar[str] = "byol"
+    LIMITS: ClassVar[dict] = {"projection_dim": Range(1), "hidden_dim": Range(1), "base_momentum": Range(0, 1),
+                              "final_momentum": Range(0, 1), "collapse_std_ratio": Range(0)}
+
+    def check(self) -> None:
+        if self.base_momentum > self.final_momentum:
+            self.refuse("base_momentum/final_momentum", f"the momentum rises from base_momentum to final_momentum, "
+                        f"so base_momentum <= final_momentum; got {self.base_momentum} > {self.final_momentum}",
+                        "e.g. --set base_momentum=0.996 --set final_momentum=1 (the defaults)")
+
 
 class BYOL(MomentumPairMethod):
     """Symmetrised: each view's prediction regresses the other view's target projection [paper: L + L~]."""
@@ -36,9 +46,6 @@ class BYOL(MomentumPairMethod):
     # momentum 0.9, cosine)
 
     def __init__(self, encoder, bottleneck_channels: int, config: BYOLConfig, geometry: DataGeometry):
-        if not 0.0 <= config.base_momentum <= config.final_momentum <= 1.0:
-            raise SSLUserError(f"byol needs 0 <= base_momentum <= final_momentum <= 1, got {config.base_momentum}, "
-                               f"{config.final_momentum}.", "e.g. --set base_momentum=0.996 --set final_momentum=1")
         super().__init__(encoder, bottleneck_channels, config, geometry)
         # not in the online branch the target copies: BYOL's target has no predictor [paper]
         self.predictor = ProjectionHead(config.projection_dim, config.hidden_dim, config.projection_dim,

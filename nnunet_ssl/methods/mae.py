@@ -3,6 +3,7 @@ Wald et al., ICCV 2025) does it with a dense CNN: mask blocks of the input, fill
 restore the image, MSE on the masked voxels only.
 """
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -10,7 +11,7 @@ from nnunet_ssl.blocks.reconstruction import masked_mse
 from nnunet_ssl.data.masking import blocky_mask, check_block_size, scaled_block_size
 from nnunet_ssl.data.sampler import PatchSampler, random_mirror
 from nnunet_ssl.errors import SSLUserError
-from nnunet_ssl.methods.base import DataGeometry
+from nnunet_ssl.methods.base import DataGeometry, Range
 from nnunet_ssl.methods.reconstruction import ReconstructionConfig, ReconstructionMethod
 
 
@@ -22,6 +23,18 @@ class MAEConfig(ReconstructionConfig):
     block_size: tuple | None = None
     mirror: bool = True  # mirror each axis with p = 0.5 [code: nnssl MAE MirrorTransform]; no rotation/scaling
 
+    OWNER: ClassVar[str] = "mae"
+    LIMITS: ClassVar[dict] = {"mask_ratio": Range(0, 1, low_open=True, high_open=True,
+                                                  why="some blocks masked, some kept"),
+                              "block_size": Range(1)}
+
+    def check(self) -> None:  # whether block_size divides the patch: in MAE, where the patch is known
+        if self.block_size is not None and (len(self.block_size) != 3 or not all(
+                isinstance(b, int) and not isinstance(b, bool) for b in self.block_size)):
+            self.refuse("block_size", f"needs three whole numbers of voxels, one per axis of the 3D patch, got "
+                        f"{list(self.block_size)}", "e.g. --set block_size=[4,4,4], or leave it unset for the "
+                        "automatic size")
+
 
 class MAE(ReconstructionMethod):
     """Masked voxels become 0 [code: nnssl ``masked_data = data * mask``]. nnU-Net z-scores intensities,
@@ -32,12 +45,9 @@ class MAE(ReconstructionMethod):
 
     def __init__(self, network, bottleneck_channels: int, config: MAEConfig, geometry: DataGeometry):
         super().__init__(network, bottleneck_channels, config, geometry)
-        if not 0.0 < config.mask_ratio < 1.0:
-            raise SSLUserError(f"mae option mask_ratio must be in (0, 1), got {config.mask_ratio}.",
-                               "e.g. --set mask_ratio=0.75")
         self.block_size = list(config.block_size) if config.block_size is not None else \
             scaled_block_size(self.patch_size)
-        try:
+        try:  # needs the patch, known with the data
             check_block_size(self.patch_size, self.block_size)
         except ValueError:
             raise SSLUserError(f"mae block_size {self.block_size} does not divide the patch {self.patch_size}.",

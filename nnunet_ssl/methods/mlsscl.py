@@ -13,6 +13,7 @@ poster is an assumption, tagged where it is set (docs/methods/mlsscl.md lists th
 import math
 import warnings
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -27,7 +28,7 @@ from nnunet_ssl.blocks.queue import MemoryQueue
 from nnunet_ssl.data.clip_sampler import ClipSampler, clip_view_transform
 from nnunet_ssl.data.clips import VIEWS, anatomical_array_axes, clip_span, plan_clip_shape, view_permutation
 from nnunet_ssl.errors import SSLUserError
-from nnunet_ssl.methods.base import DataGeometry, PretrainingMethod, ReadoutConfig
+from nnunet_ssl.methods.base import DataGeometry, PretrainingMethod, Range, ReadoutConfig
 
 MAX_QUEUE_FRACTION = 0.7  # K <= ~0.7 x #training scans [spec 2.5, assumption]
 MAX_QUEUE_SIZE = 4096  # per view [spec 2.5, assumption: MoCo's 65536 exceeds an epoch of ADNI]
@@ -81,35 +82,25 @@ class MLSSCLConfig(ReadoutConfig):
     # fraction of 1/sqrt(projection_dim), its value for embeddings spread over the sphere [assumption]
     collapse_std_ratio: float = 0.1
 
-    def check(self) -> None:  # run when built (methods/base.py)
-        _check(self)
+    OWNER: ClassVar[str] = "mlsscl"
+    LIMITS: ClassVar[dict] = {  # checked when built (methods/base.py)
+        "num_slices": Range(2, why="a clip needs at least 2 slices"), "long_stride": Range(1),
+        "short_stride": Range(1), "in_plane_size": Range(1), "projection_dim": Range(1), "hidden_dim": Range(1),
+        "temperature": Range(0, low_open=True), "alpha": Range(0), "beta": Range(0), "momentum": Range(0, 1),
+        "final_momentum": Range(0, 1), "queue_size": Range(1), "collapse_std_ratio": Range(0)}
 
-
-def _check(config: MLSSCLConfig) -> None:
-    def bad(option: str, problem: str, fix: str):
-        raise SSLUserError(f"mlsscl option {option}: {problem}", fix)
-
-    if not (isinstance(config.short_stride, int) and isinstance(config.long_stride, int)
-            and 1 <= config.short_stride < config.long_stride):
-        bad("short_stride/long_stride", f"need integers 1 <= δS < δL, got δS = {config.short_stride}, "
-            f"δL = {config.long_stride}.", "e.g. --set long_stride=2 --set short_stride=1")
-    if config.num_slices is not None and not (isinstance(config.num_slices, int) and config.num_slices >= 2):
-        bad("num_slices", f"a clip needs at least 2 slices, got {config.num_slices!r}.", "e.g. --set num_slices=16")
-    if config.in_plane_size is not None and not (
-            len(config.in_plane_size) == 2 and all(isinstance(s, int) and s >= 1 for s in config.in_plane_size)):
-        bad("in_plane_size", f"need two positive integers, got {config.in_plane_size!r}.",
-            "e.g. --set in_plane_size=[64,64]")
-    if not config.temperature > 0:
-        bad("temperature", f"must be > 0, got {config.temperature}.", "e.g. --set temperature=0.2")
-    for option in ("momentum", "final_momentum"):
-        value = getattr(config, option)
-        if value is not None and not 0.0 <= value <= 1.0:
-            bad(option, f"must be in [0, 1], got {value}.", f"e.g. --set {option}=0.999")
-    if config.queue_size is not None and not (isinstance(config.queue_size, int) and config.queue_size >= 1):
-        bad("queue_size", f"must be a positive integer, got {config.queue_size!r}.", "e.g. --set queue_size=4096")
-    if config.alpha < 0 or config.beta < 0 or config.alpha + config.beta == 0:
-        bad("alpha/beta", f"need non-negative weights, not both 0, got {config.alpha}, {config.beta}.",
-            "e.g. --set alpha=1 --set beta=1")
+    def check(self) -> None:  # rules between options; what the data decides (clip sizes) is in MLSSCL
+        if not self.short_stride < self.long_stride:
+            self.refuse("short_stride/long_stride", f"the short clip is the denser one, so δS < δL; got "
+                        f"δS = {self.short_stride}, δL = {self.long_stride}",
+                        "e.g. --set long_stride=2 --set short_stride=1")
+        if self.in_plane_size is not None and (len(self.in_plane_size) != 2 or not all(
+                isinstance(s, int) and not isinstance(s, bool) for s in self.in_plane_size)):
+            self.refuse("in_plane_size", f"needs two whole numbers (H, W), got {list(self.in_plane_size)}",
+                        "e.g. --set in_plane_size=[64,64], or leave it unset for the automatic size")
+        if self.alpha + self.beta == 0:
+            self.refuse("alpha/beta", "the loss weights are both 0, so nothing would be learnt",
+                        "e.g. --set alpha=1 --set beta=1")
 
 
 class MLSSCL(PretrainingMethod):
@@ -120,8 +111,7 @@ class MLSSCL(PretrainingMethod):
     schedule_defaults = {"initial_lr": 0.03}
 
     def __init__(self, encoder, bottleneck_channels: int, config: MLSSCLConfig, geometry: DataGeometry):
-        super().__init__(encoder, bottleneck_channels, config)
-        _check(config)
+        super().__init__(encoder, bottleneck_channels, config)  # the config checked itself when built
         if len(geometry.plans_patch_size) != 3 or len(geometry.divisors) != 3:
             raise SSLUserError(f"mlsscl builds 3D clips, but this configuration's patch is "
                                f"{list(geometry.plans_patch_size)} (a 2D network).", "use -c 3d_fullres")

@@ -2,6 +2,7 @@
 view, a key of the other view from a momentum encoder, InfoNCE against a queue of past keys.
 """
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -10,8 +11,7 @@ from nnunet_ssl.blocks.health import infonce_collapse_loss, normalised_std
 from nnunet_ssl.blocks.infonce import InfoNCELoss, retrieval_top1
 from nnunet_ssl.blocks.momentum import update_momentum
 from nnunet_ssl.blocks.queue import MemoryQueue
-from nnunet_ssl.errors import SSLUserError
-from nnunet_ssl.methods.base import DataGeometry
+from nnunet_ssl.methods.base import DataGeometry, Range
 from nnunet_ssl.methods.momentum_pair import MomentumPairConfig, MomentumPairMethod
 
 
@@ -28,6 +28,11 @@ class MoCoConfig(MomentumPairConfig):
     # patch's older keys would often be its negatives, so 4096, MLSSCL's cap
     queue_size: int = 4096
 
+    OWNER: ClassVar[str] = "moco"
+    LIMITS: ClassVar[dict] = {"projection_dim": Range(1), "hidden_dim": Range(1),
+                              "temperature": Range(0, low_open=True), "momentum": Range(0, 1),
+                              "queue_size": Range(1)}
+
 
 class MoCo(MomentumPairMethod):
     """Asymmetric as in MoCo v2 (view 1 queries, view 2 keys). Shuffle-BN across GPUs is not done: the
@@ -37,10 +42,6 @@ class MoCo(MomentumPairMethod):
     schedule_defaults = {"initial_lr": 0.03, "weight_decay": 1e-4}  # [paper: MoCo v2, SGD, momentum 0.9, cosine]
 
     def __init__(self, encoder, bottleneck_channels: int, config: MoCoConfig, geometry: DataGeometry):
-        if not config.temperature > 0 or not 0.0 <= config.momentum <= 1.0 or not config.queue_size >= 1:
-            raise SSLUserError(f"moco needs temperature > 0, momentum in [0, 1] and queue_size >= 1, got "
-                               f"{config.temperature}, {config.momentum}, {config.queue_size}.",
-                               "e.g. --set temperature=0.2 --set momentum=0.999 --set queue_size=4096")
         super().__init__(encoder, bottleneck_channels, config, geometry)
         self.queue = MemoryQueue(config.queue_size, config.projection_dim)
         self.loss = InfoNCELoss(config.temperature)

@@ -5,6 +5,7 @@ The corruptions are the reference's (data/genesis.py, every number traced there)
 their wiring: the rates, the intensity range, the loss.
 """
 from dataclasses import dataclass
+from typing import ClassVar
 from functools import partial
 
 import numpy as np
@@ -14,7 +15,7 @@ import torch.nn.functional as F
 from nnunet_ssl.data.genesis import GenesisRates, genesis_corrupt, genesis_flip, shuffle_blocks_for, to_unit_range
 from nnunet_ssl.data.sampler import PatchSampler
 from nnunet_ssl.errors import SSLUserError
-from nnunet_ssl.methods.base import DataGeometry
+from nnunet_ssl.methods.base import DataGeometry, Range
 from nnunet_ssl.methods.reconstruction import ReconstructionConfig, ReconstructionMethod
 
 
@@ -27,6 +28,11 @@ class ModelsGenesisConfig(ReconstructionConfig):
     inpaint_rate: float = 0.2  # inpainting among the painted, the rest outpainting [code: 1 - outpaint_rate 0.8]
     # windows shuffled per patch; None: the reference's 10000 per 64x64x32 voxels, scaled to the patch [assumption]
     shuffle_blocks: int | None = None
+
+    OWNER: ClassVar[str] = "models_genesis"
+    LIMITS: ClassVar[dict] = {**{rate: Range(0, 1, why="a probability") for rate in
+                                 ("flip_rate", "local_rate", "nonlinear_rate", "paint_rate", "inpaint_rate")},
+                              "shuffle_blocks": Range(1)}
 
 
 class GenesisCorruption:
@@ -50,16 +56,7 @@ class ModelsGenesis(ReconstructionMethod):
 
     def __init__(self, network, bottleneck_channels: int, config: ModelsGenesisConfig, geometry: DataGeometry):
         super().__init__(network, bottleneck_channels, config, geometry)
-        for option in ("flip_rate", "local_rate", "nonlinear_rate", "paint_rate", "inpaint_rate"):
-            value = getattr(config, option)
-            if not 0.0 <= value <= 1.0:
-                raise SSLUserError(f"models_genesis option {option} is a probability, got {value}.",
-                                   f"pass a value in [0, 1], e.g. --set {option}=0.5")
-        if config.shuffle_blocks is not None and not (isinstance(config.shuffle_blocks, int)
-                                                      and config.shuffle_blocks >= 1):
-            raise SSLUserError(f"models_genesis option shuffle_blocks must be a positive integer, got "
-                               f"{config.shuffle_blocks!r}.", "e.g. --set shuffle_blocks=3750, or leave it unset")
-        if min(self.patch_size) < 12:
+        if min(self.patch_size) < 12:  # the patch is known with the data (the options were checked when built)
             raise SSLUserError(f"the patch {self.patch_size} is too small for Models Genesis' cutouts, which keep "
                                "3 voxels from every border.", "use a --patch-size of at least 12 on every axis")
         self.rates = GenesisRates(config.flip_rate, config.local_rate, config.nonlinear_rate, config.paint_rate,

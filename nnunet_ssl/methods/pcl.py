@@ -19,7 +19,7 @@ from nnunet_ssl.blocks.health import (feature_spread, retrieval_chance, supcon_c
 from nnunet_ssl.blocks.heads import ProjectionHead
 from nnunet_ssl.blocks.queue import MemoryQueue
 from nnunet_ssl.blocks.supcon import SupConLoss
-from nnunet_ssl.data.positions import (MAX_PATCH_FRACTION, patch_fraction, positional_positive_mask,
+from nnunet_ssl.data.positions import (ANATOMICAL_AXES, MAX_PATCH_FRACTION, patch_fraction, positional_positive_mask,
                                        preprocessed_axis, pretraining_patch_size, rescaled_threshold,
                                        rotation_safe_crop_size)
 from nnunet_ssl.data.sampler import TwoViewPatchSampler, TwoViewSliceSampler
@@ -63,6 +63,17 @@ class PCLConfig(ReadoutConfig):
         "projection_dim": Range(1), "max_patch_fraction": Range(0, 1, low_open=True, high_open=True),
         "rotation_degrees": Range(0, 360), "p_spatial": Range(0, 1), "scaling": Range(0, low_open=True),
         "queue_size": Range(0)}
+
+    def check(self) -> None:  # whether an axis exists and how a name maps to it: when the data are known
+        if isinstance(self.position_axis, str) and self.position_axis not in ANATOMICAL_AXES:
+            self.refuse("position_axis", f"{self.position_axis!r} is no anatomical axis; a name must be one of "
+                        f"{sorted(ANATOMICAL_AXES)}", "e.g. --set position_axis=SI, or an array axis like 0")
+        if isinstance(self.position_axis, int) and self.position_axis < 0:
+            self.refuse("position_axis", f"array axis {self.position_axis} is negative",
+                        "e.g. --set position_axis=0 (the preprocessed data's first axis)")
+        if len(self.scaling) != 2 or self.scaling[0] > self.scaling[1]:
+            self.refuse("scaling", f"needs [smallest, largest] zoom, got {list(self.scaling)}",
+                        "e.g. --set scaling=[0.7,1.3] (the default)")
 
 
 def resolve_position_axis(axis: int | str, geometry: DataGeometry) -> int:

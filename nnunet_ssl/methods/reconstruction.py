@@ -6,11 +6,12 @@ decoder is saved with the encoder (``Pretrainer.save_final``), so fine-tuning ma
 (``SSLInitTrainer_fullNetwork``). Dense convolutions throughout: no sparse (SparK) encoder.
 """
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
 from nnunet_ssl.errors import SSLUserError
-from nnunet_ssl.methods.base import DataGeometry, Hyperparameters, PretrainingMethod
+from nnunet_ssl.methods.base import DataGeometry, Hyperparameters, PretrainingMethod, Range
 
 # nnU-Net's (and nnssl's) optimiser: SGD, lr 1e-2, momentum 0.99, weight decay 3e-5 [code: nnUNetTrainer
 # __init__ / configure_optimizers; the same values in nnssl's AbstractBaseTrainer]. Not Nesterov and cosine
@@ -27,6 +28,8 @@ class ReconstructionConfig(Hyperparameters):
     # last one [assumption; nnssl writes image volumes every 200 of 1000 epochs]
     preview_every: int = 5
 
+    LIMITS: ClassVar[dict] = {"grad_clip_norm": Range(0, low_open=True), "preview_every": Range(1)}
+
 
 class ReconstructionMethod(PretrainingMethod):
     needs_full_network = True
@@ -36,15 +39,9 @@ class ReconstructionMethod(PretrainingMethod):
     def __init__(self, network, bottleneck_channels: int, config: ReconstructionConfig, geometry: DataGeometry):
         super().__init__(network.encoder, bottleneck_channels, config)
         self.network = network
-        if len(geometry.plans_patch_size) != 3:
+        if len(geometry.plans_patch_size) != 3:  # the plans' configuration: known with the data
             raise SSLUserError(f"{self.name} reconstructs 3D patches, but this configuration's patch is "
                                f"{list(geometry.plans_patch_size)} (a 2D network).", "use -c 3d_fullres")
-        if config.grad_clip_norm is not None and not config.grad_clip_norm > 0:
-            raise SSLUserError(f"{self.name} option grad_clip_norm must be > 0 or null, got {config.grad_clip_norm}.",
-                               "e.g. --set grad_clip_norm=12")
-        if not (isinstance(config.preview_every, int) and config.preview_every >= 1):
-            raise SSLUserError(f"{self.name} option preview_every must be a positive integer, got "
-                               f"{config.preview_every!r}.", "e.g. --set preview_every=5")
         self.patch_size = [int(s) for s in (geometry.requested_patch_size or geometry.plans_patch_size)]
         # deep supervision off: only the full-resolution output layer is used. The lower-resolution ones
         # exist in nnU-Net's decoder either way; frozen, they are not pretended to be trained (and are not saved)
