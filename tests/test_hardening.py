@@ -280,6 +280,11 @@ def _earlier_csv(tmp_path, pretrained, kind: str) -> str:
     return str(path)
 
 
+def _written(path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
 BENCHMARK_SEED = 37  # a draw no other test makes: its folds are never in the shared splits_final.json
 BENCHMARK = ["-d", str(DATASET_ID), "-p", PLANS, "--methods", "scratch", "--labeled", "2", "--base-folds", "0",
              "--length", "tiny", "--seed", str(BENCHMARK_SEED)]
@@ -295,6 +300,10 @@ BAD_BENCHMARK_INPUTS = [
      ["a_file is a file, not a folder"]),
     ("pretrain recipe of another method", ["-device", "cpu", "--methods", "scratch", "mae", "--pretrain-recipe",
                                            "pcl_3d"], ["--pretrain-recipe pcl_3d is a pcl recipe", "['mae']"]),
+    ("pretrain recipe with a bad option", lambda t, p: [
+        "-device", "cpu", "--methods", "scratch", "moco", "--pretrain-recipe",
+        _written(t / "r.json", '{"method": "moco", "method_config": {"momentum": 2}}')],
+     ["moco option momentum = 2: must be >= 0 and <= 1"]),  # before: refused by the pretraining, after the folds
     ("groups a folder", lambda t, p: ["-device", "cpu", "--groups", str(t)], ["is a folder, not a file"]),
     *[(f"earlier {kind}", lambda t, p, kind=kind: ["-device", "cpu", "--earlier", _earlier_csv(t, p, kind)], expected)
       for kind, expected in (

@@ -74,6 +74,7 @@ def run_benchmark(spec: BenchmarkSpec) -> dict:
     from nnunet_ssl.integration import locations
     from nnunet_ssl.integration.dataset import dataset_id_of, open_preprocessed
     from nnunet_ssl.integration.device import cpu_worker_env
+    from nnunet_ssl.integration.pretraining import PretrainSpec
     from nnunet_ssl.integration.splits import plan_label_budget_folds, write_label_budget_folds
     from nnunet_ssl.methods.recipes import load_recipe
 
@@ -113,6 +114,8 @@ def run_benchmark(spec: BenchmarkSpec) -> dict:
             print(f"note: --pretrain-recipe {pretrain_recipe} is not used: "
                   + ("--report-only pretrains nothing" if report_only else
                      f"every method ({', '.join(folders) or 'none'}) has a finished pretraining already"))
+    for method in to_pretrain:  # the recipe's options as nnUNetv2_ssl_pretrain will take them, before any write
+        PretrainSpec(dataset, configuration, plans, method, device, recipe=pretrain_recipe).check()
     fold_plan = plan_label_budget_folds(data.dataset_name, budgets, base_folds, seed, groups_file, group_pattern)
     if report_only and fold_plan.changes_splits:
         raise SSLUserError(f"--report-only: {fold_plan.splits_file} does not hold these label-budget folds yet "

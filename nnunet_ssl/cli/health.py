@@ -2,6 +2,7 @@
 import argparse
 
 from nnunet_ssl.cli import parse_assignments, run_cli
+from nnunet_ssl.integration.device import DEVICES
 
 
 def health_entry() -> None:
@@ -12,7 +13,7 @@ def health_entry() -> None:
     parser.add_argument("-c", dest="configuration", default="3d_fullres")
     parser.add_argument("-p", dest="plans", default="nnUNetPlans")
     parser.add_argument("-m", dest="method", default="pcl")
-    parser.add_argument("-device", default="cpu", choices=["cpu", "cuda", "mps"], help="default cpu")
+    parser.add_argument("-device", default="cpu", choices=DEVICES, help="default cpu")
     parser.add_argument("--checkpoint", help="a checkpoint_final.pth to compare with the random init")
     parser.add_argument("--batches", type=int, default=8, help="batches averaged per setting (default 8)")
     parser.add_argument("--batch-size", type=int, help="default 16 (the pretraining default)")

@@ -2,6 +2,7 @@
 import argparse
 
 from nnunet_ssl.cli import parse_assignments, run_cli
+from nnunet_ssl.integration.device import DEVICES
 from nnunet_ssl.integration.pretraining import PretrainSpec, pretrain
 from nnunet_ssl.methods import list_methods
 
@@ -15,7 +16,7 @@ def pretrain_entry() -> None:
     parser.add_argument("-c", dest="configuration", default="3d_fullres", help="configuration (default 3d_fullres)")
     parser.add_argument("-p", dest="plans", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
     parser.add_argument("-m", dest="method", default="pcl", help=f"method, one of {list_methods()} (default pcl)")
-    parser.add_argument("-device", default="cuda", choices=["cpu", "cuda", "mps"], help="default cuda")
+    parser.add_argument("-device", default="cuda", choices=DEVICES, help="default cuda")
     parser.add_argument("--c", dest="resume", action="store_true", help="continue from checkpoint_latest.pth")
     parser.add_argument("--recipe", help="named recipe from pretraining/recipes, or a JSON file")
     parser.add_argument("--epochs", type=int, dest="num_epochs")

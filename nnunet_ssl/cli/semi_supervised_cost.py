@@ -4,6 +4,7 @@ import argparse
 import json
 
 from nnunet_ssl.cli import run_cli
+from nnunet_ssl.integration.device import DEVICES
 
 
 def semi_supervised_cost_entry() -> None:
@@ -22,7 +23,7 @@ def semi_supervised_cost_entry() -> None:
     parser.add_argument("--iterations", type=int, default=40, help="timed steps per trainer")
     parser.add_argument("--block", type=int, default=10, help="steps per trainer before switching")
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("-device", default="cpu", choices=["cpu", "cuda", "mps"])
+    parser.add_argument("-device", default="cpu", choices=DEVICES)
     args = parser.parse_args()
     run_cli(lambda: print(json.dumps(module.semi_supervised_cost(
         args.dataset, args.fold, torch.device(args.device), args.configuration, args.plans, args.iterations,

@@ -2,6 +2,7 @@
 import argparse
 
 from nnunet_ssl.cli import run_cli
+from nnunet_ssl.integration.device import DEVICES
 
 
 def throughput_entry() -> None:
@@ -12,7 +13,7 @@ def throughput_entry() -> None:
     parser.add_argument("-c", dest="configuration", default="3d_fullres")
     parser.add_argument("-p", dest="plans", default="nnUNetPlans")
     parser.add_argument("-m", dest="methods", nargs="+", default=["pcl"])
-    parser.add_argument("-device", default="cuda", choices=["cpu", "cuda", "mps"])
+    parser.add_argument("-device", default="cuda", choices=DEVICES)
     parser.add_argument("--batch-size", type=int, help="default: the plans' batch size")
     parser.add_argument("--patch-size", type=int, nargs="+", help="default: the method's pretraining patch")
     parser.add_argument("--iterations", type=int, default=20, help="timed steps per side (default 20)")
