@@ -155,7 +155,7 @@ def test_fold_means_then_mean_over_folds():
 
 
 def test_training_curves_average_the_epochs_every_fold_has(tmp_path):
-    from nnunet_ssl.benchmark.report import mean_training_curve, plot_training_curves
+    from nnunet_ssl.benchmark.plots import mean_training_curve, plot_training_curves
     assert mean_training_curve([[0.1, 0.5, 0.7], [0.3, 0.7]]).tolist() == pytest.approx([0.2, 0.6])
     plot_training_curves({("scratch", 5, 100): [[0.1, 0.5], [0.3, 0.7]], ("pcl", 5, 100): [[0.2, 0.4]]},
                          str(tmp_path / "training.png"))
@@ -236,7 +236,7 @@ def test_a_verdict_is_said_in_the_words_of_the_tables():
 
 
 def test_the_differences_plot_marks_only_what_clears_zero_and_the_noise_floor(tmp_path):
-    from nnunet_ssl.benchmark.report import difference_rows
+    from nnunet_ssl.benchmark.plots import difference_rows
     # the rows of test_verdicts_are_weighed_against_scratch_trained_again: pcl +0.05 (within the band 0.184),
     # mae +0.2 (beyond it); byol at M = 2 has no noise floor and an interval below 0
     offsets = {"scratch": {6: 0, 9: 0, 12: 0}, "scratch_rerun": {6: 0.1, 9: -0.1, 12: 0.1},

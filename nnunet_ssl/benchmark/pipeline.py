@@ -66,7 +66,8 @@ def run_benchmark(spec: BenchmarkSpec) -> dict:
 
     from nnunet_ssl.benchmark.arms import REFERENCE_ARMS, SCRATCH
     from nnunet_ssl.benchmark.metrics import has_foreground
-    from nnunet_ssl.benchmark.report import benchmark_report, plot_training_curves, pretraining_table
+    from nnunet_ssl.benchmark.plots import plot_training_curves
+    from nnunet_ssl.benchmark.report import benchmark_report, pretraining_table
     from nnunet_ssl.benchmark.run import (cell_environment, earlier_case_rows, evaluate_cells, missing_summaries,
                                           plan_cells, pretraining_summary, rerun_case_rows, run_matrix, same_run,
                                           training_curves)

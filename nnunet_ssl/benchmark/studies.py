@@ -78,7 +78,7 @@ def summary_arms(index: dict, reports: dict[str, dict]) -> list[dict]:
 
 
 def figure_statistics(arms: list[dict]) -> dict[tuple[str, int, int], dict]:
-    """The summary arms keyed as report.plot_differences draws them: (label, labeled, iterations)."""
+    """The summary arms keyed as plots.plot_differences draws them: (label, labeled, iterations)."""
     return {(a["label"], a["labeled"], a["iterations"]): a for a in arms}
 
 
@@ -125,7 +125,7 @@ def results_page(index: dict, reports: dict[str, dict], arms: list[dict], runs: 
     """docs/results.md: the summary figure and its arms, the demo's recorded runs, then every study (title,
     date, machine, command, commit, summary, notes, and its benchmark table recomputed from its CSV)."""
     from nnunet_ssl.benchmark.report import verdict_text
-    lines = [f"# Results", "",
+    lines = ["# Results", "",
              f"<!-- rendered by `{RENDER_COMMAND}` from docs/studies/ (index.json and each study's benchmark.csv) "
              "and docs/records/demo/; edit those, not this page -->", "",
              f"{len(index['studies'])} studies on "
@@ -217,7 +217,7 @@ def evidence(arms: list[dict], runs: list[dict]) -> dict:
 def render(root: str, out: str | None = None) -> list[str]:
     """Recompute every study under ``root`` and write the results page, the summary figure, the README's results
     block and the demo's evidence file under ``out`` (default: ``root``; the README is read from ``root``)."""
-    from nnunet_ssl.benchmark.report import plot_differences
+    from nnunet_ssl.benchmark.plots import plot_differences
     out = out or root
     index = load_index(root)
     reports = study_reports(root, index)
