@@ -55,9 +55,12 @@ class DemoSpec:
         raw_dataset_written(folders["nnUNet_raw"], load_protocol())
 
 
+def _assets():
+    return resources.files("nnunet_ssl") / "assets" / "hippocampus"
+
+
 def _bundled_cases() -> list[str]:
-    assets = resources.files("nnunet_ssl") / "assets" / "hippocampus"
-    return sorted(p.name[: -len(".nii.gz")] for p in (assets / "imagesTr").iterdir() if p.name.endswith(".nii.gz"))
+    return sorted(p.name[: -len(".nii.gz")] for p in (_assets() / "imagesTr").iterdir() if p.name.endswith(".nii.gz"))
 
 
 def _raw_dataset_json(n_cases: int) -> dict:
@@ -90,7 +93,7 @@ def write_raw_dataset(raw_root: str, protocol: dict) -> list[str]:
     cases = _bundled_cases()
     if raw_dataset_written(raw_root, protocol):
         return cases
-    assets = resources.files("nnunet_ssl") / "assets" / "hippocampus"
+    assets = _assets()
     folder = os.path.join(raw_root, protocol["dataset_name"])
     tmp = folder + ".partial"
     shutil.rmtree(tmp, ignore_errors=True)
